@@ -1,0 +1,71 @@
+// swift-tools-version:6.0
+import PackageDescription
+
+// MARK: - Public products
+
+let products: [Product] = [
+    .executable(name: "cleave", targets: ["cleave"]),
+    .library(name: "CleaveTensor", targets: ["CleaveTensor"]),
+    .library(name: "CleaveONNX", targets: ["CleaveONNX"]),
+]
+
+// MARK: - Dependencies
+
+let dependencies: [Package.Dependency] = [
+    .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+    .package(url: "https://github.com/apple/swift-protobuf", from: "1.28.0"),
+]
+
+// MARK: - Implementation details: C system libraries
+
+let systemLibraries: [Target] = [
+    .systemLibrary(
+        name: "COpenBLAS", pkgConfig: "openblas",
+        providers: [.apt(["libopenblas-dev"])]),
+    .systemLibrary(
+        name: "CZstd", pkgConfig: "libzstd",
+        providers: [.apt(["libzstd-dev"])]),
+    .systemLibrary(
+        name: "CMosquitto", pkgConfig: "libmosquitto",
+        providers: [.apt(["libmosquitto-dev"])]),
+]
+
+// MARK: - Implementation details: Swift modules
+
+
+let modules: [Target] = [
+    .target(
+        name: "CleaveTensor",
+        dependencies: ["COpenBLAS"]),
+    .target(
+        name: "CleaveONNX",
+        dependencies: [
+            "CleaveTensor",
+            .product(name: "SwiftProtobuf", package: "swift-protobuf"),
+        ],
+        exclude: ["Proto/onnx.proto"]),
+    .executableTarget(
+        name: "cleave",
+        dependencies: [
+            "CleaveONNX",
+            "CleaveTensor",
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+        ]),
+]
+
+// MARK: - Tests (one target per module)
+
+let tests: [Target] = [
+    .testTarget(name: "CleaveTensorTests", dependencies: ["CleaveTensor"]),
+    .testTarget(name: "CleaveONNXTests", dependencies: ["CleaveONNX", "CleaveTensor"]),
+    .testTarget(name: "CleaveCLITests", dependencies: ["cleave"]),
+]
+
+let package = Package(
+    name: "Cleave",
+    platforms: [.macOS(.v15)],
+    products: products,
+    dependencies: dependencies,
+    targets: systemLibraries + modules + tests,
+    swiftLanguageModes: [.v6]
+)

@@ -1,0 +1,201 @@
+/// The spatial arrangement of a convolution or pooling window, for 1 to 3 spatial dimensions.
+///
+/// All arrays have one entry per spatial dimension; pads are explicit (ONNX
+/// `auto_pad` is resolved by the caller).
+public struct WindowGeometry: Sendable, Equatable {
+    /// Window size per spatial dimension.
+    public var kernel: [Int]
+    /// Step between windows.
+    public var strides: [Int]
+    /// Spacing between window taps (1 = dense).
+    public var dilations: [Int]
+    /// Padding before the first element of each spatial dimension.
+    public var padsBegin: [Int]
+    /// Padding after the last element of each spatial dimension.
+    public var padsEnd: [Int]
+    /// Number of channel groups (convolutions only; equal to the channel count for depthwise).
+    public var group: Int
+
+    /// A geometry; `strides` and `dilations` default to 1, pads to 0.
+    public init(kernel: [Int], strides: [Int]? = nil, dilations: [Int]? = nil,
+                padsBegin: [Int]? = nil, padsEnd: [Int]? = nil, group: Int = 1) {
+        self.kernel = kernel
+        self.strides = strides ?? kernel.map { _ in 1 }
+        self.dilations = dilations ?? kernel.map { _ in 1 }
+        self.padsBegin = padsBegin ?? kernel.map { _ in 0 }
+        self.padsEnd = padsEnd ?? kernel.map { _ in 0 }
+        self.group = group
+    }
+
+    /// The same geometry with leading unit dimensions so that it has exactly three.
+    var promoted: WindowGeometry {
+        let missing = 3 - kernel.count
+        func lead(_ values: [Int], _ fill: Int) -> [Int] { [Int](repeating: fill, count: missing) + values }
+        return WindowGeometry(
+            kernel: lead(kernel, 1), strides: lead(strides, 1), dilations: lead(dilations, 1),
+            padsBegin: lead(padsBegin, 0), padsEnd: lead(padsEnd, 0), group: group)
+    }
+}
+
+/// Spatial sizes padded with leading ones to three dimensions.
+func promoted3(_ spatial: ArraySlice<Int>) -> [Int] {
+    [Int](repeating: 1, count: 3 - spatial.count) + spatial
+}
+
+/// Forward convolution (ONNX `Conv`) on float32 NC… tensors.
+public enum Convolution {
+    /// Convolves `input` `[N, C, S…]` with `weight` `[M, C/group, K…]`, adds `bias` `[M]`, writes `output` `[N, M, O…]`.
+    ///
+    /// Uses a direct loop for depthwise convolutions, plain GEMM for 1×1 stride-1
+    /// unpadded ones, and im2col + GEMM otherwise.
+    public static func forward(
+        input: Tensor, weight: Tensor, bias: Tensor?, geometry: WindowGeometry,
+        into output: Tensor, pool: ThreadPool = ThreadPool(threads: 1)
+    ) {
+        let g = geometry.promoted
+        let batch = input.shape[0]
+        let channels = input.shape[1]
+        let outChannels = weight.shape[0]
+        let groups = g.group
+        let channelsPerGroup = channels / groups
+        let outPerGroup = outChannels / groups
+        let inSize = promoted3(input.shape[2...])
+        let outSize = promoted3(output.shape[2...])
+        let inSpatial = inSize.reduce(1, *)
+        let outSpatial = outSize.reduce(1, *)
+        let taps = g.kernel.reduce(1, *)
+        let x = input.pointer(as: Float.self)
+        let w = weight.pointer(as: Float.self)
+        let y = output.pointer(as: Float.self)
+        let b = bias?.pointer(as: Float.self)
+
+        if groups == channels && outChannels == channels {
+            depthwise(x: x, w: w, b: b, y: y, batch: batch, channels: channels,
+                      inSize: inSize, outSize: outSize, g: g, pool: pool)
+            return
+        }
+
+        let pointwise = taps == 1 && g.strides == [1, 1, 1] && g.padsBegin == [0, 0, 0] && g.padsEnd == [0, 0, 0]
+        let rowsPerGroup = channelsPerGroup * taps
+        var columns = pointwise ? [] : [Float](repeating: 0, count: rowsPerGroup * outSpatial)
+        columns.withUnsafeMutableBufferPointer { columnBuffer in
+            for n in 0..<batch {
+                for group in 0..<groups {
+                    let groupInput = x + (n * channels + group * channelsPerGroup) * inSpatial
+                    let source: UnsafePointer<Float>
+                    if pointwise {
+                        source = UnsafePointer(groupInput)
+                    } else {
+                        imageToColumns(groupInput, channels: channelsPerGroup, inSize: inSize,
+                                       outSize: outSize, g: g, columns: columnBuffer.baseAddress!, pool: pool)
+                        source = UnsafePointer(columnBuffer.baseAddress!)
+                    }
+                    GEMM.multiply(
+                        m: outPerGroup, n: outSpatial, k: rowsPerGroup,
+                        a: w + group * outPerGroup * rowsPerGroup, lda: rowsPerGroup,
+                        b: source, ldb: outSpatial,
+                        c: y + (n * outChannels + group * outPerGroup) * outSpatial, ldc: outSpatial)
+                }
+                if let b {
+                    for m in 0..<outChannels {
+                        let row = y + (n * outChannels + m) * outSpatial
+                        let value = b[m]
+                        for index in 0..<outSpatial { row[index] += value }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Unfolds the windows of `channels` planes into a `[channels·taps, outSpatial]` matrix.
+    static func imageToColumns(
+        _ x: UnsafeMutablePointer<Float>, channels: Int, inSize: [Int], outSize: [Int],
+        g: WindowGeometry, columns: UnsafeMutablePointer<Float>, pool: ThreadPool
+    ) {
+        let (inD, inH, inW) = (inSize[0], inSize[1], inSize[2])
+        let (outD, outH, outW) = (outSize[0], outSize[1], outSize[2])
+        let (kD, kH, kW) = (g.kernel[0], g.kernel[1], g.kernel[2])
+        let outSpatial = outD * outH * outW
+        pool.parallelFor(channels) { range in
+            for c in range {
+                let plane = x + c * inD * inH * inW
+                for kd in 0..<kD {
+                    for kh in 0..<kH {
+                        for kw in 0..<kW {
+                            let row = ((c * kD + kd) * kH + kh) * kW + kw
+                            var destination = columns + row * outSpatial
+                            for z in 0..<outD {
+                                let iz = z * g.strides[0] - g.padsBegin[0] + kd * g.dilations[0]
+                                if iz < 0 || iz >= inD {
+                                    destination.update(repeating: 0, count: outH * outW)
+                                    destination += outH * outW
+                                    continue
+                                }
+                                for yy in 0..<outH {
+                                    let iy = yy * g.strides[1] - g.padsBegin[1] + kh * g.dilations[1]
+                                    if iy < 0 || iy >= inH {
+                                        destination.update(repeating: 0, count: outW)
+                                        destination += outW
+                                        continue
+                                    }
+                                    let sourceRow = plane + (iz * inH + iy) * inW
+                                    let start = -g.padsBegin[2] + kw * g.dilations[2]
+                                    let step = g.strides[2]
+                                    for xx in 0..<outW {
+                                        let ix = start + xx * step
+                                        destination[xx] = ix >= 0 && ix < inW ? sourceRow[ix] : 0
+                                    }
+                                    destination += outW
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// One filter per channel: each output channel reads only its own input channel.
+    static func depthwise(
+        x: UnsafeMutablePointer<Float>, w: UnsafeMutablePointer<Float>, b: UnsafeMutablePointer<Float>?,
+        y: UnsafeMutablePointer<Float>, batch: Int, channels: Int, inSize: [Int], outSize: [Int],
+        g: WindowGeometry, pool: ThreadPool
+    ) {
+        let (inD, inH, inW) = (inSize[0], inSize[1], inSize[2])
+        let (outD, outH, outW) = (outSize[0], outSize[1], outSize[2])
+        let (kD, kH, kW) = (g.kernel[0], g.kernel[1], g.kernel[2])
+        let taps = kD * kH * kW
+        pool.parallelFor(batch * channels) { range in
+            for plane in range {
+                let c = plane % channels
+                let source = x + plane * inD * inH * inW
+                let filter = w + c * taps
+                var destination = y + plane * outD * outH * outW
+                let initial = b?[c] ?? 0
+                for z in 0..<outD {
+                    for yy in 0..<outH {
+                        for xx in 0..<outW {
+                            var sum = initial
+                            for kd in 0..<kD {
+                                let iz = z * g.strides[0] - g.padsBegin[0] + kd * g.dilations[0]
+                                if iz < 0 || iz >= inD { continue }
+                                for kh in 0..<kH {
+                                    let iy = yy * g.strides[1] - g.padsBegin[1] + kh * g.dilations[1]
+                                    if iy < 0 || iy >= inH { continue }
+                                    let row = source + (iz * inH + iy) * inW
+                                    let taps = filter + (kd * kH + kh) * kW
+                                    for kw in 0..<kW {
+                                        let ix = xx * g.strides[2] - g.padsBegin[2] + kw * g.dilations[2]
+                                        if ix >= 0 && ix < inW { sum += row[ix] * taps[kw] }
+                                    }
+                                }
+                            }
+                            destination.pointee = sum
+                            destination += 1
+                        }
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,46 @@
+import COpenBLAS
+
+/// Single-precision matrix multiply on row-major matrices, through OpenBLAS.
+///
+/// Computes `C = alpha · op(A) · op(B) + beta · C` where `op` transposes when asked.
+/// `A` is `m×k` after `op`, `B` is `k×n` after `op`, `C` is `m×n`; the leading
+/// dimensions are the row lengths as stored.
+package enum GEMM {
+    package static func multiply(
+        m: Int, n: Int, k: Int,
+        a: UnsafePointer<Float>, lda: Int, transposeA: Bool = false,
+        b: UnsafePointer<Float>, ldb: Int, transposeB: Bool = false,
+        c: UnsafeMutablePointer<Float>, ldc: Int,
+        alpha: Float = 1, beta: Float = 0
+    ) {
+        guard m > 0, n > 0 else { return }
+        if k == 0 {
+            for row in 0..<m {
+                for column in 0..<n { c[row * ldc + column] = beta == 0 ? 0 : beta * c[row * ldc + column] }
+            }
+            return
+        }
+        cblas_sgemm(
+            CblasRowMajor,
+            transposeA ? CblasTrans : CblasNoTrans,
+            transposeB ? CblasTrans : CblasNoTrans,
+            blasint(m), blasint(n), blasint(k),
+            alpha, a, blasint(lda), b, blasint(ldb),
+            beta, c, blasint(ldc))
+    }
+}
+
+extension Tensor {
+    /// Matrix product of two float32 matrices, `self` (`m×k`) times `other` (`k×n`).
+    public func matmul(_ other: Tensor) -> Tensor {
+        precondition(rank == 2 && other.rank == 2 && shape[1] == other.shape[0], "matmul of \(shape) and \(other.shape)")
+        precondition(dtype == .float32 && other.dtype == .float32, "matmul needs float32")
+        let result = Tensor(zeros: [shape[0], other.shape[1]])
+        GEMM.multiply(
+            m: shape[0], n: other.shape[1], k: shape[1],
+            a: pointer(as: Float.self), lda: shape[1],
+            b: other.pointer(as: Float.self), ldb: other.shape[1],
+            c: result.pointer(as: Float.self), ldc: other.shape[1])
+        return result
+    }
+}

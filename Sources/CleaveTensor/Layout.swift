@@ -1,0 +1,148 @@
+/// Operators that move elements without arithmetic: transpose, concat, gather, pad.
+///
+/// They work on any element type by moving fixed-size words (1, 2, 4 or 8 bytes).
+public enum Layout {
+    /// Writes `input` with its axes permuted by `permutation` into `output`.
+    public static func transpose(_ input: Tensor, permutation: [Int], into output: Tensor) {
+        withWord(input.dtype) { word in transpose(word, input, permutation, output) }
+    }
+
+    private static func transpose<W>(_ word: W.Type, _ input: Tensor, _ permutation: [Int], _ output: Tensor) {
+        let rank = input.rank
+        let source = input.pointer(as: W.self)
+        let destination = output.pointer(as: W.self)
+        guard rank > 0 else {
+            destination[0] = source[0]
+            return
+        }
+        var inputStrides = [Int](repeating: 1, count: rank)
+        for axis in stride(from: rank - 2, through: 0, by: -1) { inputStrides[axis] = inputStrides[axis + 1] * input.shape[axis + 1] }
+        let outShape = permutation.map { input.shape[$0] }
+        let strides = permutation.map { inputStrides[$0] }
+        let inner = outShape[rank - 1]
+        let innerStride = strides[rank - 1]
+        guard inner > 0 else { return }
+        let rows = output.count / inner
+        var counter = [Int](repeating: 0, count: rank)
+        var offset = 0
+        for row in 0..<rows {
+            let out = destination + row * inner
+            for index in 0..<inner { out[index] = source[offset + index * innerStride] }
+            var axis = rank - 2
+            while axis >= 0 {
+                counter[axis] += 1
+                offset += strides[axis]
+                if counter[axis] < outShape[axis] { break }
+                offset -= strides[axis] * outShape[axis]
+                counter[axis] = 0
+                axis -= 1
+            }
+        }
+    }
+
+    /// Concatenates `inputs` along `axis` into `output`.
+    public static func concat(_ inputs: [Tensor], axis: Int, into output: Tensor) {
+        let elementSize = output.dtype.byteSize
+        let outer = output.shape[..<axis].reduce(1, *)
+        let outRow = output.shape[axis...].reduce(1, *) * elementSize
+        var columnOffset = 0
+        for input in inputs {
+            let row = input.shape[axis...].reduce(1, *) * elementSize
+            for index in 0..<outer {
+                (output.rawPointer + index * outRow + columnOffset)
+                    .copyMemory(from: input.rawPointer + index * row, byteCount: row)
+            }
+            columnOffset += row
+        }
+    }
+
+    /// Gathers slices of `data` along `axis` at `indices` (negative indices count from the end).
+    ///
+    /// - Throws: ``TensorError`` when an index is outside `[-n, n)`.
+    public static func gather(_ data: Tensor, indices: [Int], axis: Int, into output: Tensor) throws {
+        let elementSize = data.dtype.byteSize
+        let outer = data.shape[..<axis].reduce(1, *)
+        let length = data.shape[axis]
+        let inner = data.shape[(axis + 1)...].reduce(1, *) * elementSize
+        for (position, index) in indices.enumerated() where index < -length || index >= length {
+            throw TensorError("Gather index \(index) at position \(position) is outside [-\(length), \(length))")
+        }
+        var destination = output.rawPointer
+        for block in 0..<outer {
+            for index in indices {
+                let resolved = index < 0 ? index + length : index
+                destination.copyMemory(from: data.rawPointer + (block * length + resolved) * inner, byteCount: inner)
+                destination += inner
+            }
+        }
+    }
+
+    /// How ``pad(_:begin:end:mode:constant:into:)`` fills the border.
+    public enum PadMode: String, Sendable {
+        case constant, reflect, edge, wrap
+    }
+
+    /// Pads (or, with negative amounts, crops) every axis of `input`.
+    ///
+    /// `constant` is the fill value in the tensor's element type, as raw bytes.
+    public static func pad(_ input: Tensor, begin: [Int], end: [Int], mode: PadMode, constant: [UInt8], into output: Tensor) {
+        withWord(input.dtype) { word in pad(word, input, begin, mode, constant, output) }
+    }
+
+    private static func pad<W: FixedWidthInteger>(_ word: W.Type, _ input: Tensor, _ begin: [Int], _ mode: PadMode, _ constant: [UInt8], _ output: Tensor) {
+        let rank = input.rank
+        let source = input.pointer(as: W.self)
+        let destination = output.pointer(as: W.self)
+        let fill: W = constant.withUnsafeBytes { raw in
+            raw.count >= MemoryLayout<W>.size ? raw.loadUnaligned(as: W.self) : .zero
+        }
+        var inputStrides = [Int](repeating: 1, count: rank)
+        if rank > 1 {
+            for axis in stride(from: rank - 2, through: 0, by: -1) { inputStrides[axis] = inputStrides[axis + 1] * input.shape[axis + 1] }
+        }
+        var counter = [Int](repeating: 0, count: rank)
+        for position in 0..<output.count {
+            var offset = 0
+            var outside = false
+            for axis in 0..<rank {
+                let size = input.shape[axis]
+                var index = counter[axis] - begin[axis]
+                if index < 0 || index >= size {
+                    switch mode {
+                    case .constant: outside = true
+                    case .edge: index = min(max(index, 0), size - 1)
+                    case .wrap: index = ((index % size) + size) % size
+                    case .reflect:
+                        if size == 1 {
+                            index = 0
+                        } else {
+                            let period = 2 * (size - 1)
+                            index = ((index % period) + period) % period
+                            if index >= size { index = period - index }
+                        }
+                    }
+                }
+                if outside { break }
+                offset += index * inputStrides[axis]
+            }
+            destination[position] = outside ? fill : source[offset]
+            var axis = rank - 1
+            while axis >= 0 {
+                counter[axis] += 1
+                if counter[axis] < output.shape[axis] { break }
+                counter[axis] = 0
+                axis -= 1
+            }
+        }
+    }
+
+    /// Calls `body` with an unsigned integer type as wide as one element of `dtype`.
+    static func withWord(_ dtype: DType, _ body: (any FixedWidthInteger.Type) -> Void) {
+        switch dtype.byteSize {
+        case 1: body(UInt8.self)
+        case 2: body(UInt16.self)
+        case 4: body(UInt32.self)
+        default: body(UInt64.self)
+        }
+    }
+}

@@ -1,0 +1,112 @@
+/// Window pooling (ONNX `MaxPool`, `AveragePool`, `GlobalAveragePool`) on NC… tensors.
+public enum Pooling {
+    /// How a window is reduced.
+    public enum Kind: Sendable, Equatable {
+        case max
+        /// Average; `countIncludePad` divides by the window size including padding.
+        case average(countIncludePad: Bool)
+    }
+
+    /// Pools `input` `[N, C, S…]` into `output` `[N, C, O…]` (float32, or uint8 for max).
+    public static func forward(
+        input: Tensor, kind: Kind, geometry: WindowGeometry, into output: Tensor,
+        pool: ThreadPool = ThreadPool(threads: 1)
+    ) {
+        switch input.dtype {
+        case .float32: run(Float.self, input, kind, geometry, output, pool)
+        case .uint8: run(UInt8.self, input, kind, geometry, output, pool)
+        case .int8: run(Int8.self, input, kind, geometry, output, pool)
+        default: preconditionFailure("pooling on \(input.dtype)")
+        }
+    }
+
+    private static func run<T: TensorScalar>(
+        _ type: T.Type, _ input: Tensor, _ kind: Kind, _ geometry: WindowGeometry, _ output: Tensor, _ pool: ThreadPool
+    ) {
+        let g = geometry.promoted
+        let planes = input.shape[0] * input.shape[1]
+        let inSize = promoted3(input.shape[2...])
+        let outSize = promoted3(output.shape[2...])
+        let x = input.pointer(as: T.self)
+        let y = output.pointer(as: T.self)
+        let inPlane = inSize.reduce(1, *)
+        let outPlane = outSize.reduce(1, *)
+        pool.parallelFor(planes) { range in
+            for plane in range {
+                let source = x + plane * inPlane
+                var destination = y + plane * outPlane
+                for z in 0..<outSize[0] {
+                    for yy in 0..<outSize[1] {
+                        for xx in 0..<outSize[2] {
+                            let start = [z * g.strides[0] - g.padsBegin[0], yy * g.strides[1] - g.padsBegin[1],
+                                         xx * g.strides[2] - g.padsBegin[2]]
+                            destination.pointee = reduce(source, start: start, inSize: inSize, kind: kind, g: g)
+                            destination += 1
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    @inline(__always)
+    private static func reduce<T: TensorScalar>(
+        _ source: UnsafeMutablePointer<T>, start: [Int], inSize: [Int], kind: Kind, g: WindowGeometry
+    ) -> T {
+        var best: T? = nil
+        var sum = 0.0
+        var count = 0
+        var padded = 1
+        for axis in 0..<3 {
+            // Window taps that fall inside the padded input (ceil mode may run past it).
+            var inside = 0
+            for tap in 0..<g.kernel[axis] {
+                let position = start[axis] + tap * g.dilations[axis]
+                if position < inSize[axis] + g.padsEnd[axis] { inside += 1 }
+            }
+            padded *= inside
+        }
+        for kd in 0..<g.kernel[0] {
+            let iz = start[0] + kd * g.dilations[0]
+            if iz < 0 || iz >= inSize[0] { continue }
+            for kh in 0..<g.kernel[1] {
+                let iy = start[1] + kh * g.dilations[1]
+                if iy < 0 || iy >= inSize[1] { continue }
+                let row = source + (iz * inSize[1] + iy) * inSize[2]
+                for kw in 0..<g.kernel[2] {
+                    let ix = start[2] + kw * g.dilations[2]
+                    if ix < 0 || ix >= inSize[2] { continue }
+                    let value = row[ix]
+                    switch kind {
+                    case .max: if best == nil || value > best! { best = value }
+                    case .average: sum += value.doubleValue
+                    }
+                    count += 1
+                }
+            }
+        }
+        switch kind {
+        case .max:
+            return best ?? T(fromDouble: 0)
+        case .average(let includePad):
+            let divisor = includePad ? padded : count
+            return T(fromDouble: divisor > 0 ? sum / Double(divisor) : 0)
+        }
+    }
+
+    /// Averages each `[N, C]` plane of `input` into `output` `[N, C, 1…]`.
+    public static func globalAverage(input: Tensor, into output: Tensor, pool: ThreadPool = ThreadPool(threads: 1)) {
+        let planes = input.shape[0] * input.shape[1]
+        let size = input.count / max(planes, 1)
+        let x = input.pointer(as: Float.self)
+        let y = output.pointer(as: Float.self)
+        pool.parallelFor(planes) { range in
+            for plane in range {
+                var sum: Float = 0
+                let source = x + plane * size
+                for index in 0..<size { sum += source[index] }
+                y[plane] = size > 0 ? sum / Float(size) : 0
+            }
+        }
+    }
+}
