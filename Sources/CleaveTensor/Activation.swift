@@ -53,14 +53,22 @@ public enum Clamp {
         switch input.dtype {
         case .float32: run(input, Float(low), Float(high), output)
         case .float64: run(input, low, high, output)
-        case .int8: run(input, Int8(fromDouble: low), Int8(fromDouble: high), output)
-        case .uint8: run(input, UInt8(fromDouble: low), UInt8(fromDouble: high), output)
-        case .int16: run(input, Int16(fromDouble: low), Int16(fromDouble: high), output)
-        case .uint16: run(input, UInt16(fromDouble: low), UInt16(fromDouble: high), output)
-        case .int32: run(input, Int32(fromDouble: low), Int32(fromDouble: high), output)
-        case .int64: run(input, Int64(fromDouble: low), Int64(fromDouble: high), output)
+        case .int8: run(input, saturated(low, Int8.self), saturated(high, Int8.self), output)
+        case .uint8: run(input, saturated(low, UInt8.self), saturated(high, UInt8.self), output)
+        case .int16: run(input, saturated(low, Int16.self), saturated(high, Int16.self), output)
+        case .uint16: run(input, saturated(low, UInt16.self), saturated(high, UInt16.self), output)
+        case .int32: run(input, saturated(low, Int32.self), saturated(high, Int32.self), output)
+        case .int64: run(input, saturated(low, Int64.self), saturated(high, Int64.self), output)
         case .bool: output.copyElements(from: input)
         }
+    }
+
+    /// `value` clamped into the range of `T` (infinite bounds become the type's limits).
+    private static func saturated<T: FixedWidthInteger & TensorScalar>(_ value: Double, _ type: T.Type) -> T {
+        if value.isNaN { return 0 }
+        if value <= Double(T.min) { return T.min }
+        if value >= Double(T.max) { return T.max }
+        return T(fromDouble: value)
     }
 
     private static func run<T: Comparable>(_ input: Tensor, _ low: T, _ high: T, _ output: Tensor) {

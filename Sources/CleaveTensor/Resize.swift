@@ -40,7 +40,9 @@ public enum Resample {
         case .halfPixel: return (x + 0.5) / scale - 0.5
         case .pytorchHalfPixel: return outputLength > 1 ? (x + 0.5) / scale - 0.5 : 0
         case .alignCorners:
-            return outputLength > 1 ? x * Double(inputLength - 1) / Double(outputLength - 1) : 0
+            // ONNX uses the unrounded resized length (input · scale) here.
+            let resized = Double(inputLength) * scale
+            return resized > 1 ? x * Double(inputLength - 1) / (resized - 1) : 0
         case .asymmetric: return x / scale
         case .tfHalfPixelForNN: return (x + 0.5) / scale
         }

@@ -1,0 +1,152 @@
+import CleaveTensor
+
+/// What one run of a model does for given input shapes: the steps left after
+/// constant folding, the type of every tensor, and where each lives in the arena.
+public struct ExecutionPlan: Sendable {
+    enum Location: Sendable {
+        case constant(Tensor)
+        case input(String)
+        case arena(offset: Int)
+    }
+
+    struct Value: Sendable {
+        let name: String
+        let type: TensorType
+        var location: Location
+    }
+
+    struct Step: Sendable {
+        let node: Int
+        let kernel: any OperatorKernel
+        let inputs: [Int?]
+        let outputs: [Int]
+    }
+
+    let values: [Value]
+    let steps: [Step]
+    let outputIDs: [Int]
+
+    /// Bytes of the activation arena.
+    public let arenaBytes: Int
+    /// The largest total size of intermediate tensors live at one step, in bytes:
+    /// the lower bound for any arena.
+    public let peakLiveBytes: Int
+    /// Type of every tensor in the graph, by name (including folded constants).
+    public let types: [String: TensorType]
+    /// Number of nodes computed once at planning time (initializer-only subgraphs, `Shape`).
+    public let foldedNodeCount: Int
+    /// Indices (into the model's nodes) of the nodes executed per run.
+    public var executedNodes: [Int] { steps.map(\.node) }
+
+    // MARK: - Planning
+
+    static func make(model: Model, inputTypes: [String: TensorType], inputValues: [String: Tensor]) throws -> ExecutionPlan {
+        var values: [Value] = []
+        var ids: [String: Int] = [:]
+        var known: [Int: Tensor] = [:]
+
+        func add(_ name: String, _ type: TensorType, _ location: Location) -> Int {
+            values.append(Value(name: name, type: type, location: location))
+            if !name.isEmpty { ids[name] = values.count - 1 }
+            return values.count - 1
+        }
+        for (name, tensor) in model.graph.initializers {
+            known[add(name, TensorType(tensor.shape, tensor.dtype), .constant(tensor))] = tensor
+        }
+        for input in model.graph.inputs {
+            guard let type = inputTypes[input.name] else {
+                throw ONNXError.missingInput("the model needs input '\(input.name)', which was not given")
+            }
+            let id = add(input.name, type, .input(input.name))
+            if let value = inputValues[input.name] { known[id] = value }
+        }
+
+        var steps: [Step] = []
+        var folded = 0
+        let context = ExecutionContext(pool: ThreadPool(threads: 1))
+        for (index, node) in model.graph.nodes.enumerated() {
+            let kernel = model.kernels[index]
+            let inputIDs: [Int?] = node.inputs.map { $0.isEmpty ? nil : ids[$0] }
+            let infos: [InputInfo?] = inputIDs.map { id in
+                id.map { InputInfo(name: values[$0].name, type: values[$0].type, value: known[$0]) }
+            }
+            let outputTypes = try kernel.outputTypes(infos)
+            guard node.outputs.count <= outputTypes.count else {
+                throw ONNXError.invalidNode(node.name, op: node.opType, "declares \(node.outputs.count) outputs, the operator makes \(outputTypes.count)")
+            }
+            if let shapeKernel = kernel as? ShapeKernel, let id = inputIDs.first ?? nil {
+                let value = shapeKernel.value(for: values[id].type.shape)
+                known[add(node.outputs[0], outputTypes[0], .constant(value))] = value
+                folded += 1
+                continue
+            }
+            if inputIDs.allSatisfy({ $0 == nil || known[$0!] != nil }) {
+                let inputs = inputIDs.map { $0.flatMap { known[$0] } }
+                let outputs = outputTypes.prefix(max(node.outputs.count, 1)).map { Tensor(zeros: $0.shape, dtype: $0.dtype) }
+                try kernel.run(inputs, outputs, context)
+                for (position, output) in node.outputs.enumerated() {
+                    let id = add(output, outputTypes[position], .constant(outputs[position]))
+                    known[id] = outputs[position]
+                }
+                folded += 1
+                continue
+            }
+            let outputIDs = (0..<max(node.outputs.count, 1)).map { position in
+                add(position < node.outputs.count ? node.outputs[position] : "", outputTypes[position], .arena(offset: 0))
+            }
+            steps.append(Step(node: index, kernel: kernel, inputs: inputIDs, outputs: outputIDs))
+        }
+
+        let outputIDs = try model.graph.outputs.map { output in
+            guard let id = ids[output.name] else { throw ONNXError.invalidModel("graph output '\(output.name)' is never produced") }
+            return id
+        }
+        let (placed, arenaBytes, peak) = placeInArena(values: values, steps: steps, outputs: outputIDs)
+        for (id, offset) in placed { values[id].location = .arena(offset: offset) }
+        var types: [String: TensorType] = [:]
+        for value in values where !value.name.isEmpty { types[value.name] = value.type }
+        return ExecutionPlan(
+            values: values, steps: steps, outputIDs: outputIDs, arenaBytes: arenaBytes, peakLiveBytes: peak,
+            types: types, foldedNodeCount: folded)
+    }
+
+    private static func placeInArena(values: [Value], steps: [Step], outputs: [Int]) -> ([Int: Int], Int, Int) {
+        var first: [Int: Int] = [:]
+        var last: [Int: Int] = [:]
+        for (index, step) in steps.enumerated() {
+            for id in step.outputs {
+                first[id] = index
+                last[id] = index
+            }
+            for id in step.inputs.compactMap({ $0 }) where first[id] != nil { last[id] = index }
+        }
+        for id in outputs where first[id] != nil { last[id] = steps.count }
+        let ids = first.keys.sorted()
+        let blocks = ids.map { MemoryPlanner.Block(bytes: values[$0].type.byteCount, first: first[$0]!, last: last[$0]!) }
+        let (offsets, arena) = MemoryPlanner.place(blocks)
+        return (Dictionary(uniqueKeysWithValues: zip(ids, offsets)), arena, MemoryPlanner.peakLiveBytes(blocks))
+    }
+
+    // MARK: - Running
+
+    func run(_ inputs: [String: Tensor], pool: ThreadPool) throws -> [String: Tensor] {
+        let arena = TensorStorage(byteCount: arenaBytes)
+        var tensors = [Tensor?](repeating: nil, count: values.count)
+        for (id, value) in values.enumerated() {
+            switch value.location {
+            case .constant(let tensor): tensors[id] = tensor
+            case .input(let name): tensors[id] = inputs[name]
+            case .arena(let offset):
+                let storage = TensorStorage(viewOf: arena, offset: offset, byteCount: value.type.byteCount)
+                tensors[id] = Tensor(shape: value.type.shape, dtype: value.type.dtype, storage: storage)
+            }
+        }
+        let context = ExecutionContext(pool: pool)
+        for step in steps {
+            try step.kernel.run(step.inputs.map { $0.flatMap { tensors[$0] } }, step.outputs.map { tensors[$0]! }, context)
+        }
+        var result: [String: Tensor] = [:]
+        for id in outputIDs { result[values[id].name] = tensors[id]!.copy() }
+        return result
+    }
+}

@@ -1,0 +1,116 @@
+import CleaveTensor
+import Synchronization
+
+/// Runs a loaded model: plans once per input signature, then executes requests.
+///
+/// Safe to share between tasks: plans are cached under a mutex, and each run
+/// gets its own activation arena.
+public final class InferenceSession: Sendable {
+    /// The model this session runs.
+    public let model: Model
+    /// Threads each operator may use.
+    public let pool: ThreadPool
+    /// Graph inputs whose values (not only shapes) decide tensor shapes; their
+    /// values are part of the plan key.
+    let valueInputNames: Set<String>
+    private let plans = Mutex<[PlanKey: ExecutionPlan]>([:])
+
+    /// A session for `model` using `threads` threads (`nil`: one per core).
+    public init(model: Model, threads: Int? = nil) {
+        self.model = model
+        pool = ThreadPool(threads: threads)
+        valueInputNames = Self.findValueInputs(model)
+    }
+
+    /// Loads the model at `path` and makes a session for it.
+    public convenience init(contentsOf path: String, threads: Int? = nil) throws {
+        self.init(model: try Model(contentsOf: path), threads: threads)
+    }
+
+    // MARK: - Planning
+
+    /// The declared input types, with symbolic dimensions set to `symbolic`.
+    public func declaredInputTypes(symbolic: Int = 1) throws -> [String: TensorType] {
+        var types: [String: TensorType] = [:]
+        for input in model.graph.inputs {
+            guard let dtype = input.dtype, let shape = input.concreteShape(symbolic: symbolic) else {
+                throw ONNXError.unsupportedTensor(input.name, "the model does not declare a supported type and shape for this input")
+            }
+            types[input.name] = TensorType(shape, dtype)
+        }
+        return types
+    }
+
+    /// The plan for inputs of these types (and these values, for inputs that decide shapes).
+    public func plan(for types: [String: TensorType], values: [String: Tensor] = [:]) throws -> ExecutionPlan {
+        let relevant = values.filter { valueInputNames.contains($0.key) }
+        let key = PlanKey(types: types, values: relevant.mapValues { $0.bytes() })
+        if let cached = plans.withLock({ $0[key] }) { return cached }
+        let plan = try ExecutionPlan.make(model: model, inputTypes: types, inputValues: relevant)
+        plans.withLock { $0[key] = plan }
+        return plan
+    }
+
+    // MARK: - Running
+
+    /// Runs the model on `inputs` (by input name) and returns every graph output by name.
+    ///
+    /// - Throws: ``ONNXError`` when an input is missing or does not fit the model.
+    public func run(_ inputs: [String: Tensor]) throws -> [String: Tensor] {
+        var types: [String: TensorType] = [:]
+        for declared in model.graph.inputs {
+            guard let tensor = inputs[declared.name] else {
+                throw ONNXError.missingInput("the model needs input '\(declared.name)', which was not given")
+            }
+            if let dtype = declared.dtype, dtype != tensor.dtype {
+                throw ONNXError.shapeMismatch(declared.name, op: "input", "expected \(dtype), got \(tensor.dtype)")
+            }
+            if let dimensions = declared.dimensions {
+                let fits = dimensions.count == tensor.rank
+                    && zip(dimensions, tensor.shape).allSatisfy { if case .fixed(let size) = $0 { size == $1 } else { true } }
+                guard fits else {
+                    throw ONNXError.shapeMismatch(
+                        declared.name, op: "input", "expected shape \(dimensions.map(\.description)), got \(tensor.shape)")
+                }
+            }
+            types[declared.name] = TensorType(tensor.shape, tensor.dtype)
+        }
+        return try plan(for: types, values: inputs).run(inputs, pool: pool)
+    }
+
+    // MARK: - Shape-deciding inputs
+
+    private static func findValueInputs(_ model: Model) -> Set<String> {
+        let producers = model.graph.producers
+        let graphInputs = Set(model.graph.inputs.map(\.name))
+        var result: Set<String> = []
+        var visited: Set<String> = []
+        var pending: [String] = []
+        for (index, node) in model.graph.nodes.enumerated() {
+            for position in model.kernels[index].valueInputs where position < node.inputs.count {
+                pending.append(node.inputs[position])
+            }
+        }
+        while let name = pending.popLast() {
+            guard !name.isEmpty, visited.insert(name).inserted else { continue }
+            if graphInputs.contains(name) { result.insert(name) }
+            if let producer = producers[name], !(model.kernels[producer] is ShapeKernel) {
+                pending.append(contentsOf: model.graph.nodes[producer].inputs)
+            }
+        }
+        return result
+    }
+}
+
+/// Identifies a plan: input types, plus the bytes of inputs that decide shapes.
+struct PlanKey: Hashable, Sendable {
+    let types: [String: TensorType]
+    let values: [String: [UInt8]]
+}
+
+extension TensorType: Hashable {
+    public func hash(into hasher: inout Hasher) {
+        hasher.combine(shape)
+        hasher.combine(dtype)
+    }
+}
