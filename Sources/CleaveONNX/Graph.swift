@@ -55,6 +55,8 @@ public struct Node: Sendable {
     public let outputs: [String]
     /// Attributes by name.
     public let attributes: [String: AttributeValue]
+    /// Position of the node in the file, to copy it verbatim when writing a cut model.
+    let sourceIndex: Int
 }
 
 /// A model's computation graph, nodes in topological order.

@@ -100,7 +100,7 @@ public struct Model: Sendable {
         }
         return Node(
             name: name, opType: proto.opType, domain: proto.domain == "ai.onnx" ? "" : proto.domain,
-            inputs: proto.input, outputs: proto.output, attributes: attributes)
+            inputs: proto.input, outputs: proto.output, attributes: attributes, sourceIndex: index)
     }
 
     private static func attributeValue(_ proto: Onnx_AttributeProto, node: String, directory: URL?) throws -> AttributeValue {

@@ -1,0 +1,180 @@
+import ArgumentParser
+import CleaveONNX
+import CleaveTensor
+import Foundation
+
+struct ModelCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "model",
+        abstract: "Inspect, split, run and benchmark ONNX models.",
+        subcommands: [Inspect.self, Split.self, Run.self, Bench.self])
+}
+
+/// `--shape name=1x3x224x224` options shared by the model commands.
+struct ShapeOptions: ParsableArguments {
+    @Option(name: .customLong("shape"), help: ArgumentHelp(
+        "Fix an input's shape, as NAME=DxDx… (repeatable). Symbolic dimensions default to 1.", valueName: "name=shape"))
+    var shapes: [String] = []
+
+    func types(for session: InferenceSession) throws -> [String: TensorType] {
+        var types = try session.declaredInputTypes()
+        for entry in shapes {
+            let parts = entry.split(separator: "=", maxSplits: 1).map(String.init)
+            guard parts.count == 2, let current = types[parts[0]] else {
+                throw ValidationError("--shape \(entry): expected NAME=DxD… with NAME one of \(types.keys.sorted())")
+            }
+            let dimensions = parts[1].split(separator: "x").compactMap { Int($0) }
+            guard dimensions.count == parts[1].split(separator: "x").count, dimensions.allSatisfy({ $0 > 0 }) else {
+                throw ValidationError("--shape \(entry): dimensions must be positive integers separated by 'x'")
+            }
+            types[parts[0]] = TensorType(dimensions, current.dtype)
+        }
+        return types
+    }
+}
+
+func formatBytes(_ bytes: Int) -> String {
+    if bytes >= 1 << 20 { return String(format: "%.2f MiB", Double(bytes) / Double(1 << 20)) }
+    if bytes >= 1 << 10 { return String(format: "%.1f KiB", Double(bytes) / 1024) }
+    return "\(bytes) B"
+}
+
+func formatCount(_ value: Int) -> String {
+    if value >= 1_000_000_000 { return String(format: "%.2f G", Double(value) / 1e9) }
+    if value >= 1_000_000 { return String(format: "%.2f M", Double(value) / 1e6) }
+    if value >= 1_000 { return String(format: "%.1f k", Double(value) / 1e3) }
+    return "\(value)"
+}
+
+// MARK: - inspect
+
+struct Inspect: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Show a model's inputs, outputs, operators, size, FLOPs, planned memory and cut points.")
+
+    @Argument(help: "The .onnx file.") var model: String
+    @OptionGroup var shape: ShapeOptions
+
+    func run() throws {
+        let session = try InferenceSession(contentsOf: model, threads: 1)
+        let summary = try ModelSummary(session: session, types: shape.types(for: session))
+        print("model      \(model)  (opset \(session.model.opset)\(session.model.producer.isEmpty ? "" : ", from \(session.model.producer)"))")
+        for (name, type) in summary.inputs { print("input      \(name)  \(type)") }
+        for (name, type) in summary.outputs { print("output     \(name)  \(type)") }
+        print("operators  " + summary.operators.map { "\($0.0)×\($0.1)" }.joined(separator: " "))
+        print("parameters \(formatCount(summary.parameters))")
+        print("FLOPs      \(formatCount(summary.flops))")
+        print("arena      \(formatBytes(summary.arenaBytes)) planned, \(formatBytes(summary.peakLiveBytes)) peak live (lower bound), ratio \(String(format: "%.3f", Double(summary.arenaBytes) / Double(max(summary.peakLiveBytes, 1))))")
+        print("cuts       \(summary.cuts.count) candidate tensors (tensor, type, bytes as float32, head share of FLOPs):")
+        for cut in summary.cuts {
+            print("  \(cut.tensor)  \(cut.type)  \(formatBytes(cut.type.byteCount))  \(String(format: "%.1f%%", cut.headFLOPShare * 100))")
+        }
+    }
+}
+
+// MARK: - split
+
+struct Split: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Cut a model at a tensor into a head model and a tail model.",
+        discussion: "The head computes the tensor from the model's inputs; the tail computes the outputs from it. A cut that other branches cross is refused with the crossing tensors named.")
+
+    @Argument(help: "The .onnx file.") var model: String
+    @Option(help: "Name of the tensor to cut at (see `cleave model inspect`).") var at: String
+    @Option(help: "Where to write the head model.") var head: String
+    @Option(help: "Where to write the tail model.") var tail: String
+    @OptionGroup var shape: ShapeOptions
+
+    func run() throws {
+        let session = try InferenceSession(contentsOf: model, threads: 1)
+        let plan = try session.plan(for: shape.types(for: session))
+        let cut = try GraphCut(model: session.model, at: at)
+        guard let type = plan.types[at] else { throw ValidationError("no type could be inferred for '\(at)'") }
+        let (headData, tailData) = try cut.serializedModels(of: session.model, cutType: type)
+        try headData.write(to: URL(fileURLWithPath: head))
+        try tailData.write(to: URL(fileURLWithPath: tail))
+        print("head \(head): \(cut.headNodes.count) nodes → \(at) \(type)")
+        print("tail \(tail): \(cut.tailNodes.count) nodes")
+    }
+}
+
+// MARK: - run
+
+struct Run: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Run a model on inputs from .npy or TensorProto .pb files; write one .npy per output.")
+
+    @Argument(help: "The .onnx file.") var model: String
+    @Option(name: .customLong("input"), help: ArgumentHelp("An input as NAME=FILE (.npy or .pb); repeatable.", valueName: "name=file"))
+    var inputs: [String] = []
+    @Option(help: "Folder for the outputs (created if missing).") var outputDir: String
+    @Option(help: "Threads per operator (default: one per core).") var threads: Int?
+
+    func run() throws {
+        let session = try InferenceSession(contentsOf: model, threads: threads)
+        var tensors: [String: Tensor] = [:]
+        for entry in inputs {
+            let parts = entry.split(separator: "=", maxSplits: 1).map(String.init)
+            guard parts.count == 2 else { throw ValidationError("--input \(entry): expected NAME=FILE") }
+            tensors[parts[0]] = try TensorFile.read(parts[1]).tensor
+        }
+        let outputs = try session.run(tensors)
+        try FileManager.default.createDirectory(atPath: outputDir, withIntermediateDirectories: true)
+        for output in session.model.graph.outputs {
+            guard let tensor = outputs[output.name] else { continue }
+            let safe = output.name.map { $0.isLetter || $0.isNumber || $0 == "_" || $0 == "-" || $0 == "." ? $0 : "_" }
+            let path = "\(outputDir)/\(String(safe)).npy"
+            try TensorFile.writeNPY(tensor, to: path)
+            print("\(output.name)  \(tensor.dtype)\(tensor.shape)  → \(path)")
+        }
+    }
+}
+
+// MARK: - bench
+
+struct Bench: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Time a model on random inputs; print one JSON line.",
+        discussion: "Prints median_ms, p90_ms, arena_bytes and peak_rss_bytes (the process's high-water resident memory).")
+
+    @Argument(help: "The .onnx file.") var model: String
+    @Option(help: "Threads per operator.") var threads: Int = 1
+    @Option(help: "Timed runs.") var runs: Int = 20
+    @Option(help: "Untimed runs before timing.") var warmup: Int = 3
+    @OptionGroup var shape: ShapeOptions
+
+    func run() throws {
+        guard runs > 0, warmup >= 0, threads > 0 else { throw ValidationError("--runs and --threads must be positive") }
+        let session = try InferenceSession(contentsOf: model, threads: threads)
+        let types = try shape.types(for: session)
+        var generator = SystemRandomNumberGenerator()
+        var inputs: [String: Tensor] = [:]
+        for (name, type) in types {
+            guard type.dtype == .float32 else { throw ValidationError("input \(name) is \(type.dtype); bench makes float32 inputs only") }
+            inputs[name] = Tensor(shape: type.shape, scalars: (0..<type.shape.reduce(1, *)).map { _ in Float.random(in: -1...1, using: &generator) })
+        }
+        let plan = try session.plan(for: types)
+        for _ in 0..<warmup { _ = try session.run(inputs) }
+        var times: [Double] = []
+        for _ in 0..<runs {
+            let start = ContinuousClock.now
+            _ = try session.run(inputs)
+            let elapsed = ContinuousClock.now - start
+            times.append(Double(elapsed.components.seconds) * 1e3 + Double(elapsed.components.attoseconds) / 1e15)
+        }
+        times.sort()
+        let median = times.count % 2 == 1 ? times[times.count / 2] : (times[times.count / 2 - 1] + times[times.count / 2]) / 2
+        let p90 = times[min(times.count - 1, Int((Double(times.count) * 0.9).rounded(.up)) - 1)]
+        print(String(format: "{\"model\": \"%@\", \"threads\": %d, \"runs\": %d, \"median_ms\": %.3f, \"p90_ms\": %.3f, \"arena_bytes\": %d, \"peak_rss_bytes\": %d}",
+                     model, threads, runs, median, p90, plan.arenaBytes, peakResidentBytes()))
+    }
+
+    /// The process's peak resident set (VmHWM), in bytes; 0 where /proc is unavailable.
+    func peakResidentBytes() -> Int {
+        guard let status = try? String(contentsOfFile: "/proc/self/status", encoding: .utf8),
+              let line = status.split(separator: "\n").first(where: { $0.hasPrefix("VmHWM:") }),
+              let kilobytes = line.split(separator: " ").dropFirst().first.flatMap({ Int($0) })
+        else { return 0 }
+        return kilobytes * 1024
+    }
+}
