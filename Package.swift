@@ -32,7 +32,6 @@ let systemLibraries: [Target] = [
 
 // MARK: - Implementation details: Swift modules
 
-
 let modules: [Target] = [
     .target(
         name: "CleaveTensor",

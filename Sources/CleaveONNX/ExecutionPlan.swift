@@ -72,7 +72,8 @@ public struct ExecutionPlan: Sendable {
             }
             let outputTypes = try kernel.outputTypes(infos)
             guard node.outputs.count <= outputTypes.count else {
-                throw ONNXError.invalidNode(node.name, op: node.opType, "declares \(node.outputs.count) outputs, the operator makes \(outputTypes.count)")
+                throw ONNXError.invalidNode(
+                    node.name, op: node.opType, "declares \(node.outputs.count) outputs, the operator makes \(outputTypes.count)")
             }
             if let shapeKernel = kernel as? ShapeKernel, let id = inputIDs.first ?? nil {
                 let value = shapeKernel.value(for: values[id].type.shape)

@@ -20,7 +20,9 @@ public struct GraphCut: Sendable {
         let graph = model.graph
         let producers = graph.producers
         guard let producer = producers[tensor] else {
-            let kind = graph.initializers[tensor] != nil ? "an initializer" : graph.inputs.contains { $0.name == tensor } ? "a graph input" : "not a tensor of this model"
+            let kind =
+                graph.initializers[tensor] != nil
+                ? "an initializer" : graph.inputs.contains { $0.name == tensor } ? "a graph input" : "not a tensor of this model"
             throw ONNXError.invalidCut("'\(tensor)' is \(kind); cut at a tensor a node produces")
         }
         var head: Set<Int> = []

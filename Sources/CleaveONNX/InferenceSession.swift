@@ -66,7 +66,8 @@ public final class InferenceSession: Sendable {
                 throw ONNXError.shapeMismatch(declared.name, op: "input", "expected \(dtype), got \(tensor.dtype)")
             }
             if let dimensions = declared.dimensions {
-                let fits = dimensions.count == tensor.rank
+                let fits =
+                    dimensions.count == tensor.rank
                     && zip(dimensions, tensor.shape).allSatisfy { if case .fixed(let size) = $0 { size == $1 } else { true } }
                 guard fits else {
                     throw ONNXError.shapeMismatch(

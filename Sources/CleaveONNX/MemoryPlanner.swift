@@ -25,7 +25,8 @@ struct MemoryPlanner {
         for index in order {
             let block = blocks[index]
             let size = aligned(block.bytes)
-            let conflicts = placed
+            let conflicts =
+                placed
                 .filter { $0.block.first <= block.last && block.first <= $0.block.last }
                 .sorted { $0.offset < $1.offset }
             var offset = 0

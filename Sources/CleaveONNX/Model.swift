@@ -83,7 +83,8 @@ public struct Model: Sendable {
             return ValueDeclaration(name: info.name, dtype: nil, dimensions: nil)
         }
         let tensorType = info.type.tensorType
-        let dimensions: [Dimension]? = tensorType.hasShape
+        let dimensions: [Dimension]? =
+            tensorType.hasShape
             ? tensorType.shape.dim.map { dimension in
                 if case .dimValue(let value)? = dimension.value { return .fixed(Int(value)) }
                 return .symbolic(dimension.dimParam)

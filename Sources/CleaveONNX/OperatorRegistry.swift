@@ -38,7 +38,8 @@ extension OperatorRegistry {
         },
         "HardSwish": activation { _ in .hardSwish },
         "Clip": entry { context in
-            let bounds: (Float, Float)? = context.opset < 11
+            let bounds: (Float, Float)? =
+                context.opset < 11
                 ? (try context.float("min", default: -.greatestFiniteMagnitude), try context.float("max", default: .greatestFiniteMagnitude))
                 : nil
             return ClipKernel(node: context.name, attributeBounds: bounds)

@@ -83,7 +83,11 @@ enum NPY {
         }
         guard headerStart + headerLength <= bytes.count else { throw fail("truncated header") }
         let header = String(decoding: bytes[headerStart..<(headerStart + headerLength)], as: UTF8.self)
-        guard let descr = field("descr", in: header), let dtype = DType.allCases.first(where: { descriptor($0) == descr || descriptor($0).dropFirst() == descr.dropFirst() && descr.first != ">" }) else {
+        guard let descr = field("descr", in: header),
+            let dtype = DType.allCases.first(where: {
+                descriptor($0) == descr || descriptor($0).dropFirst() == descr.dropFirst() && descr.first != ">"
+            })
+        else {
             throw fail("unsupported dtype in header \(header)")
         }
         guard !header.contains("'fortran_order': True") else { throw fail("Fortran order is not supported") }

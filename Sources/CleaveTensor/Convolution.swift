@@ -17,8 +17,10 @@ public struct WindowGeometry: Sendable, Equatable {
     public var group: Int
 
     /// A geometry; `strides` and `dilations` default to 1, pads to 0.
-    public init(kernel: [Int], strides: [Int]? = nil, dilations: [Int]? = nil,
-                padsBegin: [Int]? = nil, padsEnd: [Int]? = nil, group: Int = 1) {
+    public init(
+        kernel: [Int], strides: [Int]? = nil, dilations: [Int]? = nil,
+        padsBegin: [Int]? = nil, padsEnd: [Int]? = nil, group: Int = 1
+    ) {
         self.kernel = kernel
         self.strides = strides ?? kernel.map { _ in 1 }
         self.dilations = dilations ?? kernel.map { _ in 1 }
@@ -70,8 +72,9 @@ public enum Convolution {
         let b = bias?.pointer(as: Float.self)
 
         if groups == channels && outChannels == channels {
-            depthwise(x: x, w: w, b: b, y: y, batch: batch, channels: channels,
-                      inSize: inSize, outSize: outSize, g: g, pool: pool)
+            depthwise(
+                x: x, w: w, b: b, y: y, batch: batch, channels: channels,
+                inSize: inSize, outSize: outSize, g: g, pool: pool)
             return
         }
 
@@ -86,8 +89,9 @@ public enum Convolution {
                     if pointwise {
                         source = UnsafePointer(groupInput)
                     } else {
-                        imageToColumns(groupInput, channels: channelsPerGroup, inSize: inSize,
-                                       outSize: outSize, g: g, columns: columnBuffer.baseAddress!, pool: pool)
+                        imageToColumns(
+                            groupInput, channels: channelsPerGroup, inSize: inSize,
+                            outSize: outSize, g: g, columns: columnBuffer.baseAddress!, pool: pool)
                         source = UnsafePointer(columnBuffer.baseAddress!)
                     }
                     GEMM.multiply(

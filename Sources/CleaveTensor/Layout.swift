@@ -89,7 +89,9 @@ public enum Layout {
         withWord(input.dtype) { word in pad(word, input, begin, mode, constant, output) }
     }
 
-    private static func pad<W: FixedWidthInteger>(_ word: W.Type, _ input: Tensor, _ begin: [Int], _ mode: PadMode, _ constant: [UInt8], _ output: Tensor) {
+    private static func pad<W: FixedWidthInteger>(
+        _ word: W.Type, _ input: Tensor, _ begin: [Int], _ mode: PadMode, _ constant: [UInt8], _ output: Tensor
+    ) {
         let rank = input.rank
         let source = input.pointer(as: W.self)
         let destination = output.pointer(as: W.self)

@@ -38,8 +38,10 @@ public enum Pooling {
                 for z in 0..<outSize[0] {
                     for yy in 0..<outSize[1] {
                         for xx in 0..<outSize[2] {
-                            let start = [z * g.strides[0] - g.padsBegin[0], yy * g.strides[1] - g.padsBegin[1],
-                                         xx * g.strides[2] - g.padsBegin[2]]
+                            let start = [
+                                z * g.strides[0] - g.padsBegin[0], yy * g.strides[1] - g.padsBegin[1],
+                                xx * g.strides[2] - g.padsBegin[2],
+                            ]
                             destination.pointee = reduce(source, start: start, inSize: inSize, kind: kind, g: g)
                             destination += 1
                         }

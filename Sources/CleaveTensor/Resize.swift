@@ -69,7 +69,8 @@ public enum Resample {
                 var picked: Double
                 switch rounding {
                 case .roundPreferFloor: picked = coordinate == coordinate.rounded(.down) + 0.5 ? coordinate.rounded(.down) : coordinate.rounded()
-                case .roundPreferCeil: picked = coordinate.rounded(.toNearestOrAwayFromZero)
+                case .roundPreferCeil:
+                    picked = coordinate.rounded(.toNearestOrAwayFromZero)
                     if coordinate == coordinate.rounded(.down) + 0.5 { picked = coordinate.rounded(.up) }
                 case .floor: picked = coordinate.rounded(.down)
                 case .ceil: picked = coordinate.rounded(.up)

@@ -12,8 +12,10 @@ struct ModelCommand: ParsableCommand {
 
 /// `--shape name=1x3x224x224` options shared by the model commands.
 struct ShapeOptions: ParsableArguments {
-    @Option(name: .customLong("shape"), help: ArgumentHelp(
-        "Fix an input's shape, as NAME=DxDx… (repeatable). Symbolic dimensions default to 1.", valueName: "name=shape"))
+    @Option(
+        name: .customLong("shape"),
+        help: ArgumentHelp(
+            "Fix an input's shape, as NAME=DxDx… (repeatable). Symbolic dimensions default to 1.", valueName: "name=shape"))
     var shapes: [String] = []
 
     func types(for session: InferenceSession) throws -> [String: TensorType] {
@@ -64,7 +66,9 @@ struct Inspect: ParsableCommand {
         print("operators  " + summary.operators.map { "\($0.0)×\($0.1)" }.joined(separator: " "))
         print("parameters \(formatCount(summary.parameters))")
         print("FLOPs      \(formatCount(summary.flops))")
-        print("arena      \(formatBytes(summary.arenaBytes)) planned, \(formatBytes(summary.peakLiveBytes)) peak live (lower bound), ratio \(String(format: "%.3f", Double(summary.arenaBytes) / Double(max(summary.peakLiveBytes, 1))))")
+        print(
+            "arena      \(formatBytes(summary.arenaBytes)) planned, \(formatBytes(summary.peakLiveBytes)) peak live (lower bound), ratio \(String(format: "%.3f", Double(summary.arenaBytes) / Double(max(summary.peakLiveBytes, 1))))"
+        )
         print("cuts       \(summary.cuts.count) candidate tensors (tensor, type, bytes as float32, head share of FLOPs):")
         for cut in summary.cuts {
             print("  \(cut.tensor)  \(cut.type)  \(formatBytes(cut.type.byteCount))  \(String(format: "%.1f%%", cut.headFLOPShare * 100))")
@@ -77,7 +81,9 @@ struct Inspect: ParsableCommand {
 struct Split: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Cut a model at a tensor into a head model and a tail model.",
-        discussion: "The head computes the tensor from the model's inputs; the tail computes the outputs from it. A cut that other branches cross is refused with the crossing tensors named.")
+        discussion:
+            "The head computes the tensor from the model's inputs; the tail computes the outputs from it. A cut that other branches cross is refused with the crossing tensors named."
+    )
 
     @Argument(help: "The .onnx file.") var model: String
     @Option(help: "Name of the tensor to cut at (see `cleave model inspect`).") var at: String
@@ -165,15 +171,18 @@ struct Bench: ParsableCommand {
         times.sort()
         let median = times.count % 2 == 1 ? times[times.count / 2] : (times[times.count / 2 - 1] + times[times.count / 2]) / 2
         let p90 = times[min(times.count - 1, Int((Double(times.count) * 0.9).rounded(.up)) - 1)]
-        print(String(format: "{\"model\": \"%@\", \"threads\": %d, \"runs\": %d, \"median_ms\": %.3f, \"p90_ms\": %.3f, \"arena_bytes\": %d, \"peak_rss_bytes\": %d}",
-                     model, threads, runs, median, p90, plan.arenaBytes, peakResidentBytes()))
+        print(
+            String(
+                format:
+                    "{\"model\": \"%@\", \"threads\": %d, \"runs\": %d, \"median_ms\": %.3f, \"p90_ms\": %.3f, \"arena_bytes\": %d, \"peak_rss_bytes\": %d}",
+                model, threads, runs, median, p90, plan.arenaBytes, peakResidentBytes()))
     }
 
     /// The process's peak resident set (VmHWM), in bytes; 0 where /proc is unavailable.
     func peakResidentBytes() -> Int {
         guard let status = try? String(contentsOfFile: "/proc/self/status", encoding: .utf8),
-              let line = status.split(separator: "\n").first(where: { $0.hasPrefix("VmHWM:") }),
-              let kilobytes = line.split(separator: " ").dropFirst().first.flatMap({ Int($0) })
+            let line = status.split(separator: "\n").first(where: { $0.hasPrefix("VmHWM:") }),
+            let kilobytes = line.split(separator: " ").dropFirst().first.flatMap({ Int($0) })
         else { return 0 }
         return kilobytes * 1024
     }

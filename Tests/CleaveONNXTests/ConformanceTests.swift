@@ -24,7 +24,8 @@ import Testing
         let name = directory.dropFirst("test_".count).lowercased()
         let aliases = ["batchnorm": "BatchNormalization", "basic_conv": "Conv", "edge_pad": "Pad", "reflect_pad": "Pad", "constant_pad": "Pad"]
         let candidates = listed.map { ($0.lowercased(), $0) } + aliases.map { ($0.key, $0.value) }
-        return candidates
+        return
+            candidates
             .filter { name == $0.0 || name.hasPrefix($0.0 + "_") }
             .max { $0.0.count < $1.0.count }?.1
     }

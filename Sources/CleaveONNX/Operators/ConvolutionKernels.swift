@@ -33,7 +33,8 @@ struct WindowAttributes: Sendable {
         var begin = [Int](repeating: 0, count: rank)
         var end = [Int](repeating: 0, count: rank)
         guard kernel.count == rank, strides.count == rank, dilations.count == rank else {
-            throw ONNXError.shapeMismatch(node, op: op, "kernel \(kernel), strides \(strides) or dilations \(dilations) do not match \(rank) spatial dimensions")
+            throw ONNXError.shapeMismatch(
+                node, op: op, "kernel \(kernel), strides \(strides) or dilations \(dilations) do not match \(rank) spatial dimensions")
         }
         guard strides.allSatisfy({ $0 > 0 }), dilations.allSatisfy({ $0 > 0 }), kernel.allSatisfy({ $0 > 0 }) else {
             throw ONNXError.invalidNode(node, op: op, "kernel, strides and dilations must be positive")
@@ -57,7 +58,9 @@ struct WindowAttributes: Sendable {
             default:
                 let span = spatial[axis] + begin[axis] + end[axis] - extent
                 guard span >= 0 else {
-                    throw ONNXError.shapeMismatch(node, op: op, "window \(extent) is larger than padded input \(spatial[axis] + begin[axis] + end[axis]) on spatial axis \(axis)")
+                    throw ONNXError.shapeMismatch(
+                        node, op: op,
+                        "window \(extent) is larger than padded input \(spatial[axis] + begin[axis] + end[axis]) on spatial axis \(axis)")
                 }
                 if ceilMode {
                     output[axis] = (span + strides[axis] - 1) / strides[axis] + 1
@@ -83,7 +86,8 @@ struct ConvKernel: OperatorKernel {
             throw ONNXError.shapeMismatch(node, op: "Conv", "input \(x) and weight \(w) must both be 3-d to 5-d (N, C, spatial…)")
         }
         guard x[1] == w[1] * window.group, w[0] % window.group == 0 else {
-            throw ONNXError.shapeMismatch(node, op: "Conv", "input has \(x[1]) channels, weight \(w) with group \(window.group) expects \(w[1] * window.group)")
+            throw ONNXError.shapeMismatch(
+                node, op: "Conv", "input has \(x[1]) channels, weight \(w) with group \(window.group) expects \(w[1] * window.group)")
         }
         let kernel = Array(w[2...])
         if let declared = window.kernel, declared != kernel {

@@ -16,7 +16,8 @@ struct GemmKernel: OperatorKernel {
         let (m, k) = transposeA ? (a[1], a[0]) : (a[0], a[1])
         let (kb, n) = transposeB ? (b[1], b[0]) : (b[0], b[1])
         guard k == kb else {
-            throw ONNXError.shapeMismatch(node, op: "Gemm", "A \(a)\(transposeA ? "ᵀ" : "") and B \(b)\(transposeB ? "ᵀ" : "") have inner sizes \(k) and \(kb)")
+            throw ONNXError.shapeMismatch(
+                node, op: "Gemm", "A \(a)\(transposeA ? "ᵀ" : "") and B \(b)\(transposeB ? "ᵀ" : "") have inner sizes \(k) and \(kb)")
         }
         return (m, n, k)
     }
@@ -159,7 +160,8 @@ struct BatchNormKernel: OperatorKernel {
         for index in 1...4 {
             let parameter = try inputs.required(index, node)
             guard parameter.type.shape == [x.shape[1]] else {
-                throw ONNXError.shapeMismatch(node, op: "BatchNormalization", "\(parameter.name) has shape \(parameter.type.shape), expected [\(x.shape[1])]")
+                throw ONNXError.shapeMismatch(
+                    node, op: "BatchNormalization", "\(parameter.name) has shape \(parameter.type.shape), expected [\(x.shape[1])]")
             }
         }
         let statistics = TensorType([x.shape[1]], .float32)

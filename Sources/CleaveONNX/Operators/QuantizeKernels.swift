@@ -19,7 +19,8 @@ struct QuantizeLinearKernel: OperatorKernel {
         if count > 1 {
             let resolved = try resolveAxis(axis, rank: x.shape.count, node)
             guard scale.shape.count == 1, scale.shape[0] == x.shape[resolved] else {
-                throw ONNXError.shapeMismatch(node, op: op, "scale \(scale.shape) does not match axis \(resolved) of \(x.shape) (blocked quantization is not supported)")
+                throw ONNXError.shapeMismatch(
+                    node, op: op, "scale \(scale.shape) does not match axis \(resolved) of \(x.shape) (blocked quantization is not supported)")
             }
         }
         if let zeroPoint, zeroPoint.type.shape.reduce(1, *) != count {

@@ -264,7 +264,8 @@ struct PadKernel: OperatorKernel {
     func amounts(_ inputs: [InputInfo?], rank: Int) throws -> (begin: [Int], end: [Int]) {
         let pads = try attributePads ?? constantIntegers(inputs.count > 1 ? inputs[1] : nil, node: node, op: "Pad", what: "pads")
         guard let pads else { throw ONNXError.missingInput("\(node): Pad needs pads") }
-        let axes = try constantIntegers(inputs.count > 3 ? inputs[3] : nil, node: node, op: "Pad", what: "axes")
+        let axes =
+            try constantIntegers(inputs.count > 3 ? inputs[3] : nil, node: node, op: "Pad", what: "axes")
             ?? Array(0..<rank)
         guard pads.count == 2 * axes.count else {
             throw ONNXError.shapeMismatch(node, op: "Pad", "pads \(pads) need \(2 * axes.count) entries")

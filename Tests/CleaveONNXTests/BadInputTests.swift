@@ -1,0 +1,68 @@
+import CleaveTensor
+import Foundation
+import Testing
+
+@testable import CleaveONNX
+
+@Suite struct BadInputTests {
+    @Test func truncatedModelsGiveErrorsNotCrashes() throws {
+        let data = try ModelFixture.residualCNN()
+        for length in stride(from: 0, to: data.count, by: max(1, data.count / 200)) {
+            do {
+                let model = try Model(serialized: data.prefix(length))
+                _ = try InferenceSession(model: model).run(["x": Tensor(zeros: [1, 3, 16, 16])])
+            } catch is ONNXError {
+                continue
+            }
+        }
+    }
+
+    @Test func randomBytesAreNotAModel() {
+        var generator = SystemRandomNumberGenerator()
+        for _ in 0..<500 {
+            let bytes = Data((0..<Int.random(in: 1...512, using: &generator)).map { _ in UInt8.random(in: 0...255, using: &generator) })
+            #expect(throws: ONNXError.self) { _ = try Model(serialized: bytes) }
+        }
+    }
+
+    @Test func unknownOperatorNamesNodeOperatorAndOpset() throws {
+        var fixture = ModelFixture()
+        fixture.node("FancyActivation", ["x"], "y")
+        let data = try fixture.serialized(input: [1, 4], output: "y", outputShape: [1, 4])
+        do {
+            _ = try Model(serialized: data)
+            Issue.record("an unknown operator was accepted")
+        } catch let error as ONNXError {
+            #expect(error.description == "node 'y_node': operator FancyActivation (opset 13) is not supported")
+        }
+    }
+
+    @Test func mismatchedShapesAreReportedAtPlanning() throws {
+        var fixture = ModelFixture()
+        let w = fixture.random([5, 3], name: "w")
+        fixture.node("MatMul", ["x", w], "y")
+        let model = try Model(serialized: try fixture.serialized(input: [2, 4], output: "y", outputShape: [2, 3]))
+        #expect(throws: ONNXError.self) { _ = try InferenceSession(model: model).run(["x": Tensor(zeros: [2, 4])]) }
+    }
+
+    @Test func wrongInputShapeIsRefused() throws {
+        let model = try Model(serialized: try ModelFixture.residualCNN())
+        #expect(throws: ONNXError.self) { _ = try InferenceSession(model: model).run(["x": Tensor(zeros: [1, 3, 8, 8])]) }
+        #expect(throws: ONNXError.self) { _ = try InferenceSession(model: model).run([:]) }
+    }
+
+    @Test func npyDecoderRejectsMutatedFiles() throws {
+        let valid = [UInt8](NPY.encode(Tensor(shape: [2, 3], scalars: [Float](repeating: 1, count: 6))))
+        var generator = SystemRandomNumberGenerator()
+        for _ in 0..<2000 {
+            var bytes = valid
+            for _ in 0..<Int.random(in: 1...4, using: &generator) {
+                bytes[Int.random(in: 0..<bytes.count, using: &generator)] = UInt8.random(in: 0...255, using: &generator)
+            }
+            if Bool.random(using: &generator) { bytes = Array(bytes.prefix(Int.random(in: 0..<bytes.count, using: &generator))) }
+            _ = try? NPY.decode(Data(bytes), source: "fuzz")
+        }
+        let decoded = try NPY.decode(Data(valid), source: "valid")
+        #expect(decoded.shape == [2, 3])
+    }
+}

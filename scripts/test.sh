@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# The test command: installs what is missing, builds with zero warnings, runs every test,
+# lints the formatting, and checks split models against onnxruntime.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/install-deps.sh
+
+echo "== build (warnings are errors)"
+swift build --build-tests 2>&1 | tee /tmp/cleave-build.log
+if grep -E "warning:" /tmp/cleave-build.log | grep -v "^warning: 'main'" >/dev/null; then
+    echo "error: the build printed warnings" >&2
+    exit 1
+fi
+
+echo "== format"
+swift format lint --strict $(find Sources Tests Package.swift -name '*.swift' ! -name 'onnx.pb.swift')
+
+echo "== swift test"
+swift test
+
+echo "== split correctness against onnxruntime"
+swift build -c release --product cleave
+python3 bench/make_models.py bench/out
+python3 bench/check_split.py .build/release/cleave bench/out
