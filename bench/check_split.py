@@ -44,7 +44,9 @@ def run_cleave(binary, model, name, array, work):
 
 
 def close(a, b):
-    return np.allclose(a, b, rtol=1e-3, atol=1e-4), float(np.max(np.abs(a - b)))
+    """Agreement relative to the reference's largest magnitude (float32 sums in another order differ ~1e-6)."""
+    error = float(np.max(np.abs(a - b)) / max(float(np.max(np.abs(b))), 1e-12))
+    return error <= 1e-4, error
 
 
 def main():
@@ -59,7 +61,7 @@ def main():
         with tempfile.TemporaryDirectory() as work:
             whole, whole_ort = run_cleave(binary, model, "input", x, work)
             ok, err = close(whole, whole_ort)
-            print(f"{name} whole: cleave vs onnxruntime max|diff| {err:.2e} {'ok' if ok else 'MISMATCH'}")
+            print(f"{name} whole: cleave vs onnxruntime relative max|diff| {err:.2e} {'ok' if ok else 'MISMATCH'}")
             failures += not ok
             cuts = candidates(binary, model)
             picks = [cuts[int(i * (len(cuts) - 1) / (count - 1))] for i in range(count)]

@@ -65,7 +65,7 @@ class Builder:
         self.nodes.append(helper.make_node("GlobalAveragePool", [x], [p]))
         f = self.name("flat")
         self.nodes.append(helper.make_node("Flatten", [p], [f]))
-        w = self.weight([classes, cin], 0.01)
+        w = self.weight([classes, cin], np.sqrt(1.0 / cin))
         b = self.weight([classes], 0.01)
         self.nodes.append(helper.make_node("Gemm", [f, w, b], ["logits"], transB=1))
 
