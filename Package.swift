@@ -7,6 +7,7 @@ let products: [Product] = [
     .executable(name: "cleave", targets: ["cleave"]),
     .library(name: "CleaveTensor", targets: ["CleaveTensor"]),
     .library(name: "CleaveONNX", targets: ["CleaveONNX"]),
+    .library(name: "CleaveCodec", targets: ["CleaveCodec"]),
 ]
 
 // MARK: - Dependencies
@@ -37,6 +38,9 @@ let modules: [Target] = [
         name: "CleaveTensor",
         dependencies: ["COpenBLAS"]),
     .target(
+        name: "CleaveCodec",
+        dependencies: ["CleaveTensor", "CZstd"]),
+    .target(
         name: "CleaveONNX",
         dependencies: [
             "CleaveTensor",
@@ -57,6 +61,7 @@ let modules: [Target] = [
 let tests: [Target] = [
     .testTarget(name: "CleaveTensorTests", dependencies: ["CleaveTensor"]),
     .testTarget(name: "CleaveONNXTests", dependencies: ["CleaveONNX", "CleaveTensor"]),
+    .testTarget(name: "CleaveCodecTests", dependencies: ["CleaveCodec", "CleaveTensor"]),
     .testTarget(name: "CleaveCLITests", dependencies: ["cleave"]),
 ]
 

@@ -1,0 +1,109 @@
+import CleaveTensor
+
+/// How the elements of a bottleneck tensor are written on the wire.
+public enum FrameCodec: UInt8, Sendable, CaseIterable, Codable, CustomStringConvertible {
+    /// IEEE float32, 4 bytes per element.
+    case float32 = 0
+    /// IEEE float16, 2 bytes per element.
+    case float16 = 1
+    /// Affine uint8: `x ≈ (q − zero) · scale`, 1 byte per element.
+    case uint8 = 2
+    /// Affine 4-bit, two elements per byte (first element in the low nibble).
+    case int4 = 3
+
+    /// Bytes needed for `count` elements before compression.
+    public func rawBytes(count: Int) -> Int {
+        switch self {
+        case .float32: count * 4
+        case .float16: count * 2
+        case .uint8: count
+        case .int4: (count + 1) / 2
+        }
+    }
+
+    /// Whether frames of this codec carry scale and zero point.
+    public var isAffine: Bool { self == .uint8 || self == .int4 }
+
+    /// Largest quantized value (255 or 15) for affine codecs.
+    var levels: Int { self == .int4 ? 15 : 255 }
+
+    public var description: String {
+        switch self {
+        case .float32: "float32"
+        case .float16: "float16"
+        case .uint8: "uint8"
+        case .int4: "int4"
+        }
+    }
+}
+
+/// Which model and split a frame belongs to, when it is not implied by the device's assignment.
+public struct FrameContext: Sendable, Equatable {
+    /// First 8 bytes of the SHA-256 of the head model.
+    public let modelDigest: [UInt8]
+    /// Index of the split point within the assignment.
+    public let splitID: UInt8
+
+    /// A context; `modelDigest` must have 8 bytes.
+    public init(modelDigest: [UInt8], splitID: UInt8) {
+        precondition(modelDigest.count == 8, "model digest prefix must be 8 bytes")
+        self.modelDigest = modelDigest
+        self.splitID = splitID
+    }
+}
+
+/// Encoder settings for ``BottleneckCodec/encode(_:requestID:options:)``.
+public struct FrameOptions: Sendable, Equatable {
+    /// Element encoding.
+    public var codec: FrameCodec
+    /// zstd level (1–19), or `nil` for no compression.
+    public var zstdLevel: Int?
+    /// One scale and zero point per channel (axis 1, or 0 for vectors) instead of per tensor.
+    public var perChannel: Bool
+    /// Write the shape into the frame (off when the assignment implies it).
+    public var includeShape: Bool
+    /// Write model digest and split id (off when the assignment implies them).
+    public var context: FrameContext?
+
+    /// Options; the defaults give the compact common-case header.
+    public init(codec: FrameCodec = .uint8, zstdLevel: Int? = 3, perChannel: Bool = false, includeShape: Bool = false, context: FrameContext? = nil) {
+        self.codec = codec
+        self.zstdLevel = zstdLevel
+        self.perChannel = perChannel
+        self.includeShape = includeShape
+        self.context = context
+    }
+}
+
+/// Sanity limits the decoder checks before allocating anything.
+public struct FrameLimits: Sendable {
+    /// Largest payload accepted, in bytes.
+    public var maximumPayloadBytes: Int
+    /// Largest element count accepted.
+    public var maximumElements: Int
+    /// Largest rank accepted.
+    public var maximumRank: Int
+
+    /// Limits; the defaults suit bottleneck features and offloaded images (16 MiB, 4 M elements).
+    public init(maximumPayloadBytes: Int = 16 << 20, maximumElements: Int = 4 << 20, maximumRank: Int = 8) {
+        self.maximumPayloadBytes = maximumPayloadBytes
+        self.maximumElements = maximumElements
+        self.maximumRank = maximumRank
+    }
+}
+
+/// A decoded frame: its header fields and the dequantized float32 tensor.
+public struct DecodedFrame: Sendable {
+    /// The request this frame belongs to.
+    public let requestID: UInt64
+    /// How it was encoded.
+    public let codec: FrameCodec
+    /// Whether the payload was zstd-compressed.
+    public let compressed: Bool
+    /// Model and split, when the frame carried them.
+    public let context: FrameContext?
+    /// The features as float32.
+    public let tensor: Tensor
+    /// Size of the whole frame, in bytes.
+    public let byteCount: Int
+}
