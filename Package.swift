@@ -8,6 +8,7 @@ let products: [Product] = [
     .library(name: "CleaveTensor", targets: ["CleaveTensor"]),
     .library(name: "CleaveONNX", targets: ["CleaveONNX"]),
     .library(name: "CleaveCodec", targets: ["CleaveCodec"]),
+    .library(name: "CleaveMQTT", targets: ["CleaveMQTT"]),
 ]
 
 // MARK: - Dependencies
@@ -41,6 +42,9 @@ let modules: [Target] = [
         name: "CleaveCodec",
         dependencies: ["CleaveTensor", "CZstd"]),
     .target(
+        name: "CleaveMQTT",
+        dependencies: ["CMosquitto"]),
+    .target(
         name: "CleaveONNX",
         dependencies: [
             "CleaveTensor",
@@ -62,6 +66,7 @@ let tests: [Target] = [
     .testTarget(name: "CleaveTensorTests", dependencies: ["CleaveTensor"]),
     .testTarget(name: "CleaveONNXTests", dependencies: ["CleaveONNX", "CleaveTensor"]),
     .testTarget(name: "CleaveCodecTests", dependencies: ["CleaveCodec", "CleaveTensor"]),
+    .testTarget(name: "CleaveMQTTTests", dependencies: ["CleaveMQTT"]),
     .testTarget(name: "CleaveCLITests", dependencies: ["cleave"]),
 ]
 
