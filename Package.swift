@@ -16,6 +16,8 @@ let products: [Product] = [
 let dependencies: [Package.Dependency] = [
     .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
     .package(url: "https://github.com/apple/swift-protobuf", from: "1.28.0"),
+    .package(url: "https://github.com/jpsim/Yams", from: "5.0.0"),
+    .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
 ]
 
 // MARK: - Implementation details: C system libraries
@@ -27,6 +29,9 @@ let systemLibraries: [Target] = [
     .systemLibrary(
         name: "CZstd", pkgConfig: "libzstd",
         providers: [.apt(["libzstd-dev"])]),
+    .systemLibrary(
+        name: "CZlib", pkgConfig: "zlib",
+        providers: [.apt(["zlib1g-dev"])]),
     .systemLibrary(
         name: "CMosquitto", pkgConfig: "libmosquitto",
         providers: [.apt(["libmosquitto-dev"])]),
@@ -42,6 +47,24 @@ let modules: [Target] = [
         name: "CleaveCodec",
         dependencies: ["CleaveTensor", "CZstd"]),
     .target(
+        name: "CleaveProtocol",
+        dependencies: [.product(name: "Yams", package: "Yams")]),
+    .target(
+        name: "CleaveTrain",
+        dependencies: ["CleaveONNX", "CleaveTensor", "CZlib"]),
+    .target(
+        name: "CleaveAgent",
+        dependencies: [
+            "CleaveONNX", "CleaveCodec", "CleaveMQTT", "CleaveProtocol", "CleaveTensor",
+            .product(name: "Logging", package: "swift-log"),
+        ]),
+    .target(
+        name: "CleaveCoordinator",
+        dependencies: [
+            "CleaveONNX", "CleaveCodec", "CleaveMQTT", "CleaveProtocol", "CleaveTensor",
+            .product(name: "Logging", package: "swift-log"),
+        ]),
+    .target(
         name: "CleaveMQTT",
         dependencies: ["CMosquitto"]),
     .target(
@@ -54,8 +77,8 @@ let modules: [Target] = [
     .executableTarget(
         name: "cleave",
         dependencies: [
-            "CleaveONNX",
-            "CleaveTensor",
+            "CleaveONNX", "CleaveTensor", "CleaveTrain", "CleaveCodec", "CleaveProtocol", "CleaveMQTT",
+            "CleaveAgent", "CleaveCoordinator",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
 ]

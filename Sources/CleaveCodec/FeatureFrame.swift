@@ -107,3 +107,11 @@ public struct DecodedFrame: Sendable {
     /// Size of the whole frame, in bytes.
     public let byteCount: Int
 }
+
+extension FrameCodec {
+    /// The codec with this name (`float32`, `float16`, `uint8`, `int4`).
+    public init?(named name: String) {
+        guard let match = FrameCodec.allCases.first(where: { $0.description == name }) else { return nil }
+        self = match
+    }
+}

@@ -34,6 +34,7 @@ public final class LocalBroker: Sendable {
             listener \(port) 127.0.0.1
             allow_anonymous true
             persistence false
+            set_tcp_nodelay true
             max_queued_messages 100000
             log_dest file \(directory.appendingPathComponent("mosquitto.log").path)
             \(extraConfiguration)

@@ -69,9 +69,13 @@ public struct GraphCut: Sendable {
         var cutInfo = Onnx_ValueInfoProto()
         cutInfo.name = tensor
         cutInfo.type.tensorType.elemType = Int32(type.dtype.onnxCode)
-        cutInfo.type.tensorType.shape.dim = type.shape.map { size in
+        // Keep the batch free when the model's first input has a symbolic batch, so tails can batch.
+        let batchName: String? = model.graph.inputs.first?.dimensions?.first.flatMap {
+            if case .symbolic(let name) = $0 { name.isEmpty ? "N" : name } else { nil }
+        }
+        cutInfo.type.tensorType.shape.dim = type.shape.enumerated().map { axis, size in
             var dimension = Onnx_TensorShapeProto.Dimension()
-            dimension.dimValue = Int64(size)
+            if axis == 0, let batchName { dimension.dimParam = batchName } else { dimension.dimValue = Int64(size) }
             return dimension
         }
 

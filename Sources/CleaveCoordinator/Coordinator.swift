@@ -1,0 +1,219 @@
+import CleaveCodec
+import CleaveMQTT
+import CleaveONNX
+import CleaveProtocol
+import CleaveTensor
+import Foundation
+import Logging
+
+#if canImport(Glibc)
+    import Glibc
+#elseif canImport(Darwin)
+    import Darwin
+#endif
+
+/// How a coordinator reaches the broker, what it serves and how it batches.
+public struct CoordinatorConfiguration: Sendable {
+    /// Unique coordinator id (also its MQTT client id).
+    public var id: String
+    public var brokerHost: String
+    public var brokerPort: Int
+    /// Largest batch the tail runs at once.
+    public var maximumBatch: Int
+    /// Longest a request waits for others to join its batch.
+    public var maximumWait: Duration
+    /// Threads for the tail and full models.
+    public var threads: Int
+
+    public init(
+        id: String = "coordinator-1", brokerHost: String = "127.0.0.1", brokerPort: Int = 1883, maximumBatch: Int = 16,
+        maximumWait: Duration = .milliseconds(2), threads: Int = 1
+    ) {
+        self.id = id
+        self.brokerHost = brokerHost
+        self.brokerPort = brokerPort
+        self.maximumBatch = maximumBatch
+        self.maximumWait = maximumWait
+        self.threads = threads
+    }
+}
+
+/// Counters a coordinator keeps, for logs and tests.
+public struct CoordinatorStatistics: Sendable {
+    public var answered = 0
+    public var rejected = 0
+    public var duplicates = 0
+    public var devicesOnline = 0
+}
+
+/// The coordinator: registry of devices, assignment, tail execution with dynamic
+/// batching, and answers on each request's response topic.
+///
+/// Follow one frame: it arrives through the shared subscription, is decoded with
+/// the assignment's shape, waits in the ``TailBatcher`` for company, runs through
+/// the tail, and its class goes back on the MQTT v5 response topic with the same
+/// correlation data.
+public actor Coordinator {
+    public let configuration: CoordinatorConfiguration
+    private let bundle: ModelBundle
+    private let client: MQTTClient
+    private let logger: Logger
+    private let tailBatcher: TailBatcher
+    private let fullBatcher: TailBatcher
+    private let assignment: Assignment
+    private var devices: [String: DeviceState] = [:]
+    private var recent: [String: InferenceResult] = [:]
+    private var recentOrder: [String] = []
+    private var eventTask: Task<Void, Never>?
+    private var connectedWaiters: [CheckedContinuation<Void, Never>] = []
+    private var connected = false
+    public private(set) var statistics = CoordinatorStatistics()
+
+    public init(_ configuration: CoordinatorConfiguration, bundle: ModelBundle) throws {
+        self.configuration = configuration
+        self.bundle = bundle
+        var logger = Logger(label: "cleave.coordinator.\(configuration.id)")
+        logger.logLevel = .notice
+        self.logger = logger
+        let manifest = bundle.manifest
+        let tail = InferenceSession(
+            model: try Model(serialized: Data(bundle.tail), source: "tail of \(manifest.name)"), threads: configuration.threads)
+        let full = InferenceSession(model: try Model(serialized: Data(bundle.full), source: "\(manifest.name)"), threads: configuration.threads)
+        tailBatcher = TailBatcher(
+            session: tail, inputName: manifest.cutTensor, maximumBatch: configuration.maximumBatch, maximumWait: configuration.maximumWait)
+        fullBatcher = TailBatcher(
+            session: full, inputName: manifest.inputName, maximumBatch: configuration.maximumBatch, maximumWait: configuration.maximumWait)
+        assignment = Assignment(
+            model: manifest.name, full: ArtifactReference(sha256: manifest.full.sha256, bytes: bundle.full.count),
+            head: ArtifactReference(sha256: manifest.head.sha256, bytes: bundle.head.count), inputName: manifest.inputName,
+            inputShape: manifest.inputShape, cutTensor: manifest.cutTensor, cutShape: manifest.cutShape, codec: manifest.codec,
+            zstdLevel: manifest.zstdLevel)
+        client = try MQTTClient(MQTTConfiguration(host: configuration.brokerHost, port: configuration.brokerPort, clientID: configuration.id))
+    }
+
+    // MARK: - Lifecycle
+
+    /// Connects, publishes the model artifacts (retained) and starts serving.
+    public func start() async throws {
+        let events = client.events
+        eventTask = Task { [weak self] in
+            for await event in events {
+                guard let self else { return }
+                await self.handle(event)
+            }
+        }
+        try client.connect()
+        if !connected { await withCheckedContinuation { connectedWaiters.append($0) } }
+    }
+
+    /// Disconnects.
+    public func stop() {
+        client.disconnect()
+        eventTask?.cancel()
+    }
+
+    /// Devices currently online.
+    public var onlineDevices: [String] { devices.values.filter { $0.status == .online }.map(\.id).sorted() }
+
+    // MARK: - Events
+
+    private func handle(_ event: MQTTEvent) async {
+        switch event {
+        case .connected:
+            connected = true
+            do {
+                for (sha, bytes) in [(assignment.full.sha256, bundle.full), (assignment.head.sha256, bundle.head)] {
+                    try client.publish(MQTTMessage(topic: Topics.model(sha), payload: bytes, qos: 1, retain: true))
+                }
+                try client.subscribe(Topics.allDeviceStates, qos: 1)
+                try client.subscribe(Topics.sharedInfer, qos: 1)
+                logger.notice("serving \(assignment.model) (cut at \(assignment.cutTensor)); batches up to \(configuration.maximumBatch)")
+            } catch {
+                logger.error("starting to serve failed: \(error)")
+            }
+            let waiters = connectedWaiters
+            connectedWaiters = []
+            waiters.forEach { $0.resume() }
+        case .refused(let code):
+            logger.error("broker refused the connection (reason \(code))")
+        case .disconnected(let code):
+            if code != 0 { logger.warning("connection lost (code \(code)); reconnecting") }
+        case .message(let message):
+            if message.topic.hasSuffix("/state") {
+                receiveState(message)
+            } else if message.topic.hasPrefix("\(Topics.prefix)/infer/") {
+                let work = message
+                Task { await self.serve(work) }
+            }
+        }
+    }
+
+    private func receiveState(_ message: MQTTMessage) {
+        guard let device = Topics.deviceID(in: message.topic), !message.payload.isEmpty else { return }
+        guard let state = try? JSONDecoder().decode(DeviceState.self, from: Data(message.payload)) else {
+            logger.warning("unreadable state from \(device)")
+            return
+        }
+        let previous = devices[device]?.status
+        devices[device] = state
+        statistics.devicesOnline = devices.values.filter { $0.status == .online }.count
+        guard state.status != previous else { return }
+        logger.notice("device \(device) is \(state.status.rawValue)\(state.profile.map { " (\($0.name))" } ?? "")")
+        if state.status == .online, let control = try? JSONEncoder().encode(ControlMessage(assignment: assignment)) {
+            try? client.publish(MQTTMessage(topic: Topics.deviceControl(device), payload: [UInt8](control), qos: 1, retain: true))
+        }
+    }
+
+    // MARK: - Serving frames
+
+    private func serve(_ message: MQTTMessage) async {
+        let device = Topics.deviceID(in: message.topic) ?? "?"
+        let requestID = RequestID.decode(message.correlationData)
+        let key = "\(device)/\(requestID.map(String.init) ?? "-")"
+        if requestID != nil, let cached = recent[key] {
+            statistics.duplicates += 1
+            reply(cached, to: message)
+            return
+        }
+        let mode = InferenceMode(rawValue: message.userProperties[Topics.modeProperty] ?? "split") ?? .split
+        let shape = [1] + (mode == .offload ? assignment.inputShape : assignment.cutShape)
+        let result: InferenceResult
+        do {
+            let frame = try BottleneckCodec.decode(message.payload, expectedShape: shape)
+            if let requestID, frame.requestID != requestID {
+                throw FrameError.invalidParameters("frame request id \(frame.requestID) differs from correlation data \(requestID)")
+            }
+            let (logits, batchSize) = try await (mode == .offload ? fullBatcher : tailBatcher).submit(frame.tensor)
+            let values = logits.scalars(as: Float.self)
+            let best = values.indices.max { values[$0] < values[$1] } ?? 0
+            let confidence = 1 / values.reduce(Float(0)) { $0 + expf($1 - values[best]) }
+            result = InferenceResult(
+                requestID: frame.requestID, prediction: best, confidence: confidence, error: nil, coordinator: configuration.id, batchSize: batchSize)
+            statistics.answered += 1
+        } catch {
+            statistics.rejected += 1
+            logger.warning("rejected frame from \(device) (\(message.payload.count) bytes): \(error)")
+            result = InferenceResult(
+                requestID: requestID ?? 0, prediction: nil, confidence: nil, error: "\(error)", coordinator: configuration.id, batchSize: 0)
+        }
+        if requestID != nil {
+            remember(result, key: key)
+        }
+        reply(result, to: message)
+    }
+
+    private func remember(_ result: InferenceResult, key: String) {
+        recent[key] = result
+        recentOrder.append(key)
+        if recentOrder.count > 4096 { recent[recentOrder.removeFirst()] = nil }
+    }
+
+    private func reply(_ result: InferenceResult, to request: MQTTMessage) {
+        guard let topic = request.responseTopic, let payload = try? JSONEncoder().encode(result) else { return }
+        do {
+            try client.publish(MQTTMessage(topic: topic, payload: [UInt8](payload), qos: 1, correlationData: request.correlationData))
+        } catch {
+            logger.error("cannot answer on \(topic): \(error)")
+        }
+    }
+}

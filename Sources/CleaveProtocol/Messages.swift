@@ -1,0 +1,111 @@
+/// How a device serves a request.
+public enum InferenceMode: String, Codable, Sendable, CaseIterable {
+    /// The whole model on the device; nothing is sent.
+    case local
+    /// The head on the device, the bottleneck frame to the coordinator, the tail there.
+    case split
+    /// The (compressed) input to the coordinator, the whole model there.
+    case offload
+}
+
+/// The retained state a device publishes about itself.
+public struct DeviceState: Codable, Sendable, Equatable {
+    public enum Status: String, Codable, Sendable {
+        case online, offline
+    }
+
+    /// Protocol version of the sender.
+    public var version: Int
+    public var id: String
+    public var status: Status
+    /// The device profile it runs with (absent in the offline will).
+    public var profile: DeviceProfile?
+
+    public init(id: String, status: Status, profile: DeviceProfile?, version: Int = 1) {
+        self.version = version
+        self.id = id
+        self.status = status
+        self.profile = profile
+    }
+}
+
+/// A model artifact named by content.
+public struct ArtifactReference: Codable, Sendable, Equatable {
+    /// Hex SHA-256 of the ONNX file.
+    public var sha256: String
+    /// Size, in bytes.
+    public var bytes: Int
+
+    public init(sha256: String, bytes: Int) {
+        self.sha256 = sha256
+        self.bytes = bytes
+    }
+}
+
+/// What a coordinator asks a device to run.
+public struct Assignment: Codable, Sendable, Equatable {
+    /// Human-readable model name.
+    public var model: String
+    /// The whole model (local mode) and its head (split mode).
+    public var full: ArtifactReference
+    public var head: ArtifactReference
+    /// Name of the model input and its shape for one sample.
+    public var inputName: String
+    public var inputShape: [Int]
+    /// The cut tensor and its shape for one sample.
+    public var cutTensor: String
+    public var cutShape: [Int]
+    /// Codec name (`float32`, `float16`, `uint8`, `int4`) and zstd level (nil: none) for frames.
+    public var codec: String
+    public var zstdLevel: Int?
+
+    public init(
+        model: String, full: ArtifactReference, head: ArtifactReference, inputName: String, inputShape: [Int], cutTensor: String,
+        cutShape: [Int], codec: String, zstdLevel: Int?
+    ) {
+        self.model = model
+        self.full = full
+        self.head = head
+        self.inputName = inputName
+        self.inputShape = inputShape
+        self.cutTensor = cutTensor
+        self.cutShape = cutShape
+        self.codec = codec
+        self.zstdLevel = zstdLevel
+    }
+}
+
+/// Coordinator → device command.
+public struct ControlMessage: Codable, Sendable, Equatable {
+    public var version: Int
+    public var assignment: Assignment?
+
+    public init(assignment: Assignment?, version: Int = 1) {
+        self.version = version
+        self.assignment = assignment
+    }
+}
+
+/// The answer to one request.
+public struct InferenceResult: Codable, Sendable, Equatable {
+    public var requestID: UInt64
+    /// Predicted class, when the request succeeded.
+    public var prediction: Int?
+    /// Softmax probability of the predicted class.
+    public var confidence: Float?
+    /// Why it failed, when it did.
+    public var error: String?
+    /// Which coordinator answered.
+    public var coordinator: String
+    /// How many requests the tail ran together with this one.
+    public var batchSize: Int
+
+    public init(requestID: UInt64, prediction: Int?, confidence: Float?, error: String?, coordinator: String, batchSize: Int) {
+        self.requestID = requestID
+        self.prediction = prediction
+        self.confidence = confidence
+        self.error = error
+        self.coordinator = coordinator
+        self.batchSize = batchSize
+    }
+}

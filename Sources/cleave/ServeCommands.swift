@@ -1,0 +1,177 @@
+import ArgumentParser
+import CleaveAgent
+import CleaveCoordinator
+import CleaveMQTT
+import CleaveProtocol
+import CleaveTensor
+import CleaveTrain
+import Dispatch
+import Foundation
+
+/// `--broker HOST:PORT`.
+struct BrokerAddress: ExpressibleByArgument {
+    let host: String
+    let port: Int
+
+    init?(argument: String) {
+        let parts = argument.split(separator: ":")
+        guard parts.count == 2, let port = Int(parts[1]), (1...65535).contains(port) else { return nil }
+        host = String(parts[0])
+        self.port = port
+    }
+
+    init(host: String, port: Int) {
+        self.host = host
+        self.port = port
+    }
+}
+
+extension InferenceMode: ExpressibleByArgument {}
+
+/// Runs `body` when SIGINT or SIGTERM arrives (once), then exits.
+func onInterrupt(_ body: @escaping @Sendable () -> Void) -> [DispatchSourceSignal] {
+    [SIGINT, SIGTERM].map { signalNumber in
+        signal(signalNumber, SIG_IGN)
+        let source = DispatchSource.makeSignalSource(signal: signalNumber, queue: .global())
+        source.setEventHandler {
+            body()
+            exit(128 + signalNumber)
+        }
+        source.resume()
+        return source
+    }
+}
+
+// MARK: - coordinator
+
+struct CoordinatorCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "coordinator",
+        abstract: "Serve split-model tails over MQTT until interrupted.",
+        discussion: """
+            Publishes the model artifacts (retained, by SHA-256), assigns every device that comes online, \
+            and answers feature frames from the shared subscription $share/coordinators/cleave/v1/infer/+ \
+            with dynamic batching. Start several to share the load.
+            """)
+
+    @Option(help: "Broker as HOST:PORT.") var broker: BrokerAddress = BrokerAddress(host: "127.0.0.1", port: 1883)
+    @Option(help: "Model folder with manifest.json.") var model: String = "models/fmnist-rf-c4"
+    @Option(help: "Coordinator id (unique per broker).") var id: String = "coordinator-1"
+    @Option(help: "Largest batch the tail runs.") var maxBatch: Int = 16
+    @Option(help: "Longest a request waits for a batch, in milliseconds.") var maxWaitMs: Int = 2
+    @Option(help: "Threads for the models.") var threads: Int = 1
+
+    func run() async throws {
+        let coordinator = try Coordinator(
+            CoordinatorConfiguration(
+                id: id, brokerHost: broker.host, brokerPort: broker.port, maximumBatch: maxBatch, maximumWait: .milliseconds(maxWaitMs),
+                threads: threads),
+            bundle: try ModelBundle(directory: model))
+        try await coordinator.start()
+        let signals = onInterrupt {}
+        while true {
+            try await Task.sleep(for: .seconds(10))
+            let stats = await coordinator.statistics
+            print(
+                "coordinator \(id): \(stats.devicesOnline) devices online, \(stats.answered) answered, \(stats.rejected) rejected, \(stats.duplicates) duplicates"
+            )
+            _ = signals
+        }
+    }
+}
+
+// MARK: - agent
+
+struct AgentCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "agent",
+        abstract: "Run a device agent: announce, take the assignment, stream Fashion-MNIST test images.",
+        discussion: "Prints one summary line per 1,000 requests and a final summary. Modes: local, split, offload.")
+
+    @Option(help: "Broker as HOST:PORT.") var broker: BrokerAddress = BrokerAddress(host: "127.0.0.1", port: 1883)
+    @Option(help: "Device profile YAML.") var profile: String = "devices/generic.yaml"
+    @Option(help: "Device id (default: the profile name and the process id).") var id: String?
+    @Option(help: "How to serve requests.") var mode: InferenceMode = .split
+    @Option(help: "How many test images to send (0: serve until interrupted without sending).") var samples: Int = 1000
+    @Option(help: "Requests per second (0: as fast as answers come).") var rate: Double = 0
+    @Option(help: "Fashion-MNIST folder.") var dataset: String = FashionMNIST.defaultDirectory
+
+    func run() async throws {
+        let deviceProfile = try DeviceProfile.load(profile)
+        let agent = try Agent(
+            AgentConfiguration(
+                deviceID: id ?? "\(deviceProfile.name)-\(ProcessInfo.processInfo.processIdentifier)", profile: deviceProfile,
+                brokerHost: broker.host, brokerPort: broker.port))
+        try await agent.start()
+        try await agent.waitUntilReady()
+        let signals = onInterrupt {}
+        guard samples > 0 else {
+            while true { try await Task.sleep(for: .seconds(60)) }
+        }
+        let test = try FashionMNIST(split: .test, directory: dataset)
+        var outcomes: [AgentOutcome] = []
+        var labels: [UInt8] = []
+        let started = ContinuousClock.now
+        for index in 0..<samples {
+            let sample = index % test.count
+            outcomes.append(await agent.infer(test.image(sample), mode: mode))
+            labels.append(test.labels[sample])
+            if rate > 0 {
+                let due = started + .milliseconds(Int(Double(index + 1) * 1000 / rate))
+                if due > .now { try await Task.sleep(until: due) }
+            }
+            if (index + 1) % 1000 == 0 {
+                print(RunSummary(mode: mode, outcomes: outcomes, labels: labels, seconds: (ContinuousClock.now - started).seconds).line)
+            }
+        }
+        print(RunSummary.header)
+        print(RunSummary(mode: mode, outcomes: outcomes, labels: labels, seconds: (ContinuousClock.now - started).seconds).line)
+        await agent.stop()
+        _ = signals
+    }
+}
+
+extension Duration {
+    var seconds: Double { Double(components.seconds) + Double(components.attoseconds) / 1e18 }
+}
+
+/// Accuracy, bytes and latency percentiles of a run, as one table row.
+struct RunSummary {
+    let mode: InferenceMode
+    let count: Int
+    let failures: Int
+    let accuracy: Double
+    let bytesPerSample: Double
+    let p50: Double
+    let p95: Double
+    let p99: Double
+    let throughput: Double
+    let meanBatch: Double
+
+    init(mode: InferenceMode, outcomes: [AgentOutcome], labels: [UInt8], seconds: Double) {
+        self.mode = mode
+        count = outcomes.count
+        failures = outcomes.filter { $0.prediction == nil }.count
+        let correct = zip(outcomes, labels).filter { $0.0.prediction == Int($0.1) }.count
+        accuracy = count > 0 ? Double(correct) / Double(count) : 0
+        bytesPerSample = count > 0 ? Double(outcomes.reduce(0) { $0 + $1.bytesSent }) / Double(count) : 0
+        let latencies = outcomes.map(\.latencyMilliseconds).sorted()
+        func percentile(_ p: Double) -> Double {
+            latencies.isEmpty ? 0 : latencies[min(latencies.count - 1, Int((Double(latencies.count) * p).rounded(.up)) - 1)]
+        }
+        p50 = percentile(0.50)
+        p95 = percentile(0.95)
+        p99 = percentile(0.99)
+        throughput = seconds > 0 ? Double(count) / seconds : 0
+        meanBatch = count > 0 ? Double(outcomes.reduce(0) { $0 + $1.batchSize }) / Double(count) : 0
+    }
+
+    static let header = "mode      requests  failed  accuracy  bytes/sample  p50 ms  p95 ms  p99 ms  req/s   mean batch"
+
+    var line: String {
+        mode.rawValue.padding(toLength: 10, withPad: " ", startingAt: 0)
+            + String(
+                format: "%8d  %6d  %7.2f%%  %12.1f  %6.2f  %6.2f  %6.2f  %6.0f  %10.2f", count, failures, accuracy * 100, bytesPerSample, p50, p95,
+                p99, throughput, meanBatch)
+    }
+}
