@@ -90,6 +90,10 @@ let tests: [Target] = [
     .testTarget(name: "CleaveONNXTests", dependencies: ["CleaveONNX", "CleaveTensor"]),
     .testTarget(name: "CleaveCodecTests", dependencies: ["CleaveCodec", "CleaveTensor"]),
     .testTarget(name: "CleaveMQTTTests", dependencies: ["CleaveMQTT"]),
+    .testTarget(
+        name: "CleaveCoordinatorTests",
+        dependencies: ["CleaveCoordinator", "CleaveAgent", "CleaveMQTT", "CleaveCodec", "CleaveProtocol", "CleaveONNX", "CleaveTrain"]),
+    .testTarget(name: "CleaveProtocolTests", dependencies: ["CleaveProtocol"]),
     .testTarget(name: "CleaveCLITests", dependencies: ["cleave"]),
 ]
 

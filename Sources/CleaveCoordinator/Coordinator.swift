@@ -24,11 +24,14 @@ public struct CoordinatorConfiguration: Sendable {
     public var maximumWait: Duration
     /// Threads for the tail and full models.
     public var threads: Int
+    /// Largest frame accepted, in bytes; larger ones are rejected before decoding.
+    public var maximumFrameBytes: Int
 
     public init(
         id: String = "coordinator-1", brokerHost: String = "127.0.0.1", brokerPort: Int = 1883, maximumBatch: Int = 16,
-        maximumWait: Duration = .milliseconds(2), threads: Int = 1
+        maximumWait: Duration = .milliseconds(2), threads: Int = 1, maximumFrameBytes: Int = 1 << 20
     ) {
+        self.maximumFrameBytes = maximumFrameBytes
         self.id = id
         self.brokerHost = brokerHost
         self.brokerPort = brokerPort
@@ -61,6 +64,7 @@ public actor Coordinator {
     private let tailBatcher: TailBatcher
     private let fullBatcher: TailBatcher
     private let assignment: Assignment
+    private let headDigestPrefix: [UInt8]
     private var devices: [String: DeviceState] = [:]
     private var recent: [String: InferenceResult] = [:]
     private var recentOrder: [String] = []
@@ -88,6 +92,10 @@ public actor Coordinator {
             head: ArtifactReference(sha256: manifest.head.sha256, bytes: bundle.head.count), inputName: manifest.inputName,
             inputShape: manifest.inputShape, cutTensor: manifest.cutTensor, cutShape: manifest.cutShape, codec: manifest.codec,
             zstdLevel: manifest.zstdLevel)
+        headDigestPrefix = stride(from: 0, to: 16, by: 2).map { offset in
+            let start = manifest.head.sha256.index(manifest.head.sha256.startIndex, offsetBy: offset)
+            return UInt8(manifest.head.sha256[start..<manifest.head.sha256.index(start, offsetBy: 2)], radix: 16) ?? 0
+        }
         client = try MQTTClient(MQTTConfiguration(host: configuration.brokerHost, port: configuration.brokerPort, clientID: configuration.id))
     }
 
@@ -179,7 +187,15 @@ public actor Coordinator {
         let shape = [1] + (mode == .offload ? assignment.inputShape : assignment.cutShape)
         let result: InferenceResult
         do {
-            let frame = try BottleneckCodec.decode(message.payload, expectedShape: shape)
+            guard message.payload.count <= configuration.maximumFrameBytes else {
+                throw FrameError.limitExceeded(field: "frame size", value: message.payload.count, limit: configuration.maximumFrameBytes)
+            }
+            let limits = FrameLimits(maximumPayloadBytes: configuration.maximumFrameBytes, maximumElements: shape.reduce(1, *))
+            let frame = try BottleneckCodec.decode(message.payload, expectedShape: shape, limits: limits)
+            if let context = frame.context, context.modelDigest != headDigestPrefix {
+                let digest = context.modelDigest.map { String(format: "%02x", $0) }.joined()
+                throw FrameError.invalidParameters("frame is for model \(digest)…, this coordinator serves \(assignment.head.sha256.prefix(16))…")
+            }
             if let requestID, frame.requestID != requestID {
                 throw FrameError.invalidParameters("frame request id \(frame.requestID) differs from correlation data \(requestID)")
             }

@@ -1,0 +1,128 @@
+import CleaveAgent
+import CleaveCodec
+import CleaveMQTT
+import CleaveONNX
+import CleaveProtocol
+import CleaveTensor
+import CleaveTrain
+import Foundation
+import Testing
+
+@testable import CleaveCoordinator
+
+/// Agent and coordinator in-process against a real Mosquitto, with the committed demo model.
+@Suite struct SplitServingTests {
+    static let repository = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("../..").standardizedFileURL.path
+    static let modelFolder = "\(repository)/models/fmnist-rf-c4"
+
+    func makeAgent(_ id: String, port: Int) throws -> Agent {
+        let profile = try DeviceProfile.load("\(Self.repository)/devices/generic.yaml")
+        return try Agent(AgentConfiguration(deviceID: id, profile: profile, brokerPort: port, threads: 1, requestTimeout: .seconds(5)))
+    }
+
+    @Test func everyModeMatchesTheWholeModel() async throws {
+        let broker = try LocalBroker()
+        let bundle = try ModelBundle(directory: Self.modelFolder)
+        let coordinator = try Coordinator(CoordinatorConfiguration(id: "c1", brokerPort: broker.port), bundle: bundle)
+        try await coordinator.start()
+        let agent = try makeAgent("device-a", port: broker.port)
+        try await agent.start()
+        try await agent.waitUntilReady()
+
+        let test = try FashionMNIST(split: .test)
+        let whole = InferenceSession(model: try Model(serialized: Data(bundle.full)), threads: 1)
+        let count = 300
+        var correct: [InferenceMode: Int] = [:]
+        var reference = 0
+        for index in 0..<count {
+            let image = test.image(index)
+            let logits = try whole.run(["image": image])["logits"]!.scalars(as: Float.self)
+            let expected = logits.indices.max { logits[$0] < logits[$1] }!
+            if expected == Int(test.labels[index]) { reference += 1 }
+            for mode in InferenceMode.allCases {
+                let outcome = await agent.infer(image, mode: mode)
+                #expect(outcome.error == nil, "\(mode) #\(index): \(outcome.error ?? "")")
+                if outcome.prediction == Int(test.labels[index]) { correct[mode, default: 0] += 1 }
+                if mode != .split { #expect(outcome.prediction == expected, "\(mode) #\(index)") }
+            }
+        }
+        // uint8 frames may flip a borderline sample; accuracy must stay within 0.1 pt per 1,000 (here ≤ 1 sample of 300).
+        #expect(abs(correct[.split, default: 0] - reference) <= 1)
+        #expect(correct[.local] == reference)
+        #expect(correct[.offload] == reference)
+        await agent.stop()
+        await coordinator.stop()
+    }
+
+    @Test func twoCoordinatorsShareTheLoadAndAnswerOnce() async throws {
+        let broker = try LocalBroker()
+        let bundle = try ModelBundle(directory: Self.modelFolder)
+        let first = try Coordinator(CoordinatorConfiguration(id: "c1", brokerPort: broker.port), bundle: bundle)
+        let second = try Coordinator(CoordinatorConfiguration(id: "c2", brokerPort: broker.port), bundle: bundle)
+        try await first.start()
+        try await second.start()
+        let agent = try makeAgent("device-b", port: broker.port)
+        try await agent.start()
+        try await agent.waitUntilReady()
+        let test = try FashionMNIST(split: .test)
+        let requests = 200
+        var answered = 0
+        for index in 0..<requests where await agent.infer(test.image(index), mode: .split).prediction != nil { answered += 1 }
+        let a = await first.statistics
+        let b = await second.statistics
+        #expect(answered == requests)
+        #expect(a.answered > 0 && b.answered > 0, "both coordinators must receive work: \(a.answered) and \(b.answered)")
+        #expect(a.answered + b.answered == requests, "every request answered exactly once")
+        await agent.stop()
+        await first.stop()
+        await second.stop()
+    }
+
+    @Test func badFramesGetTypedRejectionsAndServiceContinues() async throws {
+        let broker = try LocalBroker()
+        let bundle = try ModelBundle(directory: Self.modelFolder)
+        let coordinator = try Coordinator(CoordinatorConfiguration(id: "c1", brokerPort: broker.port), bundle: bundle)
+        try await coordinator.start()
+        let agent = try makeAgent("device-c", port: broker.port)
+        try await agent.start()
+        try await agent.waitUntilReady()
+
+        let client = try MQTTClient(MQTTConfiguration(port: broker.port, clientID: "prober"))
+        try client.connect()
+        for await event in client.events { if case .connected = event { break } }
+        try client.subscribe(Topics.results("prober"), qos: 1)
+        try await Task.sleep(for: .milliseconds(100))
+        let features = Tensor(zeros: [1] + bundle.manifest.cutShape)
+        var wrongCRC = BottleneckCodec.encode(features, requestID: 2)
+        wrongCRC[wrongCRC.count - 1] ^= 0xFF
+        let unknownModel = BottleneckCodec.encode(
+            features, requestID: 4, options: FrameOptions(context: FrameContext(modelDigest: [0, 1, 2, 3, 4, 5, 6, 7], splitID: 0)))
+        let oversized = [UInt8](repeating: 0xC7, count: 2 << 20)
+        let probes: [(UInt64, [UInt8], String)] = [
+            (1, [0xC7, 0x12, 0x00, 0x01, 0x02], "truncated"), (2, wrongCRC, "CRC-32C mismatch"), (3, oversized, "limit"),
+            (4, unknownModel, "is for model"),
+        ]
+        for (id, payload, _) in probes {
+            try client.publish(
+                MQTTMessage(
+                    topic: Topics.infer("prober"), payload: payload, qos: 1, responseTopic: Topics.results("prober"),
+                    correlationData: RequestID.encode(id)))
+        }
+        var replies: [UInt64: String] = [:]
+        let deadline = ContinuousClock.now + .seconds(10)
+        for await event in client.events {
+            if case .message(let message) = event, let result = try? JSONDecoder().decode(InferenceResult.self, from: Data(message.payload)) {
+                replies[result.requestID] = result.error ?? "no error"
+            }
+            if replies.count == probes.count || ContinuousClock.now > deadline { break }
+        }
+        for (id, _, fragment) in probes {
+            #expect(replies[id]?.contains(fragment) == true, "request \(id): \(replies[id] ?? "no reply")")
+        }
+        #expect(await coordinator.statistics.rejected == probes.count)
+        let after = await agent.infer(Tensor(zeros: [1, 1, 28, 28]), mode: .split)
+        #expect(after.error == nil, "the coordinator must keep serving: \(after.error ?? "")")
+        await agent.stop()
+        await coordinator.stop()
+    }
+}
