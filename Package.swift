@@ -5,6 +5,7 @@ import PackageDescription
 
 let products: [Product] = [
     .executable(name: "cleave", targets: ["cleave"]),
+    .executable(name: "cleave-agent", targets: ["cleave-agent"]),
     .library(name: "CleaveTensor", targets: ["CleaveTensor"]),
     .library(name: "CleaveONNX", targets: ["CleaveONNX"]),
     .library(name: "CleaveCodec", targets: ["CleaveCodec"]),
@@ -55,7 +56,7 @@ let modules: [Target] = [
     .target(
         name: "CleaveAgent",
         dependencies: [
-            "CleaveONNX", "CleaveCodec", "CleaveMQTT", "CleaveProtocol", "CleaveTensor",
+            "CleaveONNX", "CleaveCodec", "CleaveMQTT", "CleaveProtocol", "CleaveTensor", "CleaveTrain",
             .product(name: "Logging", package: "swift-log"),
         ]),
     .target(
@@ -83,6 +84,15 @@ let modules: [Target] = [
         ]),
 ]
 
+let leanAgent: [Target] = [
+    .executableTarget(
+        name: "cleave-agent",
+        dependencies: [
+            "CleaveAgent", "CleaveProtocol", "CleaveTrain",
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+        ])
+]
+
 // MARK: - Tests (one target per module)
 
 let tests: [Target] = [
@@ -102,6 +112,6 @@ let package = Package(
     platforms: [.macOS(.v15)],
     products: products,
     dependencies: dependencies,
-    targets: systemLibraries + modules + tests,
+    targets: systemLibraries + modules + leanAgent + tests,
     swiftLanguageModes: [.v6]
 )

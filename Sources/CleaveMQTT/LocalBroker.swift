@@ -23,7 +23,7 @@ public final class LocalBroker: Sendable {
     /// Starts `mosquitto` and waits until it accepts connections (at most `timeout` seconds).
     ///
     /// `extraConfiguration` lines are appended to the generated file (ACLs, passwords).
-    public init(extraConfiguration: String = "", timeout: Double = 10) throws {
+    public init(extraConfiguration: String = "", allowAnonymous: Bool = true, timeout: Double = 10) throws {
         guard let executable = Self.findMosquitto() else {
             throw LaunchError(description: "mosquitto is not installed; install it with: sudo apt-get install mosquitto (or pass --broker HOST:PORT)")
         }
@@ -32,7 +32,7 @@ public final class LocalBroker: Sendable {
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
         let configuration = """
             listener \(port) 127.0.0.1
-            allow_anonymous true
+            allow_anonymous \(allowAnonymous)
             persistence false
             set_tcp_nodelay true
             max_queued_messages 100000

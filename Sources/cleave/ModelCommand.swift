@@ -1,13 +1,14 @@
 import ArgumentParser
 import CleaveONNX
 import CleaveTensor
+import CleaveTrain
 import Foundation
 
 struct ModelCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "model",
         abstract: "Inspect, split, run and benchmark ONNX models.",
-        subcommands: [Inspect.self, Split.self, Run.self, Bench.self])
+        subcommands: [Inspect.self, Split.self, Run.self, Bench.self, Eval.self])
 }
 
 /// `--shape name=1x3x224x224` options shared by the model commands.
@@ -185,5 +186,49 @@ struct Bench: ParsableCommand {
             let kilobytes = line.split(separator: " ").dropFirst().first.flatMap({ Int($0) })
         else { return 0 }
         return kilobytes * 1024
+    }
+}
+
+// MARK: - eval
+
+struct Eval: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Print a classifier's accuracy on a data set.",
+        discussion: "The model takes [N, 1, 28, 28] float32 images scaled to 0–1 and returns one score per class.")
+
+    @Argument(help: "The .onnx file.") var model: String
+    @Option(help: "Data set: fmnist-test or fmnist-train.") var dataset: String = "fmnist-test"
+    @Option(help: "Fashion-MNIST folder.") var datasetDirectory: String = FashionMNIST.defaultDirectory
+    @Option(help: "Evaluate only the first N samples.") var limit: Int?
+    @Option(help: "Threads.") var threads: Int = 2
+
+    func run() throws {
+        let split: FashionMNIST.Split
+        switch dataset {
+        case "fmnist-test": split = .test
+        case "fmnist-train": split = .train
+        default: throw ValidationError("--dataset must be fmnist-test or fmnist-train, not '\(dataset)'")
+        }
+        let data = try FashionMNIST(split: split, directory: datasetDirectory)
+        let session = try InferenceSession(contentsOf: model, threads: threads)
+        guard let input = session.model.graph.inputs.first?.name else { throw ValidationError("\(model) has no inputs") }
+        let count = min(limit ?? data.count, data.count)
+        var correct = 0
+        var bar = ProgressBar("eval", total: count)
+        for start in stride(from: 0, to: count, by: 250) {
+            let size = min(250, count - start)
+            let images = Tensor(shape: [size, 1, 28, 28], scalars: data.pixels[(start * 784)..<((start + size) * 784)].map { Float($0) / 255 })
+            guard let scores = try session.run([input: images]).values.first, scores.count == size * 10 else {
+                throw ValidationError("\(model) must output 10 scores per image")
+            }
+            let values = scores.scalars(as: Float.self)
+            for sample in 0..<size {
+                let row = values[(sample * 10)..<((sample + 1) * 10)]
+                if row.indices.max(by: { row[$0] < row[$1] })! - sample * 10 == Int(data.labels[start + sample]) { correct += 1 }
+            }
+            bar.update(start + size)
+        }
+        bar.finish("\(count) samples")
+        print(String(format: "accuracy %.2f%% (%d/%d) on %@", Double(correct) / Double(count) * 100, correct, count, dataset))
     }
 }

@@ -109,69 +109,10 @@ struct AgentCommand: AsyncParsableCommand {
             while true { try await Task.sleep(for: .seconds(60)) }
         }
         let test = try FashionMNIST(split: .test, directory: dataset)
-        var outcomes: [AgentOutcome] = []
-        var labels: [UInt8] = []
-        let started = ContinuousClock.now
-        for index in 0..<samples {
-            let sample = index % test.count
-            outcomes.append(await agent.infer(test.image(sample), mode: mode))
-            labels.append(test.labels[sample])
-            if rate > 0 {
-                let due = started + .milliseconds(Int(Double(index + 1) * 1000 / rate))
-                if due > .now { try await Task.sleep(until: due) }
-            }
-            if (index + 1) % 1000 == 0 {
-                print(RunSummary(mode: mode, outcomes: outcomes, labels: labels, seconds: (ContinuousClock.now - started).seconds).line)
-            }
-        }
+        let run = try await agent.stream(test, samples: samples, mode: mode, rate: rate) { print($0.line) }
         print(RunSummary.header)
-        print(RunSummary(mode: mode, outcomes: outcomes, labels: labels, seconds: (ContinuousClock.now - started).seconds).line)
+        print(RunSummary(mode: mode, outcomes: run.outcomes, labels: run.labels, seconds: run.seconds).line)
         await agent.stop()
         _ = signals
-    }
-}
-
-extension Duration {
-    var seconds: Double { Double(components.seconds) + Double(components.attoseconds) / 1e18 }
-}
-
-/// Accuracy, bytes and latency percentiles of a run, as one table row.
-struct RunSummary {
-    let mode: InferenceMode
-    let count: Int
-    let failures: Int
-    let accuracy: Double
-    let bytesPerSample: Double
-    let p50: Double
-    let p95: Double
-    let p99: Double
-    let throughput: Double
-    let meanBatch: Double
-
-    init(mode: InferenceMode, outcomes: [AgentOutcome], labels: [UInt8], seconds: Double) {
-        self.mode = mode
-        count = outcomes.count
-        failures = outcomes.filter { $0.prediction == nil }.count
-        let correct = zip(outcomes, labels).filter { $0.0.prediction == Int($0.1) }.count
-        accuracy = count > 0 ? Double(correct) / Double(count) : 0
-        bytesPerSample = count > 0 ? Double(outcomes.reduce(0) { $0 + $1.bytesSent }) / Double(count) : 0
-        let latencies = outcomes.map(\.latencyMilliseconds).sorted()
-        func percentile(_ p: Double) -> Double {
-            latencies.isEmpty ? 0 : latencies[min(latencies.count - 1, Int((Double(latencies.count) * p).rounded(.up)) - 1)]
-        }
-        p50 = percentile(0.50)
-        p95 = percentile(0.95)
-        p99 = percentile(0.99)
-        throughput = seconds > 0 ? Double(count) / seconds : 0
-        meanBatch = count > 0 ? Double(outcomes.reduce(0) { $0 + $1.batchSize }) / Double(count) : 0
-    }
-
-    static let header = "mode      requests  failed  accuracy  bytes/sample  p50 ms  p95 ms  p99 ms  req/s   mean batch"
-
-    var line: String {
-        mode.rawValue.padding(toLength: 10, withPad: " ", startingAt: 0)
-            + String(
-                format: "%8d  %6d  %7.2f%%  %12.1f  %6.2f  %6.2f  %6.2f  %6.0f  %10.2f", count, failures, accuracy * 100, bytesPerSample, p50, p95,
-                p99, throughput, meanBatch)
     }
 }

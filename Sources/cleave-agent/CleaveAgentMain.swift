@@ -1,0 +1,43 @@
+import ArgumentParser
+import CleaveAgent
+import CleaveProtocol
+import CleaveTrain
+import Foundation
+
+/// The lean agent for boards: the same agent as `cleave agent`, without the
+/// coordinator, training or model tools linked in.
+@main
+struct CleaveAgentMain: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "cleave-agent",
+        abstract: "Cleave device agent: announce, take the assignment, serve requests over MQTT.",
+        discussion: "Same options as `cleave agent`. With --samples 0 it stays online until interrupted.")
+
+    @Option(help: "Broker host.") var host: String = "127.0.0.1"
+    @Option(help: "Broker port.") var port: Int = 1883
+    @Option(help: "Device profile YAML.") var profile: String = "devices/generic.yaml"
+    @Option(help: "Device id (default: the profile name and the process id).") var id: String?
+    @Option(help: "How to serve requests: local, split or offload.") var mode: String = "split"
+    @Option(help: "How many Fashion-MNIST test images to send (0: stay online).") var samples: Int = 0
+    @Option(help: "Requests per second (0: back to back).") var rate: Double = 0
+    @Option(help: "Fashion-MNIST folder.") var dataset: String = FashionMNIST.defaultDirectory
+
+    func run() async throws {
+        guard let inferenceMode = InferenceMode(rawValue: mode) else { throw ValidationError("--mode must be local, split or offload") }
+        let deviceProfile = try DeviceProfile.load(profile)
+        let agent = try Agent(
+            AgentConfiguration(
+                deviceID: id ?? "\(deviceProfile.name)-\(ProcessInfo.processInfo.processIdentifier)", profile: deviceProfile,
+                brokerHost: host, brokerPort: port))
+        try await agent.start()
+        try await agent.waitUntilReady()
+        guard samples > 0 else {
+            while true { try await Task.sleep(for: .seconds(3600)) }
+        }
+        let test = try FashionMNIST(split: .test, directory: dataset)
+        let run = try await agent.stream(test, samples: samples, mode: inferenceMode, rate: rate) { print($0.line) }
+        print(RunSummary.header)
+        print(RunSummary(mode: inferenceMode, outcomes: run.outcomes, labels: run.labels, seconds: run.seconds).line)
+        await agent.stop()
+    }
+}

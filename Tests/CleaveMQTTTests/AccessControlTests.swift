@@ -1,0 +1,91 @@
+import Foundation
+import Testing
+
+@testable import CleaveMQTT
+
+/// The ACL shipped in deploy/mosquitto/acl, enforced by a real Mosquitto with passwords.
+@Suite struct AccessControlTests {
+    static let repository = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("../..").standardizedFileURL.path
+
+    func connected(_ user: String, port: Int) async throws -> MQTTClient {
+        let client = try MQTTClient(MQTTConfiguration(port: port, clientID: user, username: user, password: "secret-\(user)"))
+        try client.connect()
+        for await event in client.events {
+            if case .connected = event { return client }
+            if case .refused(let code) = event { throw MQTTError(code: Int32(code), operation: "log in as \(user)") }
+        }
+        throw MQTTError(code: -1, operation: "log in as \(user)")
+    }
+
+    /// Collects messages for `seconds`.
+    func messages(_ client: MQTTClient, seconds: Double) async -> [MQTTMessage] {
+        await withTaskGroup(of: [MQTTMessage].self) { group in
+            group.addTask {
+                var received: [MQTTMessage] = []
+                for await event in client.events {
+                    if case .message(let message) = event { received.append(message) }
+                }
+                return received
+            }
+            try? await Task.sleep(for: .seconds(seconds))
+            group.cancelAll()
+            return await group.next() ?? []
+        }
+    }
+
+    @Test func aDeviceCannotActAsAnotherOrReadItsResults() async throws {
+        let folder = FileManager.default.temporaryDirectory.appendingPathComponent("cleave-acl-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
+        let passwords = folder.appendingPathComponent("passwd").path
+        for (index, user) in ["coordinator", "device-a", "device-b"].enumerated() {
+            let process = Process()
+            process.executableURL = URL(fileURLWithPath: "/usr/bin/mosquitto_passwd")
+            process.arguments = (index == 0 ? ["-c"] : []) + ["-b", passwords, user, "secret-\(user)"]
+            try process.run()
+            process.waitUntilExit()
+            #expect(process.terminationStatus == 0)
+        }
+        let acl = folder.appendingPathComponent("acl").path
+        try FileManager.default.copyItem(atPath: "\(Self.repository)/deploy/mosquitto/acl", toPath: acl)
+        for path in [folder.path, passwords, acl] {
+            try FileManager.default.setAttributes([.posixPermissions: path == folder.path ? 0o755 : 0o644], ofItemAtPath: path)
+        }
+        let broker = try LocalBroker(extraConfiguration: "password_file \(passwords)\nacl_file \(acl)", allowAnonymous: false)
+
+        let coordinator = try await connected("coordinator", port: broker.port)
+        let deviceA = try await connected("device-a", port: broker.port)
+        let deviceB = try await connected("device-b", port: broker.port)
+        try coordinator.subscribe("$share/coordinators/cleave/v1/infer/+", qos: 1)
+        try deviceA.subscribe("cleave/v1/devices/device-b/results", qos: 1)  // not allowed: must see nothing
+        try deviceB.subscribe("cleave/v1/devices/device-b/results", qos: 1)
+        try await Task.sleep(for: .milliseconds(300))
+
+        try deviceA.publish(MQTTMessage(topic: "cleave/v1/infer/device-b", payload: [1], qos: 1))  // impersonation: dropped
+        try deviceA.publish(MQTTMessage(topic: "cleave/v1/infer/device-a", payload: [2], qos: 1))  // allowed
+        async let atCoordinator = messages(coordinator, seconds: 1.5)
+        try await Task.sleep(for: .milliseconds(200))
+        try coordinator.publish(MQTTMessage(topic: "cleave/v1/devices/device-b/results", payload: [3], qos: 1))
+        async let atA = messages(deviceA, seconds: 1.3)
+        async let atB = messages(deviceB, seconds: 1.3)
+
+        let served = await atCoordinator
+        #expect(served.map(\.topic) == ["cleave/v1/infer/device-a"], "device-a may publish only as itself")
+        #expect(await atA.isEmpty, "device-a must not read device-b's results")
+        #expect(await atB.map(\.payload) == [[3]], "device-b reads its own results")
+    }
+
+    @Test func wrongPasswordIsRefused() async throws {
+        let folder = FileManager.default.temporaryDirectory.appendingPathComponent("cleave-acl-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
+        let passwords = folder.appendingPathComponent("passwd").path
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/mosquitto_passwd")
+        process.arguments = ["-c", "-b", passwords, "device-a", "right"]
+        try process.run()
+        process.waitUntilExit()
+        try FileManager.default.setAttributes([.posixPermissions: 0o755], ofItemAtPath: folder.path)
+        try FileManager.default.setAttributes([.posixPermissions: 0o644], ofItemAtPath: passwords)
+        let broker = try LocalBroker(extraConfiguration: "password_file \(passwords)", allowAnonymous: false)
+        await #expect(throws: MQTTError.self) { _ = try await connected("device-a", port: broker.port) }
+    }
+}
