@@ -1,0 +1,114 @@
+import ArgumentParser
+import CleaveAgent
+import CleaveCoordinator
+import CleaveMQTT
+import CleaveProtocol
+import CleaveTensor
+import CleaveTrain
+import Foundation
+
+struct BenchCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "bench",
+        abstract: "Benchmarks that print numbers (JSON lines).",
+        subcommands: [SplitBench.self])
+}
+
+struct SplitBench: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "split",
+        abstract: "Coordinator throughput and end-to-end latency over a local Mosquitto.",
+        discussion: """
+            Starts mosquitto on a free loopback port, one coordinator and N in-process agents. \
+            Throughput: every agent keeps --in-flight split requests outstanding until --requests are \
+            answered; run once with batching (up to 32) and once without (batch 1). Latency: the agents \
+            together send --rate requests per second, paced, for --latency-requests requests. \
+            Prints one JSON line per measurement.
+            """)
+
+    @Option(help: "Agents.") var agents: Int = 4
+    @Option(help: "Requests for each throughput run.") var requests: Int = 20000
+    @Option(help: "Outstanding requests per agent in throughput runs.") var inFlight: Int = 16
+    @Option(help: "Total paced request rate for the latency run (req/s).") var rate: Double = 100
+    @Option(help: "Requests in the latency run.") var latencyRequests: Int = 2000
+    @Option(help: "Model folder.") var model: String = "models/fmnist-rf-c4"
+    @Option(help: "Device profile for the agents.") var profile: String = "devices/generic.yaml"
+    @Option(help: "Coordinator threads.") var threads: Int = 1
+
+    func run() async throws {
+        let broker = try LocalBroker()
+        let bundle = try ModelBundle(directory: model)
+        let deviceProfile = try DeviceProfile.load(profile)
+        let image = try FashionMNIST(split: .test).image(0)
+        for (label, maximumBatch) in [("batching", 32), ("no-batching", 1)] {
+            let coordinator = try Coordinator(
+                CoordinatorConfiguration(
+                    id: "bench-\(label)", brokerPort: broker.port, maximumBatch: maximumBatch, maximumWait: .milliseconds(1), threads: threads),
+                bundle: bundle)
+            try await coordinator.start()
+            let fleet = try await startAgents(port: broker.port, profile: deviceProfile, tag: label)
+            let perAgent = requests / agents
+            let started = ContinuousClock.now
+            let outcomes = await withTaskGroup(of: [AgentOutcome].self) { group in
+                for agent in fleet {
+                    for lane in 0..<inFlight {
+                        group.addTask {
+                            var mine: [AgentOutcome] = []
+                            for _ in stride(from: lane, to: perAgent, by: inFlight) { mine.append(await agent.infer(image, mode: .split)) }
+                            return mine
+                        }
+                    }
+                }
+                var all: [AgentOutcome] = []
+                for await part in group { all += part }
+                return all
+            }
+            let seconds = (ContinuousClock.now - started).seconds
+            let summary = RunSummary(mode: .split, outcomes: outcomes, labels: [UInt8](repeating: 0, count: outcomes.count), seconds: seconds)
+            print(
+                String(
+                    format:
+                        "{\"bench\": \"split-throughput\", \"coordinator\": \"%@\", \"agents\": %d, \"in_flight_per_agent\": %d, \"requests\": %d, \"failed\": %d, \"frames_per_s\": %.0f, \"mean_batch\": %.2f, \"p50_ms\": %.2f, \"p99_ms\": %.2f}",
+                    label, agents, inFlight, summary.count, summary.failures, summary.throughput, summary.meanBatch, summary.p50, summary.p99))
+            if label == "batching" {
+                let paced = await withTaskGroup(of: [AgentOutcome].self) { group in
+                    let interval = Double(agents) / rate
+                    for (slot, agent) in fleet.enumerated() {
+                        group.addTask {
+                            let begin = ContinuousClock.now + .milliseconds(Int(Double(slot) * 1000 / rate))
+                            var mine: [AgentOutcome] = []
+                            for index in 0..<(latencyRequests / agents) {
+                                try? await Task.sleep(until: begin + .milliseconds(Int(Double(index) * interval * 1000)))
+                                mine.append(await agent.infer(image, mode: .split))
+                            }
+                            return mine
+                        }
+                    }
+                    var all: [AgentOutcome] = []
+                    for await part in group { all += part }
+                    return all
+                }
+                let latency = RunSummary(mode: .split, outcomes: paced, labels: [UInt8](repeating: 0, count: paced.count), seconds: 1)
+                print(
+                    String(
+                        format:
+                            "{\"bench\": \"split-latency\", \"rate_per_s\": %.0f, \"requests\": %d, \"failed\": %d, \"p50_ms\": %.2f, \"p95_ms\": %.2f, \"p99_ms\": %.2f, \"bytes_per_frame\": %.1f}",
+                        rate, latency.count, latency.failures, latency.p50, latency.p95, latency.p99, latency.bytesPerSample))
+            }
+            for agent in fleet { await agent.stop() }
+            await coordinator.stop()
+        }
+        broker.stop()
+    }
+
+    func startAgents(port: Int, profile: DeviceProfile, tag: String) async throws -> [Agent] {
+        var fleet: [Agent] = []
+        for index in 0..<agents {
+            let agent = try Agent(AgentConfiguration(deviceID: "bench-\(tag)-\(index)", profile: profile, brokerPort: port, threads: 1))
+            try await agent.start()
+            fleet.append(agent)
+        }
+        for agent in fleet { try await agent.waitUntilReady() }
+        return fleet
+    }
+}
