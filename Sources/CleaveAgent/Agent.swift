@@ -17,11 +17,16 @@ public struct AgentConfiguration: Sendable {
     public var threads: Int?
     /// How long to wait for a remote answer before giving up on a request.
     public var requestTimeout: Duration
+    /// Broker credentials (the ACL in deploy/ expects username = device id).
+    public var username: String?
+    public var password: String?
 
     public init(
         deviceID: String, profile: DeviceProfile, brokerHost: String = "127.0.0.1", brokerPort: Int = 1883, threads: Int? = nil,
-        requestTimeout: Duration = .seconds(10)
+        requestTimeout: Duration = .seconds(10), username: String? = nil, password: String? = nil
     ) {
+        self.username = username
+        self.password = password
         self.deviceID = deviceID
         self.profile = profile
         self.brokerHost = brokerHost

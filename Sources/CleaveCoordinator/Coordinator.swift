@@ -26,11 +26,17 @@ public struct CoordinatorConfiguration: Sendable {
     public var threads: Int
     /// Largest frame accepted, in bytes; larger ones are rejected before decoding.
     public var maximumFrameBytes: Int
+    /// Broker credentials.
+    public var username: String?
+    public var password: String?
 
     public init(
         id: String = "coordinator-1", brokerHost: String = "127.0.0.1", brokerPort: Int = 1883, maximumBatch: Int = 16,
-        maximumWait: Duration = .milliseconds(2), threads: Int = 1, maximumFrameBytes: Int = 1 << 20
+        maximumWait: Duration = .milliseconds(2), threads: Int = 1, maximumFrameBytes: Int = 1 << 20,
+        username: String? = nil, password: String? = nil
     ) {
+        self.username = username
+        self.password = password
         self.maximumFrameBytes = maximumFrameBytes
         self.id = id
         self.brokerHost = brokerHost
@@ -96,7 +102,10 @@ public actor Coordinator {
             let start = manifest.head.sha256.index(manifest.head.sha256.startIndex, offsetBy: offset)
             return UInt8(manifest.head.sha256[start..<manifest.head.sha256.index(start, offsetBy: 2)], radix: 16) ?? 0
         }
-        client = try MQTTClient(MQTTConfiguration(host: configuration.brokerHost, port: configuration.brokerPort, clientID: configuration.id))
+        client = try MQTTClient(
+            MQTTConfiguration(
+                host: configuration.brokerHost, port: configuration.brokerPort, clientID: configuration.id,
+                username: configuration.username, password: configuration.password))
     }
 
     // MARK: - Lifecycle

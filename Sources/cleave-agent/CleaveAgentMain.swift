@@ -21,6 +21,8 @@ struct CleaveAgentMain: AsyncParsableCommand {
     @Option(help: "How many Fashion-MNIST test images to send (0: stay online).") var samples: Int = 0
     @Option(help: "Requests per second (0: back to back).") var rate: Double = 0
     @Option(help: "Fashion-MNIST folder.") var dataset: String = FashionMNIST.defaultDirectory
+    @Option(help: "Broker username (the device id, as the ACL in deploy/ expects).") var username: String?
+    @Option(help: "File whose first line is the broker password.") var passwordFile: String?
 
     func run() async throws {
         guard let inferenceMode = InferenceMode(rawValue: mode) else { throw ValidationError("--mode must be local, split or offload") }
@@ -28,7 +30,13 @@ struct CleaveAgentMain: AsyncParsableCommand {
         let agent = try Agent(
             AgentConfiguration(
                 deviceID: id ?? "\(deviceProfile.name)-\(ProcessInfo.processInfo.processIdentifier)", profile: deviceProfile,
-                brokerHost: host, brokerPort: port))
+                brokerHost: host, brokerPort: port, username: username,
+                password: try passwordFile.map { file in
+                    guard let text = try? String(contentsOfFile: file, encoding: .utf8) else {
+                        throw ValidationError("cannot read --password-file \(file)")
+                    }
+                    return String(text.split(separator: "\n", omittingEmptySubsequences: false).first ?? "")
+                }))
         try await agent.start()
         try await agent.waitUntilReady()
         guard samples > 0 else {

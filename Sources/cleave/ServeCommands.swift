@@ -28,6 +28,20 @@ struct BrokerAddress: ExpressibleByArgument {
 
 extension InferenceMode: ExpressibleByArgument {}
 
+/// `--username` and `--password-file` for brokers with password authentication.
+struct CredentialOptions: ParsableArguments {
+    @Option(help: "Broker username (for agents: the device id, as the ACL in deploy/ expects).") var username: String?
+    @Option(help: "File whose first line is the broker password (kept off the command line).") var passwordFile: String?
+
+    func password() throws -> String? {
+        guard let passwordFile else { return nil }
+        guard let text = try? String(contentsOfFile: passwordFile, encoding: .utf8) else {
+            throw ValidationError("cannot read --password-file \(passwordFile)")
+        }
+        return String(text.split(separator: "\n", omittingEmptySubsequences: false).first ?? "")
+    }
+}
+
 /// Runs `body` when SIGINT or SIGTERM arrives (once), then exits.
 func onInterrupt(_ body: @escaping @Sendable () -> Void) -> [DispatchSourceSignal] {
     [SIGINT, SIGTERM].map { signalNumber in
@@ -60,12 +74,13 @@ struct CoordinatorCommand: AsyncParsableCommand {
     @Option(help: "Largest batch the tail runs.") var maxBatch: Int = 16
     @Option(help: "Longest a request waits for a batch, in milliseconds.") var maxWaitMs: Int = 2
     @Option(help: "Threads for the models.") var threads: Int = 1
+    @OptionGroup var credentials: CredentialOptions
 
     func run() async throws {
         let coordinator = try Coordinator(
             CoordinatorConfiguration(
                 id: id, brokerHost: broker.host, brokerPort: broker.port, maximumBatch: maxBatch, maximumWait: .milliseconds(maxWaitMs),
-                threads: threads),
+                threads: threads, username: credentials.username, password: try credentials.password()),
             bundle: try ModelBundle(directory: model))
         try await coordinator.start()
         let signals = onInterrupt {}
@@ -95,13 +110,14 @@ struct AgentCommand: AsyncParsableCommand {
     @Option(help: "How many test images to send (0: serve until interrupted without sending).") var samples: Int = 1000
     @Option(help: "Requests per second (0: as fast as answers come).") var rate: Double = 0
     @Option(help: "Fashion-MNIST folder.") var dataset: String = FashionMNIST.defaultDirectory
+    @OptionGroup var credentials: CredentialOptions
 
     func run() async throws {
         let deviceProfile = try DeviceProfile.load(profile)
         let agent = try Agent(
             AgentConfiguration(
                 deviceID: id ?? "\(deviceProfile.name)-\(ProcessInfo.processInfo.processIdentifier)", profile: deviceProfile,
-                brokerHost: broker.host, brokerPort: broker.port))
+                brokerHost: broker.host, brokerPort: broker.port, username: credentials.username, password: try credentials.password()))
         try await agent.start()
         try await agent.waitUntilReady()
         let signals = onInterrupt {}
