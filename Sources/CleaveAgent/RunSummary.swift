@@ -1,4 +1,5 @@
 import CleaveProtocol
+import CleaveTensor
 import CleaveTrain
 import Foundation
 
@@ -19,14 +20,17 @@ public struct RunSummary: Sendable {
     public let p99: Double
     public let throughput: Double
     public let meanBatch: Double
+    /// The first failure's reason, if any request failed.
+    public let firstError: String?
 
     /// Summarizes `outcomes` against the true `labels` over a run of `seconds`.
     public init(mode: InferenceMode, outcomes: [AgentOutcome], labels: [UInt8], seconds: Double) {
         self.mode = mode
         count = outcomes.count
         failures = outcomes.filter { $0.prediction == nil }.count
+        firstError = outcomes.first { $0.prediction == nil }.map { "request \($0.requestID): \($0.error ?? "no prediction")" }
         let correct = zip(outcomes, labels).filter { $0.0.prediction == Int($0.1) }.count
-        accuracy = count > 0 ? Double(correct) / Double(count) : 0
+        accuracy = labels.isEmpty ? .nan : Double(correct) / Double(count)
         bytesPerSample = count > 0 ? Double(outcomes.reduce(0) { $0 + $1.bytesSent }) / Double(count) : 0
         let latencies = outcomes.map(\.latencyMilliseconds).sorted()
         func percentile(_ p: Double) -> Double {
@@ -44,26 +48,60 @@ public struct RunSummary: Sendable {
 
     /// The summary as one table row.
     public var line: String {
-        mode.rawValue.padding(toLength: 10, withPad: " ", startingAt: 0)
-            + String(
-                format: "%8d  %6d  %7.2f%%  %12.1f  %6.2f  %6.2f  %6.2f  %6.0f  %10.2f", count, failures, accuracy * 100, bytesPerSample, p50, p95,
-                p99, throughput, meanBatch)
+        let accuracyText = accuracy.isNaN ? "     n/a" : String(format: "%7.2f%%", accuracy * 100)
+        return mode.rawValue.padding(toLength: 10, withPad: " ", startingAt: 0)
+            + String(format: "%8d  %6d  ", count, failures) + accuracyText
+            + String(format: "  %12.1f  %6.2f  %6.2f  %6.2f  %6.0f  %10.2f", bytesPerSample, p50, p95, p99, throughput, meanBatch)
+            + (firstError.map { "\n  first failure: \($0)" } ?? "")
+    }
+}
+
+/// Where an agent's requests come from.
+public enum InputSource: Sendable {
+    /// Fashion-MNIST test images, in order, with labels (accuracy is reported).
+    case fashionMNIST(FashionMNIST)
+    /// PNG/PGM files, in name order, repeated as needed (each prediction is printed).
+    case folder([String])
+    /// Seeded random 28×28 images (for load and latency, not accuracy).
+    case synthetic(seed: UInt64)
+
+    /// Parses `fmnist`, `synthetic` or a folder path.
+    public static func named(_ name: String, datasetDirectory: String) throws -> InputSource {
+        switch name {
+        case "fmnist": return .fashionMNIST(try FashionMNIST(split: .test, directory: datasetDirectory))
+        case "synthetic": return .synthetic(seed: 1)
+        default: return .folder(try ImageFile.list(name))
+        }
     }
 }
 
 extension Agent {
-    /// Sends `samples` Fashion-MNIST test images in `mode`, at `rate` requests per second
-    /// (0: back to back), calling `report` after every 1,000; returns the outcomes and the true labels.
+    /// Sends `samples` inputs from `source` in `mode`, at `rate` requests per second (0: back to back),
+    /// calling `report` after every 1,000 and `each` after every request; returns the outcomes, the true
+    /// labels (empty unless the source has them) and the duration.
     public func stream(
-        _ test: FashionMNIST, samples: Int, mode: InferenceMode, rate: Double, report: (RunSummary) -> Void = { _ in }
+        _ source: InputSource, samples: Int, mode: InferenceMode, rate: Double, report: (RunSummary) -> Void = { _ in },
+        each: (Int, AgentOutcome) -> Void = { _, _ in }
     ) async throws -> (outcomes: [AgentOutcome], labels: [UInt8], seconds: Double) {
         var outcomes: [AgentOutcome] = []
         var labels: [UInt8] = []
+        var generator = SeededGenerator(seed: 1)
         let started = ContinuousClock.now
         for index in 0..<samples {
-            let sample = index % test.count
-            outcomes.append(await infer(test.image(sample), mode: mode))
-            labels.append(test.labels[sample])
+            let input: Tensor
+            switch source {
+            case .fashionMNIST(let data):
+                input = data.image(index % data.count)
+                labels.append(data.labels[index % data.count])
+            case .folder(let paths):
+                input = try ImageFile.load(paths[index % paths.count])
+            case .synthetic(let seed):
+                if index == 0 { generator = SeededGenerator(seed: seed) }
+                input = Tensor(shape: [1, 1, 28, 28], scalars: (0..<784).map { _ in Float(generator.next() % 256) / 255 })
+            }
+            let outcome = await infer(input, mode: mode)
+            outcomes.append(outcome)
+            each(index, outcome)
             if rate > 0 {
                 let due = started + .milliseconds(Int(Double(index + 1) * 1000 / rate))
                 if due > .now { try await Task.sleep(until: due) }

@@ -21,6 +21,9 @@ struct CleaveAgentMain: AsyncParsableCommand {
     @Option(help: "How many Fashion-MNIST test images to send (0: stay online).") var samples: Int = 0
     @Option(help: "Requests per second (0: back to back).") var rate: Double = 0
     @Option(help: "Fashion-MNIST folder.") var dataset: String = FashionMNIST.defaultDirectory
+    @Option(
+        help: "Inputs: fmnist (test set, accuracy reported), synthetic (seeded random images) or a folder of PNG/PGM files (predictions printed).")
+    var source: String = "fmnist"
     @Option(help: "Broker username (the device id, as the ACL in deploy/ expects).") var username: String?
     @Option(help: "File whose first line is the broker password.") var passwordFile: String?
 
@@ -42,8 +45,14 @@ struct CleaveAgentMain: AsyncParsableCommand {
         guard samples > 0 else {
             while true { try await Task.sleep(for: .seconds(3600)) }
         }
-        let test = try FashionMNIST(split: .test, directory: dataset)
-        let run = try await agent.stream(test, samples: samples, mode: inferenceMode, rate: rate) { print($0.line) }
+        let input = try InputSource.named(source, datasetDirectory: dataset)
+        let run = try await agent.stream(input, samples: samples, mode: inferenceMode, rate: rate, report: { print($0.line) }) { index, outcome in
+            if case .folder(let paths) = input {
+                let name = paths[index % paths.count]
+                let label = outcome.prediction.map { FashionMNIST.classNames[$0] } ?? "failed: \(outcome.error ?? "")"
+                print("\(name) → \(label) (\(String(format: "%.1f", outcome.latencyMilliseconds)) ms)")
+            }
+        }
         print(RunSummary.header)
         print(RunSummary(mode: inferenceMode, outcomes: run.outcomes, labels: run.labels, seconds: run.seconds).line)
         await agent.stop()

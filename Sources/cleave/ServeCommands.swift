@@ -110,6 +110,9 @@ struct AgentCommand: AsyncParsableCommand {
     @Option(help: "How many test images to send (0: serve until interrupted without sending).") var samples: Int = 1000
     @Option(help: "Requests per second (0: as fast as answers come).") var rate: Double = 0
     @Option(help: "Fashion-MNIST folder.") var dataset: String = FashionMNIST.defaultDirectory
+    @Option(
+        help: "Inputs: fmnist (test set, accuracy reported), synthetic (seeded random images) or a folder of PNG/PGM files (predictions printed).")
+    var source: String = "fmnist"
     @OptionGroup var credentials: CredentialOptions
 
     func run() async throws {
@@ -124,8 +127,14 @@ struct AgentCommand: AsyncParsableCommand {
         guard samples > 0 else {
             while true { try await Task.sleep(for: .seconds(60)) }
         }
-        let test = try FashionMNIST(split: .test, directory: dataset)
-        let run = try await agent.stream(test, samples: samples, mode: mode, rate: rate) { print($0.line) }
+        let input = try InputSource.named(source, datasetDirectory: dataset)
+        let run = try await agent.stream(input, samples: samples, mode: mode, rate: rate, report: { print($0.line) }) { index, outcome in
+            if case .folder(let paths) = input {
+                let name = paths[index % paths.count]
+                let label = outcome.prediction.map { FashionMNIST.classNames[$0] } ?? "failed: \(outcome.error ?? "")"
+                print("\(name) → \(label) (\(String(format: "%.1f", outcome.latencyMilliseconds)) ms)")
+            }
+        }
         print(RunSummary.header)
         print(RunSummary(mode: mode, outcomes: run.outcomes, labels: run.labels, seconds: run.seconds).line)
         await agent.stop()
