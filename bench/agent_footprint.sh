@@ -2,6 +2,7 @@
 # Footprint of the lean agent: binary size (as built and stripped) and resident memory once it
 # has its assignment and serves the Fashion-MNIST head, idle. Needs a release build of both
 # binaries: swift build -c release --product cleave --product cleave-agent
+# (AGENT=path/to/cleave-agent measures another build, e.g. one linked with --static-swift-stdlib).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
@@ -12,13 +13,13 @@ mosquitto -c "$work/m.conf" >/dev/null 2>&1 & broker=$!
 sleep 0.5
 .build/release/cleave coordinator --broker 127.0.0.1:$port >/dev/null 2>&1 & coordinator=$!
 sleep 1
-.build/release/cleave-agent --port "$port" --profile devices/raspberry-pi-zero-2w.yaml --id footprint --samples 0 2>"$work/agent.log" & agent=$!
+${AGENT:-.build/release/cleave-agent} --port "$port" --profile devices/raspberry-pi-zero-2w.yaml --id footprint --samples 0 2>"$work/agent.log" & agent=$!
 for _ in $(seq 50); do grep -q "models verified" "$work/agent.log" 2>/dev/null && break; sleep 0.1; done
 sleep 2
-strip -o "$work/stripped" .build/release/cleave-agent
+strip -o "$work/stripped" ${AGENT:-.build/release/cleave-agent}
 printf '{"binary_bytes": %d, "stripped_bytes": %d, "idle_rss_kib": %d, "swift_runtime_shared_libs": %d}\n' \
-  "$(stat -c %s .build/release/cleave-agent)" "$(stat -c %s "$work/stripped")" \
-  "$(awk '/VmRSS/ {print $2}' /proc/$agent/status)" "$(ldd .build/release/cleave-agent | grep -c /opt/swift || true)"
+  "$(stat -c %s ${AGENT:-.build/release/cleave-agent})" "$(stat -c %s "$work/stripped")" \
+  "$(awk '/VmRSS/ {print $2}' /proc/$agent/status)" "$(ldd ${AGENT:-.build/release/cleave-agent} | grep -c /opt/swift || true)"
 kill $agent $coordinator $broker 2>/dev/null || true
 sleep 0.5
 
