@@ -20,14 +20,15 @@ public final class LocalBroker: Sendable {
         public let description: String
     }
 
-    /// Starts `mosquitto` and waits until it accepts connections (at most `timeout` seconds).
+    /// Starts `mosquitto` on `port` (default: a free one) and waits until it accepts connections
+    /// (at most `timeout` seconds).
     ///
     /// `extraConfiguration` lines are appended to the generated file (ACLs, passwords).
-    public init(extraConfiguration: String = "", allowAnonymous: Bool = true, timeout: Double = 10) throws {
+    public init(port requestedPort: Int? = nil, extraConfiguration: String = "", allowAnonymous: Bool = true, timeout: Double = 10) throws {
         guard let executable = Self.findMosquitto() else {
             throw LaunchError(description: "mosquitto is not installed; install it with: sudo apt-get install mosquitto (or pass --broker HOST:PORT)")
         }
-        port = try Self.freePort()
+        port = try requestedPort ?? Self.freePort()
         directory = FileManager.default.temporaryDirectory.appendingPathComponent("cleave-broker-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
         let configuration = """

@@ -77,15 +77,16 @@ public enum Layout {
         }
     }
 
-    /// How ``pad(_:begin:end:mode:constant:into:)`` fills the border.
+    /// How ``pad(_:begin:mode:constant:into:)`` fills the border.
     public enum PadMode: String, Sendable {
         case constant, reflect, edge, wrap
     }
 
-    /// Pads (or, with negative amounts, crops) every axis of `input`.
+    /// Pads (or, with negative amounts, crops) every axis of `input` into `output`, whose shape
+    /// sets the amount after each axis; `begin` is the amount before.
     ///
     /// `constant` is the fill value in the tensor's element type, as raw bytes.
-    public static func pad(_ input: Tensor, begin: [Int], end: [Int], mode: PadMode, constant: [UInt8], into output: Tensor) {
+    public static func pad(_ input: Tensor, begin: [Int], mode: PadMode, constant: [UInt8], into output: Tensor) {
         withWord(input.dtype) { word in pad(word, input, begin, mode, constant, output) }
     }
 

@@ -126,3 +126,36 @@ import Testing
         await coordinator.stop()
     }
 }
+
+@Suite struct BrokerFailureTests {
+    @Test func aVanishedBrokerGivesErrorsAndServiceResumesWhenItReturns() async throws {
+        var broker: LocalBroker? = try LocalBroker()
+        let port = broker!.port
+        let bundle = try ModelBundle(directory: SplitServingTests.modelFolder)
+        let coordinator = try Coordinator(CoordinatorConfiguration(id: "c1", brokerPort: port), bundle: bundle)
+        try await coordinator.start()
+        let profile = try DeviceProfile.load("\(SplitServingTests.repository)/devices/generic.yaml")
+        let agent = try Agent(AgentConfiguration(deviceID: "device-d", profile: profile, brokerPort: port, threads: 1, requestTimeout: .seconds(2)))
+        try await agent.start()
+        try await agent.waitUntilReady()
+        let image = Tensor(zeros: [1, 1, 28, 28])
+        #expect(await agent.infer(image, mode: .split).error == nil)
+
+        broker!.kill9()
+        broker = nil
+        let during = await agent.infer(image, mode: .split)
+        #expect(during.prediction == nil && during.error != nil, "no broker: an explicit error, not a hang or a crash")
+        #expect(await agent.infer(image, mode: .local).prediction != nil, "local mode keeps working without a broker")
+
+        broker = try LocalBroker(port: port)
+        var recovered = false
+        for _ in 0..<40 where !recovered {
+            try await Task.sleep(for: .milliseconds(500))
+            recovered = await agent.infer(image, mode: .split).error == nil
+        }
+        #expect(recovered, "agent and coordinator reconnect and serve again")
+        await agent.stop()
+        await coordinator.stop()
+        _ = broker
+    }
+}

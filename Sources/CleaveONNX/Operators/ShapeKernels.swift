@@ -305,6 +305,6 @@ struct PadKernel: OperatorKernel {
         } else if input.dtype == .float32 {
             fill = Tensor(shape: [], scalars: [attributeValue])
         }
-        Layout.pad(input, begin: begin, end: [], mode: mode, constant: fill.bytes(), into: outputs[0])
+        Layout.pad(input, begin: begin, mode: mode, constant: fill.bytes(), into: outputs[0])
     }
 }
