@@ -130,7 +130,8 @@ public struct ExecutionPlan: Sendable {
 
     // MARK: - Running
 
-    func run(_ inputs: [String: Tensor], pool: ThreadPool) throws -> [String: Tensor] {
+    /// Runs the steps; `timings`, when given, receives each step's index and duration.
+    func run(_ inputs: [String: Tensor], pool: ThreadPool, timings: ((Int, Duration) -> Void)? = nil) throws -> [String: Tensor] {
         let arena = TensorStorage(byteCount: arenaBytes)
         var tensors = [Tensor?](repeating: nil, count: values.count)
         for (id, value) in values.enumerated() {
@@ -143,8 +144,16 @@ public struct ExecutionPlan: Sendable {
             }
         }
         let context = ExecutionContext(pool: pool)
-        for step in steps {
-            try step.kernel.run(step.inputs.map { $0.flatMap { tensors[$0] } }, step.outputs.map { tensors[$0]! }, context)
+        let clock = ContinuousClock()
+        for (index, step) in steps.enumerated() {
+            let inputs = step.inputs.map { $0.flatMap { tensors[$0] } }
+            let outputs = step.outputs.map { tensors[$0]! }
+            if let timings {
+                let elapsed = try clock.measure { try step.kernel.run(inputs, outputs, context) }
+                timings(index, elapsed)
+            } else {
+                try step.kernel.run(inputs, outputs, context)
+            }
         }
         var result: [String: Tensor] = [:]
         for id in outputIDs { result[values[id].name] = tensors[id]!.copy() }

@@ -79,6 +79,34 @@ public final class InferenceSession: Sendable {
         return try plan(for: types, values: inputs).run(inputs, pool: pool)
     }
 
+    // MARK: - Profiling
+
+    /// Time spent in one node, summed over profiled runs.
+    public struct NodeTiming: Sendable {
+        /// Node name and operator.
+        public let node: String
+        public let opType: String
+        /// Total time over all runs, in milliseconds.
+        public let milliseconds: Double
+    }
+
+    /// Runs the model `runs` times on `inputs` and returns the time spent in each executed node
+    /// (constant-folded nodes take no time per run and are not listed).
+    public func profile(_ inputs: [String: Tensor], runs: Int) throws -> [NodeTiming] {
+        _ = try run(inputs)
+        let types = inputs.mapValues { TensorType($0.shape, $0.dtype) }
+        let plan = try plan(for: types, values: inputs)
+        var totals = [Duration](repeating: .zero, count: plan.steps.count)
+        for _ in 0..<max(runs, 1) {
+            _ = try plan.run(inputs, pool: pool) { index, elapsed in totals[index] += elapsed }
+        }
+        return plan.steps.enumerated().map { index, step in
+            let node = model.graph.nodes[step.node]
+            let seconds = Double(totals[index].components.seconds) + Double(totals[index].components.attoseconds) / 1e18
+            return NodeTiming(node: node.name, opType: node.opType, milliseconds: seconds * 1e3)
+        }
+    }
+
     // MARK: - Shape-deciding inputs
 
     private static func findValueInputs(_ model: Model) -> Set<String> {

@@ -160,6 +160,9 @@ public enum Convolution {
     }
 
     /// One filter per channel: each output channel reads only its own input channel.
+    ///
+    /// Each plane is copied once into a zero-padded scratch plane, so the inner loop over
+    /// output columns has no bounds checks (and vectorizes for stride 1).
     static func depthwise(
         x: UnsafeMutablePointer<Float>, w: UnsafeMutablePointer<Float>, b: UnsafeMutablePointer<Float>?,
         y: UnsafeMutablePointer<Float>, batch: Int, channels: Int, inSize: [Int], outSize: [Int],
@@ -169,33 +172,45 @@ public enum Convolution {
         let (outD, outH, outW) = (outSize[0], outSize[1], outSize[2])
         let (kD, kH, kW) = (g.kernel[0], g.kernel[1], g.kernel[2])
         let taps = kD * kH * kW
+        // Padded extents large enough for every window the output reads.
+        let padD = max(inD + g.padsBegin[0], (outD - 1) * g.strides[0] + (kD - 1) * g.dilations[0] + 1)
+        let padH = max(inH + g.padsBegin[1], (outH - 1) * g.strides[1] + (kH - 1) * g.dilations[1] + 1)
+        let padW = max(inW + g.padsBegin[2], (outW - 1) * g.strides[2] + (kW - 1) * g.dilations[2] + 1)
+        let (sD, sH, sW) = (g.strides[0], g.strides[1], g.strides[2])
+        let (dD, dH, dW) = (g.dilations[0], g.dilations[1], g.dilations[2])
         pool.parallelFor(batch * channels) { range in
+            let scratch = UnsafeMutablePointer<Float>.allocate(capacity: padD * padH * padW)
+            defer { scratch.deallocate() }
             for plane in range {
                 let c = plane % channels
                 let source = x + plane * inD * inH * inW
+                scratch.initialize(repeating: 0, count: padD * padH * padW)
+                for z in 0..<inD {
+                    for row in 0..<inH {
+                        (scratch + ((z + g.padsBegin[0]) * padH + row + g.padsBegin[1]) * padW + g.padsBegin[2])
+                            .update(from: source + (z * inH + row) * inW, count: inW)
+                    }
+                }
                 let filter = w + c * taps
-                var destination = y + plane * outD * outH * outW
                 let initial = b?[c] ?? 0
+                let destination = y + plane * outD * outH * outW
                 for z in 0..<outD {
-                    for yy in 0..<outH {
-                        for xx in 0..<outW {
-                            var sum = initial
-                            for kd in 0..<kD {
-                                let iz = z * g.strides[0] - g.padsBegin[0] + kd * g.dilations[0]
-                                if iz < 0 || iz >= inD { continue }
-                                for kh in 0..<kH {
-                                    let iy = yy * g.strides[1] - g.padsBegin[1] + kh * g.dilations[1]
-                                    if iy < 0 || iy >= inH { continue }
-                                    let row = source + (iz * inH + iy) * inW
-                                    let taps = filter + (kd * kH + kh) * kW
-                                    for kw in 0..<kW {
-                                        let ix = xx * g.strides[2] - g.padsBegin[2] + kw * g.dilations[2]
-                                        if ix >= 0 && ix < inW { sum += row[ix] * taps[kw] }
+                    for row in 0..<outH {
+                        let out = destination + (z * outH + row) * outW
+                        out.update(repeating: initial, count: outW)
+                        for kd in 0..<kD {
+                            for kh in 0..<kH {
+                                let base = scratch + ((z * sD + kd * dD) * padH + row * sH + kh * dH) * padW
+                                for kw in 0..<kW {
+                                    let weight = filter[(kd * kH + kh) * kW + kw]
+                                    let input = base + kw * dW
+                                    if sW == 1 {
+                                        for column in 0..<outW { out[column] += input[column] * weight }
+                                    } else {
+                                        for column in 0..<outW { out[column] += input[column * sW] * weight }
                                     }
                                 }
                             }
-                            destination.pointee = sum
-                            destination += 1
                         }
                     }
                 }

@@ -148,6 +148,7 @@ struct Bench: ParsableCommand {
     @Option(help: "Threads per operator.") var threads: Int = 1
     @Option(help: "Timed runs.") var runs: Int = 20
     @Option(help: "Untimed runs before timing.") var warmup: Int = 3
+    @Flag(help: "Also print the time per operator type and the slowest nodes, with their share of the total.") var profile = false
     @OptionGroup var shape: ShapeOptions
 
     func run() throws {
@@ -177,6 +178,30 @@ struct Bench: ParsableCommand {
                 format:
                     "{\"model\": \"%@\", \"threads\": %d, \"runs\": %d, \"median_ms\": %.3f, \"p90_ms\": %.3f, \"arena_bytes\": %d, \"peak_rss_bytes\": %d}",
                 model, threads, runs, median, p90, plan.arenaBytes, peakResidentBytes()))
+        if profile { try printProfile(session, inputs) }
+    }
+
+    /// Per-operator and per-node shares of the run time.
+    func printProfile(_ session: InferenceSession, _ inputs: [String: Tensor]) throws {
+        let timings = try session.profile(inputs, runs: runs)
+        let total = max(timings.reduce(0) { $0 + $1.milliseconds }, 1e-9)
+        var byOperator: [String: (Double, Int)] = [:]
+        for timing in timings {
+            let current = byOperator[timing.opType] ?? (0, 0)
+            byOperator[timing.opType] = (current.0 + timing.milliseconds, current.1 + 1)
+        }
+        print("operator            nodes  ms/run    share")
+        for (op, value) in byOperator.sorted(by: { $0.value.0 > $1.value.0 }) {
+            print(
+                op.padding(toLength: 18, withPad: " ", startingAt: 0)
+                    + String(format: "  %5d  %7.3f  %6.1f%%", value.1, value.0 / Double(runs), value.0 / total * 100))
+        }
+        print("slowest nodes")
+        for timing in timings.sorted(by: { $0.milliseconds > $1.milliseconds }).prefix(10) {
+            print(
+                "  \(timing.node) (\(timing.opType))"
+                    + String(format: "  %.3f ms/run  %.1f%%", timing.milliseconds / Double(runs), timing.milliseconds / total * 100))
+        }
     }
 
     /// The process's peak resident set (VmHWM), in bytes; 0 where /proc is unavailable.

@@ -36,7 +36,7 @@ import Testing
         return y
     }
 
-    @Test(arguments: [(1, 1, 0, 1), (3, 2, 1, 1), (3, 1, 1, 4), (3, 1, 1, 8), (5, 2, 2, 2)])
+    @Test(arguments: [(1, 1, 0, 1), (3, 2, 1, 1), (3, 1, 1, 4), (3, 1, 1, 8), (3, 2, 1, 8), (5, 2, 2, 8), (5, 2, 2, 2)])
     func convolutionMatchesReference(k: Int, stride: Int, pad: Int, group: Int) {
         let (c, h, wd, m) = (8, 9, 7, 8)
         let x = values(c * h * wd, seed: 1)
