@@ -83,7 +83,9 @@ public struct GraphCut: Sendable {
             var proto = model.proto
             let used = Set(nodes.flatMap { graph.nodes[$0].inputs })
             proto.graph.node = nodes.map { model.proto.graph.node[graph.nodes[$0].sourceIndex] }
-            proto.graph.initializer = model.proto.graph.initializer.filter { used.contains($0.name) }
+            proto.graph.initializer = graph.initializers.keys.filter { used.contains($0) }.sorted().map { name in
+                Onnx_TensorProto(graph.initializers[name]!, name: name)
+            }
             proto.graph.input = inputs
             proto.graph.output = outputs
             proto.graph.valueInfo = []

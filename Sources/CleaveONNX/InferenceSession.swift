@@ -6,8 +6,13 @@ import Synchronization
 /// Safe to share between tasks: plans are cached under a mutex, and each run
 /// gets its own activation arena.
 public final class InferenceSession: Sendable {
-    /// The model this session runs.
-    public let model: Model
+    /// The model this session runs: as loaded, or after ``GraphOptimizer`` when optimizing
+    /// (same inputs and outputs; fused nodes and their intermediate tensors are gone).
+    public var model: Model { executionModel }
+    let executionModel: Model
+    /// How many BatchNormalization nodes were folded and activations fused (0 without optimization).
+    public let foldedBatchNorms: Int
+    public let fusedActivations: Int
     /// Threads each operator may use.
     public let pool: ThreadPool
     /// Graph inputs whose values (not only shapes) decide tensor shapes; their
@@ -16,15 +21,27 @@ public final class InferenceSession: Sendable {
     private let plans = Mutex<[PlanKey: ExecutionPlan]>([:])
 
     /// A session for `model` using `threads` threads (`nil`: one per core).
-    public init(model: Model, threads: Int? = nil) {
-        self.model = model
+    ///
+    /// With `optimize` (the default) it runs the graph with BatchNormalization folded into
+    /// convolutions and activations fused; tensors between fused nodes then do not exist
+    /// in plans, so graph surgery (`inspect`, `split`) uses `optimize: false`.
+    public init(model: Model, threads: Int? = nil, optimize: Bool = true) {
+        let (rewritten, report) = optimize ? GraphOptimizer.optimize(model) : (model, GraphOptimizer.Report())
+        executionModel = rewritten
+        foldedBatchNorms = report.foldedBatchNorms
+        fusedActivations = report.fusedActivations
         pool = ThreadPool(threads: threads)
-        valueInputNames = Self.findValueInputs(model)
+        valueInputNames = Self.findValueInputs(rewritten)
     }
 
     /// Loads the model at `path` and makes a session for it.
-    public convenience init(contentsOf path: String, threads: Int? = nil) throws {
-        self.init(model: try Model(contentsOf: path), threads: threads)
+    public convenience init(contentsOf path: String, threads: Int? = nil, optimize: Bool = true) throws {
+        self.init(model: try Model(contentsOf: path), threads: threads, optimize: optimize)
+    }
+
+    /// Operator counts of the executed graph (after fusion), by operator name.
+    public var executedOperatorCounts: [String: Int] {
+        executionModel.graph.nodes.reduce(into: [:]) { $0[$1.opType, default: 0] += 1 }
     }
 
     // MARK: - Planning
@@ -46,7 +63,7 @@ public final class InferenceSession: Sendable {
         let relevant = values.filter { valueInputNames.contains($0.key) }
         let key = PlanKey(types: types, values: relevant.mapValues { $0.bytes() })
         if let cached = plans.withLock({ $0[key] }) { return cached }
-        let plan = try ExecutionPlan.make(model: model, inputTypes: types, inputValues: relevant)
+        let plan = try ExecutionPlan.make(model: executionModel, inputTypes: types, inputValues: relevant)
         plans.withLock { $0[key] = plan }
         return plan
     }
@@ -101,7 +118,7 @@ public final class InferenceSession: Sendable {
             _ = try plan.run(inputs, pool: pool) { index, elapsed in totals[index] += elapsed }
         }
         return plan.steps.enumerated().map { index, step in
-            let node = model.graph.nodes[step.node]
+            let node = executionModel.graph.nodes[step.node]
             let seconds = Double(totals[index].components.seconds) + Double(totals[index].components.attoseconds) / 1e18
             return NodeTiming(node: node.name, opType: node.opType, milliseconds: seconds * 1e3)
         }

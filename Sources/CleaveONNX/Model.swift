@@ -11,6 +11,7 @@ public struct Model: Sendable {
     public let opset: Int
     /// Producer name and version from the file, for `inspect`.
     public let producer: String
+    /// The file's model without its initializers (nodes, value infos, metadata), for writing cuts.
     let proto: Onnx_ModelProto
     /// One configured kernel per node of ``graph``, in the same order.
     let kernels: [any OperatorKernel]
@@ -51,13 +52,25 @@ public struct Model: Sendable {
             throw ONNXError.notAModel(source, reason: "the graph declares no outputs")
         }
         let defaultOpset = proto.opsetImport.first { $0.domain.isEmpty || $0.domain == "ai.onnx" }
-        self.proto = proto
+        // Weights live once, decoded in `graph.initializers`; the writer re-encodes them.
+        var structure = proto
+        structure.graph.initializer = []
+        self.proto = structure
         opset = Int(defaultOpset?.version ?? 1)
         producer = [proto.producerName, proto.producerVersion].filter { !$0.isEmpty }.joined(separator: " ")
         let graph = try Self.makeGraph(proto.graph, directory: directory)
         let opset = self.opset
         kernels = try graph.nodes.map { try OperatorRegistry.standard.kernel(for: $0, opset: opset) }
         self.graph = graph
+    }
+
+    /// A model with a rewritten graph and its kernels (from ``GraphOptimizer``); `proto` stays the original file's.
+    init(rewriting original: Model, graph: Graph, kernels: [any OperatorKernel]) {
+        self.graph = graph
+        self.kernels = kernels
+        opset = original.opset
+        producer = original.producer
+        proto = original.proto
     }
 
     // MARK: - Graph construction

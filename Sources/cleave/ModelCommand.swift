@@ -59,7 +59,7 @@ struct Inspect: ParsableCommand {
     @OptionGroup var shape: ShapeOptions
 
     func run() throws {
-        let session = try InferenceSession(contentsOf: model, threads: 1)
+        let session = try InferenceSession(contentsOf: model, threads: 1, optimize: false)
         let summary = try ModelSummary(session: session, types: shape.types(for: session))
         print("model      \(model)  (opset \(session.model.opset)\(session.model.producer.isEmpty ? "" : ", from \(session.model.producer)"))")
         for (name, type) in summary.inputs { print("input      \(name)  \(type)") }
@@ -93,7 +93,7 @@ struct Split: ParsableCommand {
     @OptionGroup var shape: ShapeOptions
 
     func run() throws {
-        let session = try InferenceSession(contentsOf: model, threads: 1)
+        let session = try InferenceSession(contentsOf: model, threads: 1, optimize: false)
         let plan = try session.plan(for: shape.types(for: session))
         let cut = try GraphCut(model: session.model, at: at)
         guard let type = plan.types[at] else { throw ValidationError("no type could be inferred for '\(at)'") }

@@ -77,7 +77,7 @@ struct RandomFeatures: ParsableCommand {
         let fullData = try recipe.fit(train: train, threads: threads) { done, _ in bar.update(done) }
         bar.finish("classifier solved")
         let full = try Model(serialized: fullData)
-        let session = InferenceSession(model: full, threads: threads)
+        let session = InferenceSession(model: full, threads: threads, optimize: false)
         let plan = try session.plan(for: ["image": TensorType([1, 1, 28, 28], .float32)])
         let cut = try GraphCut(model: full, at: "bottleneck")
         let (headData, tailData) = try cut.serializedModels(of: full, cutType: plan.types["bottleneck"]!)

@@ -80,6 +80,8 @@ struct WindowAttributes: Sendable {
 struct ConvKernel: OperatorKernel {
     let node: String
     let window: WindowAttributes
+    /// An activation fused into the convolution by ``GraphOptimizer``, applied to its output.
+    var epilogue: Activation? = nil
 
     func plan(_ x: [Int], _ w: [Int]) throws -> (WindowGeometry, [Int]) {
         guard x.count >= 3, x.count <= 5, w.count == x.count else {
@@ -114,6 +116,7 @@ struct ConvKernel: OperatorKernel {
         Convolution.forward(
             input: inputs[0]!, weight: inputs[1]!, bias: inputs.count > 2 ? inputs[2] : nil,
             geometry: geometry, into: outputs[0], pool: context.pool)
+        epilogue?.apply(outputs[0], into: outputs[0], pool: context.pool)
     }
 }
 
