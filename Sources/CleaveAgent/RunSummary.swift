@@ -76,6 +76,18 @@ public enum InputSource: Sendable {
 }
 
 extension Agent {
+    /// Serves `samples` inputs from `source` and prints what a user of the agent CLIs sees:
+    /// one line per image for folders, a summary line per 1,000 requests, and the final table row.
+    public func serveAndReport(_ source: InputSource, samples: Int, mode: InferenceMode, rate: Double) async throws {
+        let run = try await stream(source, samples: samples, mode: mode, rate: rate, report: { print($0.line) }) { index, outcome in
+            guard case .folder(let paths) = source else { return }
+            let label = outcome.prediction.map { FashionMNIST.classNames[$0] } ?? "failed: \(outcome.error ?? "")"
+            print("\(paths[index % paths.count]) → \(label) (\(String(format: "%.1f", outcome.latencyMilliseconds)) ms)")
+        }
+        print(RunSummary.header)
+        print(RunSummary(mode: mode, outcomes: run.outcomes, labels: run.labels, seconds: run.seconds).line)
+    }
+
     /// Sends `samples` inputs from `source` in `mode`, at `rate` requests per second (0: back to back),
     /// calling `report` after every 1,000 and `each` after every request; returns the outcomes, the true
     /// labels (empty unless the source has them) and the duration.

@@ -46,15 +46,7 @@ struct CleaveAgentMain: AsyncParsableCommand {
             while true { try await Task.sleep(for: .seconds(3600)) }
         }
         let input = try InputSource.named(source, datasetDirectory: dataset)
-        let run = try await agent.stream(input, samples: samples, mode: inferenceMode, rate: rate, report: { print($0.line) }) { index, outcome in
-            if case .folder(let paths) = input {
-                let name = paths[index % paths.count]
-                let label = outcome.prediction.map { FashionMNIST.classNames[$0] } ?? "failed: \(outcome.error ?? "")"
-                print("\(name) → \(label) (\(String(format: "%.1f", outcome.latencyMilliseconds)) ms)")
-            }
-        }
-        print(RunSummary.header)
-        print(RunSummary(mode: inferenceMode, outcomes: run.outcomes, labels: run.labels, seconds: run.seconds).line)
+        try await agent.serveAndReport(input, samples: samples, mode: inferenceMode, rate: rate)
         await agent.stop()
     }
 }

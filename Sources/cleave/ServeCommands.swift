@@ -128,15 +128,7 @@ struct AgentCommand: AsyncParsableCommand {
             while true { try await Task.sleep(for: .seconds(60)) }
         }
         let input = try InputSource.named(source, datasetDirectory: dataset)
-        let run = try await agent.stream(input, samples: samples, mode: mode, rate: rate, report: { print($0.line) }) { index, outcome in
-            if case .folder(let paths) = input {
-                let name = paths[index % paths.count]
-                let label = outcome.prediction.map { FashionMNIST.classNames[$0] } ?? "failed: \(outcome.error ?? "")"
-                print("\(name) → \(label) (\(String(format: "%.1f", outcome.latencyMilliseconds)) ms)")
-            }
-        }
-        print(RunSummary.header)
-        print(RunSummary(mode: mode, outcomes: run.outcomes, labels: run.labels, seconds: run.seconds).line)
+        try await agent.serveAndReport(input, samples: samples, mode: mode, rate: rate)
         await agent.stop()
         _ = signals
     }
