@@ -156,7 +156,9 @@ public actor Agent {
                         requestID: requestID, prediction: prediction, confidence: confidence, error: nil, coordinator: "local", batchSize: 1),
                     bytes: 0)
             case .split:
-                let features = try headSession.run([assignment.inputName: input])[assignment.cutTensor]!
+                guard let features = try headSession.run([assignment.inputName: input])[assignment.cutTensor] else {
+                    throw AgentError(description: "the assigned head model has no output '\(assignment.cutTensor)'")
+                }
                 let codec = FrameCodec(named: assignment.codec) ?? .uint8
                 let frame = BottleneckCodec.encode(
                     features, requestID: requestID, options: FrameOptions(codec: codec, zstdLevel: assignment.zstdLevel))

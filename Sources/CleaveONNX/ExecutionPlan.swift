@@ -143,6 +143,7 @@ public struct ExecutionPlan: Sendable {
                 tensors[id] = Tensor(shape: value.type.shape, dtype: value.type.dtype, storage: storage)
             }
         }
+        pool.configureBLAS()
         let context = ExecutionContext(pool: pool)
         let clock = ContinuousClock()
         for (index, step) in steps.enumerated() {

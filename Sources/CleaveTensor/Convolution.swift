@@ -83,6 +83,10 @@ public enum Convolution {
         var columns = pointwise ? [] : [Float](repeating: 0, count: rowsPerGroup * outSpatial)
         columns.withUnsafeMutableBufferPointer { columnBuffer in
             for n in 0..<batch {
+                // The bias seeds the output and GEMM accumulates onto it (beta = 1): no extra pass.
+                if let b {
+                    for m in 0..<outChannels { (y + (n * outChannels + m) * outSpatial).update(repeating: b[m], count: outSpatial) }
+                }
                 for group in 0..<groups {
                     let groupInput = x + (n * channels + group * channelsPerGroup) * inSpatial
                     let source: UnsafePointer<Float>
@@ -98,14 +102,7 @@ public enum Convolution {
                         m: outPerGroup, n: outSpatial, k: rowsPerGroup,
                         a: w + group * outPerGroup * rowsPerGroup, lda: rowsPerGroup,
                         b: source, ldb: outSpatial,
-                        c: y + (n * outChannels + group * outPerGroup) * outSpatial, ldc: outSpatial)
-                }
-                if let b {
-                    for m in 0..<outChannels {
-                        let row = y + (n * outChannels + m) * outSpatial
-                        let value = b[m]
-                        for index in 0..<outSpatial { row[index] += value }
-                    }
+                        c: y + (n * outChannels + group * outPerGroup) * outSpatial, ldc: outSpatial, beta: b == nil ? 0 : 1)
                 }
             }
         }

@@ -10,9 +10,10 @@ import Dispatch
 /// Splits loops across a fixed number of threads.
 ///
 /// Work runs on Dispatch's worker threads, never more than ``threads`` at a
-/// time for one loop; with one thread the loop runs inline. The pool also sets
-/// OpenBLAS's own thread count so that GEMM and our loops do not oversubscribe
-/// the cores.
+/// time for one loop; with one thread the loop runs inline. OpenBLAS keeps one
+/// process-wide thread count; ``configureBLAS()`` sets it to this pool's, and the
+/// executor calls it at the start of every run, so that GEMM and our loops use
+/// the same number of cores.
 public struct ThreadPool: Sendable {
     /// Number of threads one loop may use (at least 1).
     public let threads: Int
@@ -20,7 +21,11 @@ public struct ThreadPool: Sendable {
     /// A pool that uses `threads` threads; `nil` means one per core.
     public init(threads: Int? = nil) {
         self.threads = max(1, threads ?? ThreadPool.coreCount)
-        openblas_set_num_threads(Int32(self.threads))
+    }
+
+    /// Sets OpenBLAS's process-wide thread count to ``threads``.
+    public func configureBLAS() {
+        openblas_set_num_threads(Int32(threads))
     }
 
     /// The number of cores Dispatch sees.

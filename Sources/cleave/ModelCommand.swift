@@ -59,7 +59,7 @@ struct Inspect: ParsableCommand {
     @OptionGroup var shape: ShapeOptions
 
     func run() throws {
-        let session = try InferenceSession(contentsOf: model, threads: 1, optimize: false)
+        let session = try InferenceSession(contentsOf: model, threads: 1)
         let summary = try ModelSummary(session: session, types: shape.types(for: session))
         print("model      \(model)  (opset \(session.model.opset)\(session.model.producer.isEmpty ? "" : ", from \(session.model.producer)"))")
         for (name, type) in summary.inputs { print("input      \(name)  \(type)") }
@@ -93,7 +93,7 @@ struct Split: ParsableCommand {
     @OptionGroup var shape: ShapeOptions
 
     func run() throws {
-        let session = try InferenceSession(contentsOf: model, threads: 1, optimize: false)
+        let session = try InferenceSession(contentsOf: model, threads: 1)
         let plan = try session.plan(for: shape.types(for: session))
         let cut = try GraphCut(model: session.model, at: at)
         guard let type = plan.types[at] else { throw ValidationError("no type could be inferred for '\(at)'") }
@@ -149,11 +149,12 @@ struct Bench: ParsableCommand {
     @Option(help: "Timed runs.") var runs: Int = 20
     @Option(help: "Untimed runs before timing.") var warmup: Int = 3
     @Flag(help: "Also print the time per operator type and the slowest nodes, with their share of the total.") var profile = false
+    @Flag(help: "Fold BatchNormalization into convolutions and fuse activations before running (experimental).") var optimize = false
     @OptionGroup var shape: ShapeOptions
 
     func run() throws {
         guard runs > 0, warmup >= 0, threads > 0 else { throw ValidationError("--runs and --threads must be positive") }
-        let session = try InferenceSession(contentsOf: model, threads: threads)
+        let session = try InferenceSession(contentsOf: model, threads: threads, optimize: optimize)
         let types = try shape.types(for: session)
         var generator = SystemRandomNumberGenerator()
         var inputs: [String: Tensor] = [:]

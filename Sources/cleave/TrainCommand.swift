@@ -28,7 +28,9 @@ struct SplitEvaluation {
         for start in stride(from: 0, to: count, by: batch) {
             let size = min(batch, count - start)
             let images = Tensor(shape: [size, 1, 28, 28], scalars: data.pixels[(start * 784)..<((start + size) * 784)].map { Float($0) / 255 })
-            var features = try head.run([manifest.inputName: images])[manifest.cutTensor]!
+            guard var features = try head.run([manifest.inputName: images])[manifest.cutTensor] else {
+                throw ValidationError("the head model has no output '\(manifest.cutTensor)'")
+            }
             if let codec {
                 let perSample = features.count / size
                 let values = features.scalars(as: Float.self)
@@ -77,7 +79,7 @@ struct RandomFeatures: ParsableCommand {
         let fullData = try recipe.fit(train: train, threads: threads) { done, _ in bar.update(done) }
         bar.finish("classifier solved")
         let full = try Model(serialized: fullData)
-        let session = InferenceSession(model: full, threads: threads, optimize: false)
+        let session = InferenceSession(model: full, threads: threads)
         let plan = try session.plan(for: ["image": TensorType([1, 1, 28, 28], .float32)])
         let cut = try GraphCut(model: full, at: "bottleneck")
         let (headData, tailData) = try cut.serializedModels(of: full, cutType: plan.types["bottleneck"]!)

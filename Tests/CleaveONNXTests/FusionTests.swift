@@ -47,7 +47,7 @@ import Testing
 
     @Test func foldsEveryBatchNormAndFusesEveryReLU6() throws {
         let model = try Model(serialized: try Self.invertedResidual())
-        let fused = InferenceSession(model: model, threads: 1)
+        let fused = InferenceSession(model: model, threads: 1, optimize: true)
         #expect(fused.foldedBatchNorms == 3)
         #expect(fused.fusedActivations == 2)
         #expect(fused.executedOperatorCounts == ["Conv": 3, "Add": 1])
@@ -69,7 +69,7 @@ import Testing
         builder.node("Relu", ["c"], ["r"])
         builder.node("Add", ["c", "r"], ["y"])  // 'c' has two readers: the Relu must stay separate
         builder.output("y", dimensions: [.fixed(1), .fixed(2), .fixed(4), .fixed(4)])
-        let session = InferenceSession(model: try Model(serialized: try builder.serialized()))
+        let session = InferenceSession(model: try Model(serialized: try builder.serialized()), optimize: true)
         #expect(session.fusedActivations == 0)
         #expect(session.executedOperatorCounts["Relu"] == 1)
     }
