@@ -104,7 +104,7 @@ let tests: [Target] = [
         name: "CleaveCoordinatorTests",
         dependencies: ["CleaveCoordinator", "CleaveAgent", "CleaveMQTT", "CleaveCodec", "CleaveProtocol", "CleaveONNX", "CleaveTrain"]),
     .testTarget(name: "CleaveProtocolTests", dependencies: ["CleaveProtocol"]),
-    .testTarget(name: "CleaveTrainTests", dependencies: ["CleaveTrain", "CleaveTensor", "CZlib"]),
+    .testTarget(name: "CleaveTrainTests", dependencies: ["CleaveTrain", "CleaveTensor", "CleaveONNX", "CleaveCodec", "CZlib"]),
     .testTarget(name: "CleaveCLITests", dependencies: ["cleave"]),
 ]
 

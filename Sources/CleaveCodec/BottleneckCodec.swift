@@ -75,7 +75,12 @@ public enum BottleneckCodec {
             }
             raw = options.codec == .uint8 ? quantized : packNibbles(quantized)
         }
-        let payload = options.zstdLevel.map { Zstd.compress(raw, level: $0) } ?? raw
+        // zstd only when it saves bytes: a frame of a few dozen bytes usually grows under it.
+        var payload = raw
+        if let level = options.zstdLevel {
+            let compressed = Zstd.compress(raw, level: level)
+            if compressed.count < raw.count { payload = compressed } else { writer.bytes[2] &= ~Flag.zstd }
+        }
         writer.varint(UInt64(payload.count))
         writer.append(payload)
         writer.u32(CRC32C.checksum(writer.bytes))

@@ -56,7 +56,8 @@ public struct FrameContext: Sendable, Equatable {
 public struct FrameOptions: Sendable, Equatable {
     /// Element encoding.
     public var codec: FrameCodec
-    /// zstd level (1–19), or `nil` for no compression.
+    /// zstd level (1–19), or `nil` for no compression; even with a level, a payload that zstd
+    /// would not shrink is sent raw.
     public var zstdLevel: Int?
     /// One scale and zero point per channel (axis 1, or 0 for vectors) instead of per tensor.
     public var perChannel: Bool

@@ -35,6 +35,10 @@ public struct ModelManifest: Codable, Sendable, Equatable {
     /// The command and seed that made it.
     public var command: String
     public var seed: UInt64
+    /// Mean frame size per codec on the test set, in bytes (header and CRC included).
+    public var frameBytes: [String: Double]?
+    /// Share of the full model's multiply-accumulates that the head computes (0–1).
+    public var headMultiplyAddShare: Double?
 
     enum CodingKeys: String, CodingKey {
         case name, full, head, tail, codec, normalization, accuracy, command, seed
@@ -43,6 +47,8 @@ public struct ModelManifest: Codable, Sendable, Equatable {
         case cutTensor = "cut_tensor"
         case cutShape = "cut_shape"
         case zstdLevel = "zstd_level"
+        case frameBytes = "frame_bytes"
+        case headMultiplyAddShare = "head_multiply_add_share"
     }
 
     public init(

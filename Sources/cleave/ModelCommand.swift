@@ -227,6 +227,7 @@ struct Eval: ParsableCommand {
     @Option(help: "Fashion-MNIST folder.") var datasetDirectory: String = FashionMNIST.defaultDirectory
     @Option(help: "Evaluate only the first N samples.") var limit: Int?
     @Option(help: "Threads.") var threads: Int = 2
+    @Option(help: "Write the predicted class of every sample to this file, one per line.") var predictions: String?
 
     func run() throws {
         let split: FashionMNIST.Split
@@ -240,6 +241,7 @@ struct Eval: ParsableCommand {
         guard let input = session.model.graph.inputs.first?.name else { throw ValidationError("\(model) has no inputs") }
         let count = min(limit ?? data.count, data.count)
         var correct = 0
+        var predicted: [Int] = []
         var bar = ProgressBar("eval", total: count)
         for start in stride(from: 0, to: count, by: 250) {
             let size = min(250, count - start)
@@ -250,11 +252,16 @@ struct Eval: ParsableCommand {
             let values = scores.scalars(as: Float.self)
             for sample in 0..<size {
                 let row = values[(sample * 10)..<((sample + 1) * 10)]
-                if row.indices.max(by: { row[$0] < row[$1] })! - sample * 10 == Int(data.labels[start + sample]) { correct += 1 }
+                let label = row.indices.max(by: { row[$0] < row[$1] })! - sample * 10
+                predicted.append(label)
+                if label == Int(data.labels[start + sample]) { correct += 1 }
             }
             bar.update(start + size)
         }
         bar.finish("\(count) samples")
+        if let predictions {
+            try predicted.map(String.init).joined(separator: "\n").appending("\n").write(toFile: predictions, atomically: true, encoding: .utf8)
+        }
         print(String(format: "accuracy %.2f%% (%d/%d) on %@", Double(correct) / Double(count) * 100, correct, count, dataset))
     }
 }

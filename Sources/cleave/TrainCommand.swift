@@ -10,7 +10,7 @@ struct TrainCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "train",
         abstract: "Make split models for Fashion-MNIST.",
-        subcommands: [RandomFeatures.self])
+        subcommands: [TrainFashionMNIST.self, TrainTeacher.self, RandomFeatures.self])
 }
 
 /// Evaluates a split model on Fashion-MNIST through head → frame codec → tail.
@@ -83,30 +83,11 @@ struct RandomFeatures: ParsableCommand {
         let plan = try session.plan(for: ["image": TensorType([1, 1, 28, 28], .float32)])
         let cut = try GraphCut(model: full, at: "bottleneck")
         let (headData, tailData) = try cut.serializedModels(of: full, cutType: plan.types["bottleneck"]!)
-        try FileManager.default.createDirectory(atPath: out, withIntermediateDirectories: true)
-        let files = [("full.onnx", fullData), ("head.onnx", headData), ("tail.onnx", tailData)]
-        for (name, data) in files { try data.write(to: URL(fileURLWithPath: "\(out)/\(name)")) }
-        func reference(_ index: Int) -> ModelManifest.File {
-            ModelManifest.File(path: files[index].0, sha256: SHA256.hex([UInt8](files[index].1)))
-        }
-        var manifest = ModelManifest(
-            name: "fmnist-rf-c\(bottleneckChannels)", inputName: "image", inputShape: [1, 28, 28], cutTensor: "bottleneck",
-            cutShape: [bottleneckChannels, 7, 7], full: reference(0), head: reference(1), tail: reference(2), codec: "uint8", zstdLevel: 3,
-            normalization: "pixel / 255", accuracy: [:],
+        let folder = SplitModelFolder(
+            directory: out, name: "fmnist-rf-c\(bottleneckChannels)", cutShape: [bottleneckChannels, 7, 7],
             command: "cleave train random-features --bottleneck-channels \(bottleneckChannels) --seed \(seed)", seed: seed)
-        let head = InferenceSession(model: try Model(serialized: headData), threads: threads)
-        let tail = InferenceSession(model: try Model(serialized: tailData), threads: threads)
-        print("codec    accuracy  bytes/frame (mean, header and CRC included)")
-        for codec in FrameCodec.allCases {
-            let result = try SplitEvaluation(head: head, tail: tail, manifest: manifest, codec: codec, zstdLevel: 3, data: test, limit: test.count)
-            manifest.accuracy[codec.description] = (result.accuracy * 10000).rounded() / 10000
-            print(
-                codec.description.padding(toLength: 9, withPad: " ", startingAt: 0)
-                    + String(format: "%.2f%%    %.1f", result.accuracy * 100, result.meanFrameBytes))
-        }
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
-        try encoder.encode(manifest).write(to: URL(fileURLWithPath: "\(out)/manifest.json"))
+        let (_, results) = try folder.write(full: fullData, head: headData, tail: tailData, test: test, threads: threads)
+        SplitModelFolder.printTable(results)
         print("wrote \(out)/{full,head,tail}.onnx and manifest.json")
     }
 }

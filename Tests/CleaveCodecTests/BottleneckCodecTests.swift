@@ -41,6 +41,17 @@ import Testing
         #expect(frame.count == header + payloadLength + 4)
     }
 
+    @Test func zstdIsUsedOnlyWhenItShrinksThePayload() throws {
+        let tiny = Tensor(shape: [1, 2, 4, 4], scalars: (0..<32).map { Float($0 % 7) - 3 })
+        let small = BottleneckCodec.encode(tiny, requestID: 5, options: FrameOptions(codec: .int4, zstdLevel: 3))
+        #expect(small.count == 3 + 1 + 5 + 1 + 16 + 4)
+        #expect(try BottleneckCodec.decode(small, expectedShape: tiny.shape).compressed == false)
+        let zeros = Tensor(zeros: [1, 8, 16, 16])
+        let large = BottleneckCodec.encode(zeros, requestID: 5, options: FrameOptions(codec: .uint8, zstdLevel: 3))
+        #expect(large.count < 100)
+        #expect(try BottleneckCodec.decode(large, expectedShape: zeros.shape).compressed)
+    }
+
     @Test func shapeAndContextTravelWhenAsked() throws {
         let context = FrameContext(modelDigest: [1, 2, 3, 4, 5, 6, 7, 8], splitID: 2)
         let frame = BottleneckCodec.encode(features, requestID: 7, options: FrameOptions(codec: .float16, includeShape: true, context: context))

@@ -1,0 +1,47 @@
+import Foundation
+
+/// Losses: each returns the mean loss over the batch and its gradient with respect to the prediction.
+public enum Loss {
+    /// Softmax followed by cross-entropy against integer `labels`, for logits `[N, K]`.
+    public static func softmaxCrossEntropy(_ logits: FloatTensor, labels: [Int]) -> (loss: Double, gradient: FloatTensor) {
+        let (batch, classes) = (logits.shape[0], logits.shape[1])
+        precondition(labels.count == batch, "\(labels.count) labels for a batch of \(batch)")
+        var gradient = FloatTensor(shape: logits.shape)
+        var total = 0.0
+        for sample in 0..<batch {
+            let row = logits.data[(sample * classes)..<((sample + 1) * classes)]
+            let peak = row.max()!
+            let exponentials = row.map { Double(exp($0 - peak)) }
+            let sum = exponentials.reduce(0, +)
+            total += log(sum) - Double(row[row.startIndex + labels[sample]] - peak)
+            for k in 0..<classes {
+                let probability = exponentials[k] / sum
+                gradient.data[sample * classes + k] = Float((probability - (k == labels[sample] ? 1 : 0)) / Double(batch))
+            }
+        }
+        return (total / Double(batch), gradient)
+    }
+
+    /// Mean squared error over every element.
+    public static func meanSquaredError(_ prediction: FloatTensor, target: FloatTensor) -> (loss: Double, gradient: FloatTensor) {
+        precondition(prediction.shape == target.shape, "prediction \(prediction.shape) vs target \(target.shape)")
+        var gradient = FloatTensor(shape: prediction.shape)
+        var total = 0.0
+        let scale = 2 / Float(prediction.count)
+        for index in prediction.data.indices {
+            let difference = prediction.data[index] - target.data[index]
+            total += Double(difference * difference)
+            gradient.data[index] = scale * difference
+        }
+        return (total / Double(prediction.count), gradient)
+    }
+
+    /// Index of the largest logit per sample.
+    public static func predictions(_ logits: FloatTensor) -> [Int] {
+        let classes = logits.shape[1]
+        return (0..<logits.shape[0]).map { sample in
+            let row = logits.data[(sample * classes)..<((sample + 1) * classes)]
+            return row.indices.max(by: { row[$0] < row[$1] })! - sample * classes
+        }
+    }
+}
