@@ -52,8 +52,9 @@ actor TailBatcher {
             }
             let rowShape = [1] + Array(output.shape.dropFirst())
             let rowBytes = output.byteCount / rows.count
+            let bytes = output.bytes()
             for (index, item) in batch.enumerated() {
-                let row = Tensor(shape: rowShape, dtype: output.dtype, bytes: output.bytes()[(index * rowBytes)..<((index + 1) * rowBytes)])
+                let row = Tensor(shape: rowShape, dtype: output.dtype, bytes: bytes[(index * rowBytes)..<((index + 1) * rowBytes)])
                 item.continuation.resume(returning: (row, rows.count))
             }
         } catch {

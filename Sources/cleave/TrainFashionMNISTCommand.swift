@@ -85,8 +85,9 @@ struct TrainFashionMNIST: ParsableCommand {
             Stages: (1) the teacher CNN on labels, unless --teacher gives a trained one; (2) the student's \
             head (the part that runs on the board, ending in the bottleneck) and a decoder learn to reproduce \
             the teacher's 64×7×7 activation (mean squared error); (3) with the head frozen, the decoder and \
-            the teacher's remaining layers are fine-tuned on labels while the bottleneck is quantized as the \
-            frame codec will (straight-through estimator), then (3b) everything is fine-tuned together.
+            the teacher's remaining layers are fine-tuned on labels and on the teacher's softened logits \
+            (knowledge distillation, T = 4, weight 0.5) while the bottleneck is quantized as the frame codec \
+            will (straight-through estimator), then (3b) everything is fine-tuned together the same way.
 
             Writes OUT/full.onnx, head.onnx, tail.onnx and manifest.json (SHA-256 of each file, bottleneck name \
             and shape, the recommended codec, test accuracy and mean frame bytes per codec, the command and seed). \
@@ -95,9 +96,9 @@ struct TrainFashionMNIST: ParsableCommand {
 
     @Option(help: "Channels C of the C×4×4 bottleneck (1–64).") var bottleneckChannels: Int = 2
     @Option(help: "Teacher epochs (ignored with --teacher).") var epochs: Int = 8
-    @Option(help: "Stage 2 (distillation) epochs.") var distillEpochs: Int = 4
-    @Option(help: "Stage 3 (tail, head frozen) epochs.") var tailEpochs: Int = 2
-    @Option(help: "Stage 3b (end-to-end) epochs.") var jointEpochs: Int = 2
+    @Option(help: "Stage 2 (distillation) epochs.") var distillEpochs: Int = 3
+    @Option(help: "Stage 3 (tail, head frozen) epochs.") var tailEpochs: Int = 1
+    @Option(help: "Stage 3b (end-to-end) epochs.") var jointEpochs: Int = 6
     @Option(help: "Bottleneck quantization simulated in stage 3: int4, uint8 or none.") var quantize: String = "int4"
     @Option(help: "A trained teacher.onnx (from `cleave train teacher`); trained here when absent.") var teacher: String?
     @Option(help: "Output folder.") var out: String

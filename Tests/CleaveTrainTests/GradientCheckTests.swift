@@ -153,6 +153,7 @@ import Testing
         let (_, gradient) = Loss.softmaxCrossEntropy(logits, labels: labels)
         let target = checker.random([4, 5])
         let (_, squaredGradient) = Loss.meanSquaredError(logits, target: target)
+        let (_, distillationGradient) = Loss.distillation(logits, teacher: target, temperature: 3)
         for index in 0..<logits.count {
             var plus = logits
             var minus = logits
@@ -162,6 +163,10 @@ import Testing
             #expect(abs(numeric - Double(gradient.data[index])) < 1e-3)
             let numericSquared = (Loss.meanSquaredError(plus, target: target).loss - Loss.meanSquaredError(minus, target: target).loss) / 2e-2
             #expect(abs(numericSquared - Double(squaredGradient.data[index])) < 1e-3)
+            let numericDistillation =
+                (Loss.distillation(plus, teacher: target, temperature: 3).loss - Loss.distillation(minus, teacher: target, temperature: 3).loss) / 2e-2
+            #expect(abs(numericDistillation - Double(distillationGradient.data[index])) < 1e-3)
         }
+        #expect(Loss.distillation(target, teacher: target, temperature: 3).loss < 1e-12)
     }
 }

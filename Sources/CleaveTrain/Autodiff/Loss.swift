@@ -22,6 +22,32 @@ public enum Loss {
         return (total / Double(batch), gradient)
     }
 
+    /// Knowledge distillation (Hinton et al.): `T² · KL(softmax(teacher/T) ‖ softmax(student/T))`,
+    /// averaged over the batch; the gradient is with respect to the student's logits.
+    public static func distillation(_ student: FloatTensor, teacher: FloatTensor, temperature: Float) -> (loss: Double, gradient: FloatTensor) {
+        precondition(student.shape == teacher.shape, "student \(student.shape) vs teacher \(teacher.shape)")
+        let (batch, classes) = (student.shape[0], student.shape[1])
+        var gradient = FloatTensor(shape: student.shape)
+        var total = 0.0
+        let t = Double(temperature)
+        func softmax(_ row: ArraySlice<Float>) -> [Double] {
+            let peak = Double(row.max()!) / t
+            let exponentials = row.map { exp(Double($0) / t - peak) }
+            let sum = exponentials.reduce(0, +)
+            return exponentials.map { $0 / sum }
+        }
+        for sample in 0..<batch {
+            let range = (sample * classes)..<((sample + 1) * classes)
+            let p = softmax(teacher.data[range])
+            let q = softmax(student.data[range])
+            for k in 0..<classes {
+                if p[k] > 0 { total += p[k] * (log(p[k]) - log(max(q[k], 1e-300))) }
+                gradient.data[sample * classes + k] = Float(t * (q[k] - p[k]) / Double(batch))
+            }
+        }
+        return (t * t * total / Double(batch), gradient)
+    }
+
     /// Mean squared error over every element.
     public static func meanSquaredError(_ prediction: FloatTensor, target: FloatTensor) -> (loss: Double, gradient: FloatTensor) {
         precondition(prediction.shape == target.shape, "prediction \(prediction.shape) vs target \(target.shape)")

@@ -8,11 +8,15 @@ public struct BottleFitConfiguration: Sendable {
     public var bottleneckChannels: Int
     public var teacherEpochs = 8
     /// Stage 2: head and decoder learn the teacher's activation (MSE).
-    public var distillationEpochs = 4
+    public var distillationEpochs = 3
     /// Stage 3: tail fine-tuned on labels with the head frozen.
-    public var tailEpochs = 2
-    /// Stage 3b: everything fine-tuned on labels.
-    public var jointEpochs = 2
+    public var tailEpochs = 1
+    /// Stage 3b: everything fine-tuned on labels and on the teacher's softened logits.
+    public var jointEpochs = 6
+    /// Weight of the teacher's logits (knowledge distillation) against the labels in stages 3 and 3b.
+    public var logitDistillationWeight: Float = 0.5
+    /// Softmax temperature of the logit distillation.
+    public var temperature: Float = 4
     public var batchSize = 128
     /// Steps of simulated bottleneck quantization in stage 3 (15: int4; 255: uint8; `nil`: none).
     public var quantizationLevels: Int? = 15
@@ -126,26 +130,29 @@ public struct BottleFit {
             return loss
         }
 
-        // Stage 3: tail on labels, head frozen, bottleneck quantized as the codec will.
+        // Stage 3: tail on labels and teacher logits, head frozen, bottleneck quantized as the codec will.
         quantizer.levels = configuration.quantizationLevels
+        let teacherNetwork = teacher.network
         var tailOptimizer = Adam(weightDecay: 1e-2)
         TrainingLoop(batchSize: configuration.batchSize, learningRate: 1e-3, epochs: configuration.tailEpochs).run(
             stage: "tail", data: data, parameters: tail.parameters, optimizer: &tailOptimizer, generator: &generator,
             observer: observer, evaluate: { accuracy(student) }
         ) { images, labels in
             let features = quantizer.forward(head.forward(images, mode: .inference), mode: .training)
-            let (loss, gradient) = Loss.softmaxCrossEntropy(tail.forward(features, mode: .training), labels: labels)
+            let logits = tail.forward(features, mode: .training)
+            let (loss, gradient) = labelLoss(logits, labels: labels, teacher: teacherNetwork.forward(images, mode: .inference))
             _ = tail.backward(gradient)
             return loss
         }
 
-        // Stage 3b: everything on labels, still quantized.
+        // Stage 3b: everything on labels and teacher logits, still quantized.
         var jointOptimizer = Adam(weightDecay: 1e-2)
-        TrainingLoop(batchSize: configuration.batchSize, learningRate: 5e-4, epochs: configuration.jointEpochs).run(
+        TrainingLoop(batchSize: configuration.batchSize, learningRate: 1e-3, epochs: configuration.jointEpochs).run(
             stage: "joint", data: data, parameters: student.parameters, optimizer: &jointOptimizer, generator: &generator,
             observer: observer, evaluate: { accuracy(student) }
         ) { images, labels in
-            let (loss, gradient) = Loss.softmaxCrossEntropy(student.forward(images, mode: .training), labels: labels)
+            let logits = student.forward(images, mode: .training)
+            let (loss, gradient) = labelLoss(logits, labels: labels, teacher: teacherNetwork.forward(images, mode: .inference))
             _ = student.backward(gradient)
             return loss
         }
@@ -154,6 +161,17 @@ public struct BottleFit {
         return Student(
             head: head, tail: tail, accuracy: accuracy(student), headMultiplyAdds: head.multiplyAdds(inputShape),
             totalMultiplyAdds: student.multiplyAdds(inputShape))
+    }
+
+    /// Cross-entropy on labels blended with distillation from the teacher's logits.
+    func labelLoss(_ logits: FloatTensor, labels: [Int], teacher: FloatTensor) -> (Double, FloatTensor) {
+        let weight = configuration.logitDistillationWeight
+        var (loss, gradient) = Loss.softmaxCrossEntropy(logits, labels: labels)
+        guard weight > 0 else { return (loss, gradient) }
+        let (softLoss, softGradient) = Loss.distillation(logits, teacher: teacher, temperature: configuration.temperature)
+        for index in gradient.data.indices { gradient.data[index] = (1 - weight) * gradient.data[index] + weight * softGradient.data[index] }
+        loss = Double(1 - weight) * loss + Double(weight) * softLoss
+        return (loss, gradient)
     }
 
     /// Test accuracy of `network` in inference mode.
