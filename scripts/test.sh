@@ -22,3 +22,6 @@ echo "== split correctness against onnxruntime"
 swift build -c release --product cleave
 python3 bench/make_models.py bench/out
 python3 bench/check_split.py .build/release/cleave bench/out
+
+echo "== trained Fashion-MNIST models against onnxruntime (and manifest hashes)"
+python3 bench/check_fmnist_ort.py .build/release/cleave models/fmnist/c4

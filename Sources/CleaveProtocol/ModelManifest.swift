@@ -83,7 +83,7 @@ public struct ModelBundle: Sendable {
     public init(directory: String) throws {
         let manifestPath = "\(directory)/manifest.json"
         guard let data = FileManager.default.contents(atPath: manifestPath) else {
-            throw ProfileError(description: "\(manifestPath) is missing: make a model folder with `cleave train random-features --out \(directory)`")
+            throw ProfileError(description: "\(manifestPath) is missing: make a model folder with `cleave train fmnist --out \(directory)`")
         }
         do {
             manifest = try JSONDecoder().decode(ModelManifest.self, from: data)

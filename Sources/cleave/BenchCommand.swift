@@ -31,7 +31,7 @@ struct SplitBench: AsyncParsableCommand {
     @Option(help: "Outstanding requests per agent in throughput runs.") var inFlight: Int = 16
     @Option(help: "Total paced request rate for the latency run (req/s).") var rate: Double = 100
     @Option(help: "Requests in the latency run.") var latencyRequests: Int = 2000
-    @Option(help: "Model folder.") var model: String = "models/fmnist-rf-c4"
+    @Option(help: "Model folder.") var model: String = "models/fmnist/c4"
     @Option(help: "Device profile for the agents.") var profile: String = "devices/generic.yaml"
     @Option(help: "Coordinator threads.") var threads: Int = 1
 

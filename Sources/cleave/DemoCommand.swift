@@ -20,7 +20,7 @@ struct DemoCommand: AsyncParsableCommand {
             """)
 
     @Option(help: "Use this broker (HOST:PORT) instead of starting one.") var broker: BrokerAddress?
-    @Option(help: "Model folder with manifest.json.") var model: String = "models/fmnist-rf-c4"
+    @Option(help: "Model folder with manifest.json.") var model: String = "models/fmnist/c4"
     @Option(help: "Folder of device profiles.") var devices: String = "devices"
     @Option(help: "Test images per mode.") var samples: Int = 3000
     @Option(help: "Fashion-MNIST folder.") var dataset: String = FashionMNIST.defaultDirectory

@@ -69,7 +69,7 @@ struct CoordinatorCommand: AsyncParsableCommand {
             """)
 
     @Option(help: "Broker as HOST:PORT.") var broker: BrokerAddress = BrokerAddress(host: "127.0.0.1", port: 1883)
-    @Option(help: "Model folder with manifest.json.") var model: String = "models/fmnist-rf-c4"
+    @Option(help: "Model folder with manifest.json.") var model: String = "models/fmnist/c4"
     @Option(help: "Coordinator id (unique per broker).") var id: String = "coordinator-1"
     @Option(help: "Largest batch the tail runs.") var maxBatch: Int = 16
     @Option(help: "Longest a request waits for a batch, in milliseconds.") var maxWaitMs: Int = 2

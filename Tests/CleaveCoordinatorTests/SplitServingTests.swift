@@ -13,7 +13,7 @@ import Testing
 /// Agent and coordinator in-process against a real Mosquitto, with the committed demo model.
 @Suite struct SplitServingTests {
     static let repository = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("../..").standardizedFileURL.path
-    static let modelFolder = "\(repository)/models/fmnist-rf-c4"
+    static let modelFolder = "\(repository)/models/fmnist/c4"
 
     func makeAgent(_ id: String, port: Int) throws -> Agent {
         let profile = try DeviceProfile.load("\(Self.repository)/devices/generic.yaml")
@@ -31,23 +31,37 @@ import Testing
 
         let test = try FashionMNIST(split: .test)
         let whole = InferenceSession(model: try Model(serialized: Data(bundle.full)), threads: 1)
+        let head = InferenceSession(model: try Model(serialized: Data(bundle.head)), threads: 1)
+        let tail = InferenceSession(model: try Model(serialized: Data(bundle.tail)), threads: 1)
+        let manifest = bundle.manifest
+        let codec = try #require(FrameCodec(named: manifest.codec))
+        func argmax(_ tensor: Tensor?) -> Int {
+            let values = tensor!.scalars(as: Float.self)
+            return values.indices.max { values[$0] < values[$1] }!
+        }
         let count = 300
         var correct: [InferenceMode: Int] = [:]
         var reference = 0
+        var splitReference = 0
         for index in 0..<count {
             let image = test.image(index)
-            let logits = try whole.run(["image": image])["logits"]!.scalars(as: Float.self)
-            let expected = logits.indices.max { logits[$0] < logits[$1] }!
+            let expected = argmax(try whole.run(["image": image])["logits"])
+            // The split path offline: head, the manifest's codec there and back, tail.
+            let features = try #require(try head.run(["image": image])[manifest.cutTensor])
+            let frame = BottleneckCodec.encode(features, requestID: UInt64(index), options: FrameOptions(codec: codec, zstdLevel: manifest.zstdLevel))
+            let decoded = try BottleneckCodec.decode(frame, expectedShape: features.shape).tensor
+            let expectedSplit = argmax(try tail.run([manifest.cutTensor: decoded]).values.first)
             if expected == Int(test.labels[index]) { reference += 1 }
+            if expectedSplit == Int(test.labels[index]) { splitReference += 1 }
             for mode in InferenceMode.allCases {
                 let outcome = await agent.infer(image, mode: mode)
                 #expect(outcome.error == nil, "\(mode) #\(index): \(outcome.error ?? "")")
                 if outcome.prediction == Int(test.labels[index]) { correct[mode, default: 0] += 1 }
-                if mode != .split { #expect(outcome.prediction == expected, "\(mode) #\(index)") }
+                #expect(outcome.prediction == (mode == .split ? expectedSplit : expected), "\(mode) #\(index)")
             }
         }
-        // uint8 frames may flip a borderline sample; accuracy must stay within 0.1 pt per 1,000 (here ≤ 1 sample of 300).
-        #expect(abs(correct[.split, default: 0] - reference) <= 1)
+        // Over MQTT, every mode gives exactly the predictions of the same computation done in-process.
+        #expect(correct[.split] == splitReference)
         #expect(correct[.local] == reference)
         #expect(correct[.offload] == reference)
         await agent.stop()

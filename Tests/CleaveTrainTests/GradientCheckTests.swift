@@ -164,7 +164,8 @@ import Testing
             let numericSquared = (Loss.meanSquaredError(plus, target: target).loss - Loss.meanSquaredError(minus, target: target).loss) / 2e-2
             #expect(abs(numericSquared - Double(squaredGradient.data[index])) < 1e-3)
             let numericDistillation =
-                (Loss.distillation(plus, teacher: target, temperature: 3).loss - Loss.distillation(minus, teacher: target, temperature: 3).loss) / 2e-2
+                (Loss.distillation(plus, teacher: target, temperature: 3).loss - Loss.distillation(minus, teacher: target, temperature: 3).loss)
+                / 2e-2
             #expect(abs(numericDistillation - Double(distillationGradient.data[index])) < 1e-3)
         }
         #expect(Loss.distillation(target, teacher: target, temperature: 3).loss < 1e-12)
