@@ -38,10 +38,8 @@ public enum Pooling {
                 for z in 0..<outSize[0] {
                     for yy in 0..<outSize[1] {
                         for xx in 0..<outSize[2] {
-                            let start = [
-                                z * g.strides[0] - g.padsBegin[0], yy * g.strides[1] - g.padsBegin[1],
-                                xx * g.strides[2] - g.padsBegin[2],
-                            ]
+                            let start = Start(
+                                z * g.strides[0] - g.padsBegin[0], yy * g.strides[1] - g.padsBegin[1], xx * g.strides[2] - g.padsBegin[2])
                             destination.pointee = reduce(source, start: start, inSize: inSize, kind: kind, g: g)
                             destination += 1
                         }
@@ -51,22 +49,32 @@ public enum Pooling {
         }
     }
 
+    /// First input position of one window, per promoted spatial axis (a struct, not an array:
+    /// this runs once per output element and must not allocate).
+    private struct Start {
+        let values: (Int, Int, Int)
+        init(_ a: Int, _ b: Int, _ c: Int) { values = (a, b, c) }
+        subscript(axis: Int) -> Int { axis == 0 ? values.0 : axis == 1 ? values.1 : values.2 }
+    }
+
     @inline(__always)
     private static func reduce<T: TensorScalar>(
-        _ source: UnsafeMutablePointer<T>, start: [Int], inSize: [Int], kind: Kind, g: WindowGeometry
+        _ source: UnsafeMutablePointer<T>, start: Start, inSize: [Int], kind: Kind, g: WindowGeometry
     ) -> T {
         var best: T? = nil
         var sum = 0.0
         var count = 0
         var padded = 1
-        for axis in 0..<3 {
-            // Window taps that fall inside the padded input (ceil mode may run past it).
-            var inside = 0
-            for tap in 0..<g.kernel[axis] {
-                let position = start[axis] + tap * g.dilations[axis]
-                if position < inSize[axis] + g.padsEnd[axis] { inside += 1 }
+        if case .average(countIncludePad: true) = kind {
+            for axis in 0..<3 {
+                // Window taps that fall inside the padded input (ceil mode may run past it).
+                var inside = 0
+                for tap in 0..<g.kernel[axis] {
+                    let position = start[axis] + tap * g.dilations[axis]
+                    if position < inSize[axis] + g.padsEnd[axis] { inside += 1 }
+                }
+                padded *= inside
             }
-            padded *= inside
         }
         for kd in 0..<g.kernel[0] {
             let iz = start[0] + kd * g.dilations[0]
