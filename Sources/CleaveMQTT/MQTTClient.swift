@@ -77,10 +77,14 @@ public final class MQTTClient: @unchecked Sendable {
         mosquitto_loop_stop(handle, false)
     }
 
-    /// Stops the network thread without a DISCONNECT, as a crash would: the broker
-    /// publishes the will once the keep-alive runs out. For fault tests.
+    /// Stops the network thread and shuts the socket down without a DISCONNECT, as a
+    /// crashed process would: the broker sees the connection drop and publishes the will
+    /// at once (waiting for the keep-alive to run out made the test depend on the
+    /// broker's timer granularity). For fault tests.
     func abandonConnection() {
         mosquitto_loop_stop(handle, true)
+        let socket = mosquitto_socket(handle)
+        if socket >= 0 { shutdown(socket, Int32(SHUT_RDWR)) }
     }
 
     // MARK: - Messages
