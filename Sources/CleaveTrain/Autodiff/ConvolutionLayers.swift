@@ -147,15 +147,8 @@ public final class Conv2D: Layer {
     }
 
     public func export(to builder: inout ModelBuilder, input: String) -> String {
-        builder.initializer(weight.name, Tensor(shape: weight.shape, scalars: weight.value))
-        builder.initializer(bias.name, Tensor(shape: bias.shape, scalars: bias.value))
-        let p = window.padding
-        return builder.node(
-            "Conv", [input, weight.name, bias.name], [name],
-            attributes: [
-                "kernel_shape": .ints([window.kernel, window.kernel]), "strides": .ints([window.stride, window.stride]),
-                "pads": .ints([p, p, p, p]), "group": .int(groups),
-            ])
+        let inputs = [input, weight.export(to: &builder), bias.export(to: &builder)]
+        return builder.node("Conv", inputs, [name], attributes: window.attributes.merging(["group": .int(groups)]) { $1 })
     }
 }
 
@@ -296,15 +289,9 @@ public final class ConvTranspose2D: Layer {
     }
 
     public func export(to builder: inout ModelBuilder, input: String) -> String {
-        builder.initializer(weight.name, Tensor(shape: weight.shape, scalars: weight.value))
-        builder.initializer(bias.name, Tensor(shape: bias.shape, scalars: bias.value))
-        let p = window.padding
-        return builder.node(
-            "ConvTranspose", [input, weight.name, bias.name], [name],
-            attributes: [
-                "kernel_shape": .ints([window.kernel, window.kernel]), "strides": .ints([window.stride, window.stride]),
-                "pads": .ints([p, p, p, p]), "output_padding": .ints([outputPadding, outputPadding]),
-            ])
+        let inputs = [input, weight.export(to: &builder), bias.export(to: &builder)]
+        let attributes = window.attributes.merging(["output_padding": .ints([outputPadding, outputPadding])]) { $1 }
+        return builder.node("ConvTranspose", inputs, [name], attributes: attributes)
     }
 }
 

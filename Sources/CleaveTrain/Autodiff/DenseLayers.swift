@@ -71,9 +71,8 @@ public final class Dense: Layer {
     }
 
     public func export(to builder: inout ModelBuilder, input: String) -> String {
-        builder.initializer(weight.name, Tensor(shape: weight.shape, scalars: weight.value))
-        builder.initializer(bias.name, Tensor(shape: bias.shape, scalars: bias.value))
-        return builder.node("Gemm", [input, weight.name, bias.name], [name], attributes: ["transB": .int(1)])
+        let inputs = [input, weight.export(to: &builder), bias.export(to: &builder)]
+        return builder.node("Gemm", inputs, [name], attributes: ["transB": .int(1)])
     }
 }
 
@@ -238,11 +237,9 @@ public final class BatchNorm: Layer {
     }
 
     public func export(to builder: inout ModelBuilder, input: String) -> String {
-        for tensor in [scale, shift, runningMean, runningVariance] {
-            builder.initializer(tensor.name, Tensor(shape: tensor.shape, scalars: tensor.value))
-        }
+        let inputs = [input] + [scale, shift, runningMean, runningVariance].map { $0.export(to: &builder) }
         return builder.node(
-            "BatchNormalization", [input, scale.name, shift.name, runningMean.name, runningVariance.name], [name],
+            "BatchNormalization", inputs, [name],
             attributes: ["epsilon": .float(epsilon), "momentum": .float(momentum)])
     }
 }

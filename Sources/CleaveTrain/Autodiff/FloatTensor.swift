@@ -1,3 +1,6 @@
+import CleaveONNX
+import CleaveTensor
+
 /// A float32 tensor held in a Swift array: what layers pass forward and gradients pass back.
 ///
 /// Training keeps every activation a backward pass needs, so values live in
@@ -68,5 +71,12 @@ public final class Parameter {
     /// Clears the accumulated gradient.
     public func zeroGradient() {
         for index in gradient.indices { gradient[index] = 0 }
+    }
+}
+
+extension Parameter {
+    /// Adds this parameter as an initializer of the exported model and returns its name.
+    func export(to builder: inout ModelBuilder) -> String {
+        builder.initializer(name, Tensor(shape: shape, scalars: value))
     }
 }

@@ -1,3 +1,4 @@
+import CleaveONNX
 import CleaveTensor
 
 /// The 2-D window arrangement shared by convolution, its transpose and pooling layers.
@@ -15,6 +16,11 @@ public struct Window2D: Sendable, Equatable {
 
     /// Output size along one axis of size `size`.
     public func outputSize(_ size: Int) -> Int { (size + 2 * padding - kernel) / stride + 1 }
+
+    /// The ONNX attributes that describe this window (`kernel_shape`, `strides`, `pads`).
+    var attributes: [String: AttributeValue] {
+        ["kernel_shape": .ints([kernel, kernel]), "strides": .ints([stride, stride]), "pads": .ints([padding, padding, padding, padding])]
+    }
 }
 
 /// Unfolding image windows into matrix columns (and folding them back), so that

@@ -58,7 +58,7 @@ public final class MaxPool2D: Layer {
     public func export(to builder: inout ModelBuilder, input: String) -> String {
         builder.node(
             "MaxPool", [input], [name],
-            attributes: ["kernel_shape": .ints([window.kernel, window.kernel]), "strides": .ints([window.stride, window.stride])])
+            attributes: window.attributes)
     }
 }
 
@@ -121,7 +121,7 @@ public final class AveragePool2D: Layer {
     public func export(to builder: inout ModelBuilder, input: String) -> String {
         builder.node(
             "AveragePool", [input], [name],
-            attributes: ["kernel_shape": .ints([window.kernel, window.kernel]), "strides": .ints([window.stride, window.stride])])
+            attributes: window.attributes)
     }
 }
 
