@@ -13,13 +13,19 @@ mosquitto -c "$work/m.conf" >/dev/null 2>&1 & broker=$!
 sleep 0.5
 .build/release/cleave coordinator --broker 127.0.0.1:$port >/dev/null 2>&1 & coordinator=$!
 sleep 1
-${AGENT:-.build/release/cleave-agent} --port "$port" --profile devices/raspberry-pi-zero-2w.yaml --id footprint --samples 0 2>"$work/agent.log" & agent=$!
+${AGENT:-.build/release/cleave-agent} --port "$port" --profile devices/raspberry-pi-zero-2w.yaml --id footprint --samples 0 --model-cache "$work/cache" 2>"$work/agent.log" & agent=$!
 for _ in $(seq 50); do grep -q "models verified" "$work/agent.log" 2>/dev/null && break; sleep 0.1; done
 sleep 2
 strip -o "$work/stripped" ${AGENT:-.build/release/cleave-agent}
-printf '{"binary_bytes": %d, "stripped_bytes": %d, "idle_rss_kib": %d, "swift_runtime_shared_libs": %d}\n' \
+# RSS counts every resident page of every shared library; PSS divides shared pages among the
+# processes that map them (what the agent really costs on a board running other Swift/C programs).
+printf '{"binary_bytes": %d, "stripped_bytes": %d, "idle_rss_kib": %d, "idle_pss_kib": %d, "swift_runtime_shared_libs": %d}\n' \
   "$(stat -c %s ${AGENT:-.build/release/cleave-agent})" "$(stat -c %s "$work/stripped")" \
-  "$(awk '/VmRSS/ {print $2}' /proc/$agent/status)" "$(ldd ${AGENT:-.build/release/cleave-agent} | grep -c /opt/swift || true)"
+  "$(awk '/VmRSS/ {print $2}' /proc/$agent/status)" "$(awk '/^Pss:/ {print $2}' /proc/$agent/smaps_rollup)" "$(ldd ${AGENT:-.build/release/cleave-agent} | grep -c /opt/swift || true)"
+# Where the resident memory is: the largest mappings (heap and stacks are "[anon]").
+awk '/^[0-9a-f]+-[0-9a-f]+ / {name = (NF >= 6 ? $6 : "[anon]")} /^Rss:/ {rss[name] += $2}
+     END {for (n in rss) printf "%d %s\n", rss[n], n}' /proc/$agent/smaps | sort -rn | head -8 |
+  awk 'BEGIN {printf "{\"largest_mappings_kib\": {"} {printf "%s\"%s\": %d", (NR > 1 ? ", " : ""), $2, $1} END {print "}}"}'
 kill $agent $coordinator $broker 2>/dev/null || true
 sleep 0.5
 

@@ -20,11 +20,26 @@ public struct AgentConfiguration: Sendable {
     /// Broker credentials (the ACL in deploy/ expects username = device id).
     public var username: String?
     public var password: String?
+    /// Folder where verified model artifacts are cached by SHA-256 (nil: keep them in memory).
+    public var modelCache: String?
+
+    /// `$XDG_CACHE_HOME/cleave/models`, or `~/.cache/cleave/models`.
+    public static var defaultModelCache: String {
+        let environment = ProcessInfo.processInfo.environment
+        if let cache = environment["XDG_CACHE_HOME"], !cache.isEmpty { return "\(cache)/cleave/models" }
+        return "\(environment["HOME"] ?? ".")/.cache/cleave/models"
+    }
+
+    /// The `--model-cache` option's meaning: a folder, or nil for "none" (memory only).
+    public static func modelCache(option: String) -> String? {
+        option == "none" ? nil : option
+    }
 
     public init(
         deviceID: String, profile: DeviceProfile, brokerHost: String = "127.0.0.1", brokerPort: Int = 1883, threads: Int? = nil,
-        requestTimeout: Duration = .seconds(10), username: String? = nil, password: String? = nil
+        requestTimeout: Duration = .seconds(10), username: String? = nil, password: String? = nil, modelCache: String? = nil
     ) {
+        self.modelCache = modelCache
         self.username = username
         self.password = password
         self.deviceID = deviceID
@@ -69,7 +84,8 @@ public actor Agent {
     private let client: MQTTClient
     private let logger: Logger
     private var assignment: Assignment?
-    private var artifacts: [String: [UInt8]] = [:]
+    private var artifacts: ArtifactStore
+    /// The whole model, loaded on the first local request (split serving never needs it in memory).
     private var fullSession: InferenceSession?
     private var headSession: InferenceSession?
     private var pending: [UInt64: CheckedContinuation<InferenceResult, Error>] = [:]
@@ -80,6 +96,7 @@ public actor Agent {
 
     public init(_ configuration: AgentConfiguration) throws {
         self.configuration = configuration
+        artifacts = ArtifactStore(directory: configuration.modelCache)
         var logger = Logger(label: "cleave.agent.\(configuration.deviceID)")
         logger.logLevel = .notice
         self.logger = logger
@@ -105,10 +122,10 @@ public actor Agent {
         if !connected { await withCheckedContinuation { connectedWaiters.append($0) } }
     }
 
-    /// Waits until an assignment arrived and its models are verified and loaded.
+    /// Waits until an assignment arrived, both its models are verified and the head is loaded.
     public func waitUntilReady(timeout: Duration = .seconds(30)) async throws {
         let deadline = ContinuousClock.now + timeout
-        while headSession == nil || fullSession == nil {
+        while headSession == nil || !(assignment.map { artifacts.contains($0.full.sha256) } ?? false) {
             guard ContinuousClock.now < deadline else {
                 throw AgentError(description: "\(configuration.deviceID): no assignment and models within \(timeout)")
             }
@@ -136,19 +153,15 @@ public actor Agent {
         let requestID = nextRequestID
         nextRequestID += 1
         func outcome(_ result: InferenceResult?, bytes: Int, error: String? = nil) -> AgentOutcome {
-            let elapsed = ContinuousClock.now - started
-            return AgentOutcome(
-                requestID: requestID, mode: mode, prediction: result?.prediction, error: error ?? result?.error, bytesSent: bytes,
-                latencyMilliseconds: Double(elapsed.components.seconds) * 1e3 + Double(elapsed.components.attoseconds) / 1e15,
-                batchSize: result?.batchSize ?? 1)
+            Self.outcome(requestID: requestID, mode: mode, started: started, result: result, bytes: bytes, error: error)
         }
-        guard let assignment, let headSession, let fullSession else {
+        guard let assignment, headSession != nil else {
             return outcome(nil, bytes: 0, error: "no assignment yet")
         }
         do {
             switch mode {
             case .local:
-                let output = try fullSession.run([assignment.inputName: input])
+                let output = try loadedFullSession(assignment).run([assignment.inputName: input])
                 guard let logits = output.values.first else { throw AgentError(description: "model produced no output") }
                 let (prediction, confidence) = Classification.top(logits)
                 return outcome(
@@ -156,14 +169,7 @@ public actor Agent {
                         requestID: requestID, prediction: prediction, confidence: confidence, error: nil, coordinator: "local", batchSize: 1),
                     bytes: 0)
             case .split:
-                guard let features = try headSession.run([assignment.inputName: input])[assignment.cutTensor] else {
-                    throw AgentError(description: "the assigned head model has no output '\(assignment.cutTensor)'")
-                }
-                let codec = FrameCodec(named: assignment.codec) ?? .uint8
-                let frame = BottleneckCodec.encode(
-                    features, requestID: requestID, options: FrameOptions(codec: codec, zstdLevel: assignment.zstdLevel))
-                let result = try await send(frame, requestID: requestID, mode: .split)
-                return outcome(result, bytes: frame.count)
+                return await sendSplit(try headFeatures(input), requestID: requestID, started: started)
             case .offload:
                 let frame = BottleneckCodec.encode(input, requestID: requestID, options: FrameOptions(codec: .uint8, zstdLevel: assignment.zstdLevel))
                 let result = try await send(frame, requestID: requestID, mode: .offload)
@@ -172,6 +178,70 @@ public actor Agent {
         } catch {
             return outcome(nil, bytes: 0, error: "\(error)")
         }
+    }
+
+    /// Sends features a head already computed (`[1, …]` at the assignment's cut) as a split
+    /// request. A split ``infer(_:mode:)`` ends in the same code; `cleave bench split` calls
+    /// this directly so that the benchmark's cores go to the coordinator, not to heads that
+    /// would run on the boards.
+    public func inferSplit(features: Tensor) async -> AgentOutcome {
+        let requestID = nextRequestID
+        nextRequestID += 1
+        return await sendSplit(features, requestID: requestID, started: .now)
+    }
+
+    private func sendSplit(_ features: Tensor, requestID: UInt64, started: ContinuousClock.Instant) async -> AgentOutcome {
+        guard let assignment else {
+            return Self.outcome(requestID: requestID, mode: .split, started: started, result: nil, bytes: 0, error: "no assignment yet")
+        }
+        let codec = FrameCodec(named: assignment.codec) ?? .uint8
+        let frame = BottleneckCodec.encode(features, requestID: requestID, options: FrameOptions(codec: codec, zstdLevel: assignment.zstdLevel))
+        do {
+            let result = try await send(frame, requestID: requestID, mode: .split)
+            return Self.outcome(requestID: requestID, mode: .split, started: started, result: result, bytes: frame.count, error: nil)
+        } catch {
+            return Self.outcome(requestID: requestID, mode: .split, started: started, result: nil, bytes: 0, error: "\(error)")
+        }
+    }
+
+    private static func outcome(
+        requestID: UInt64, mode: InferenceMode, started: ContinuousClock.Instant, result: InferenceResult?, bytes: Int, error: String?
+    ) -> AgentOutcome {
+        let elapsed = ContinuousClock.now - started
+        return AgentOutcome(
+            requestID: requestID, mode: mode, prediction: result?.prediction, error: error ?? result?.error, bytesSent: bytes,
+            latencyMilliseconds: Double(elapsed.components.seconds) * 1e3 + Double(elapsed.components.attoseconds) / 1e15,
+            batchSize: result?.batchSize ?? 1)
+    }
+
+    private func loadedFullSession(_ assignment: Assignment) throws -> InferenceSession {
+        if let fullSession { return fullSession }
+        let session = try loadSession(assignment.full.sha256, role: "full model")
+        fullSession = session
+        return session
+    }
+
+    private func loadSession(_ sha256: String, role: String) throws -> InferenceSession {
+        let bytes: [UInt8]
+        do {
+            bytes = try artifacts.bytes(sha256)
+        } catch {
+            // A corrupt cache file: drop it and fetch the artifact again from the broker.
+            artifacts.remove(sha256)
+            try? client.subscribe(Topics.model(sha256), qos: 1)
+            throw error
+        }
+        let threads = configuration.threads ?? configuration.profile.cores
+        return InferenceSession(model: try Model(serialized: Data(bytes), source: "\(role) \(sha256.prefix(12))"), threads: threads)
+    }
+
+    /// The head's output for `input` at the assignment's cut (what a split request sends).
+    public func headFeatures(_ input: Tensor) throws -> Tensor {
+        guard let assignment, let headSession else { throw AgentError(description: "no assignment yet") }
+        guard let features = try headSession.run([assignment.inputName: input])[assignment.cutTensor] else {
+            throw AgentError(description: "the assigned head model has no output '\(assignment.cutTensor)'")
+        }
+        return features
     }
 
     private func send(_ frame: [UInt8], requestID: UInt64, mode: InferenceMode) async throws -> InferenceResult {
@@ -211,7 +281,7 @@ public actor Agent {
                 try client.subscribe(Topics.deviceControl(configuration.deviceID), qos: 1)
                 try client.subscribe(Topics.results(configuration.deviceID), qos: 1)
                 if let assignment {
-                    for sha in [assignment.full.sha256, assignment.head.sha256] where artifacts[sha] == nil {
+                    for sha in [assignment.full.sha256, assignment.head.sha256] where !artifacts.contains(sha) {
                         try client.subscribe(Topics.model(sha), qos: 1)
                     }
                 }
@@ -260,7 +330,7 @@ public actor Agent {
         headSession = nil
         fullSession = nil
         for sha in [assignment.full.sha256, assignment.head.sha256] {
-            if artifacts[sha] == nil { try? client.subscribe(Topics.model(sha), qos: 1) }
+            if !artifacts.contains(sha) { try? client.subscribe(Topics.model(sha), qos: 1) }
         }
         loadSessionsIfComplete()
     }
@@ -272,19 +342,18 @@ public actor Agent {
             logger.error("refused model artifact on \(message.topic): its SHA-256 is \(actual)")
             return
         }
-        artifacts[claimed] = message.payload
+        guard !artifacts.contains(claimed) else { return }
+        if let warning = artifacts.put(claimed, message.payload) { logger.warning("\(warning)") }
+        try? client.unsubscribe(Topics.model(claimed))
         loadSessionsIfComplete()
     }
 
     private func loadSessionsIfComplete() {
-        guard let assignment, let full = artifacts[assignment.full.sha256], let head = artifacts[assignment.head.sha256] else { return }
+        guard let assignment, headSession == nil, artifacts.contains(assignment.full.sha256), artifacts.contains(assignment.head.sha256)
+        else { return }
         do {
-            let threads = configuration.threads ?? configuration.profile.cores
-            fullSession = InferenceSession(
-                model: try Model(serialized: Data(full), source: "full model \(assignment.full.sha256.prefix(12))"), threads: threads)
-            headSession = InferenceSession(
-                model: try Model(serialized: Data(head), source: "head model \(assignment.head.sha256.prefix(12))"), threads: threads)
-            logger.notice("models verified and loaded")
+            headSession = try loadSession(assignment.head.sha256, role: "head model")
+            logger.notice("models verified; head loaded (the full model loads on the first local request)")
         } catch {
             logger.error("cannot load assigned models: \(error)")
         }

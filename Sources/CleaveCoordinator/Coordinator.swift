@@ -22,7 +22,8 @@ public struct CoordinatorConfiguration: Sendable {
     public var maximumBatch: Int
     /// Longest a request waits for others to join its batch.
     public var maximumWait: Duration
-    /// Threads for the tail and full models.
+    /// Tail workers: batches that run at the same time, each on one core (one thread per batch
+    /// keeps small GEMMs efficient; parallel batches use the cores instead).
     public var threads: Int
     /// Largest frame accepted, in bytes; larger ones are rejected before decoding.
     public var maximumFrameBytes: Int
@@ -72,8 +73,11 @@ public actor Coordinator {
     private let assignment: Assignment
     private let headDigestPrefix: [UInt8]
     private var devices: [String: DeviceState] = [:]
+    /// Answers to the last ``recentCapacity`` requests, for duplicates (a QoS 1 redelivery).
     private var recent: [String: InferenceResult] = [:]
     private var recentOrder: [String] = []
+    private var recentNext = 0
+    private let recentCapacity = 4096
     private var eventTask: Task<Void, Never>?
     private var connectedWaiters: [CheckedContinuation<Void, Never>] = []
     private var connected = false
@@ -86,13 +90,14 @@ public actor Coordinator {
         logger.logLevel = .notice
         self.logger = logger
         let manifest = bundle.manifest
-        let tail = InferenceSession(
-            model: try Model(serialized: Data(bundle.tail), source: "tail of \(manifest.name)"), threads: configuration.threads)
-        let full = InferenceSession(model: try Model(serialized: Data(bundle.full), source: "\(manifest.name)"), threads: configuration.threads)
+        let tail = InferenceSession(model: try Model(serialized: Data(bundle.tail), source: "tail of \(manifest.name)"), threads: 1)
+        let full = InferenceSession(model: try Model(serialized: Data(bundle.full), source: "\(manifest.name)"), threads: 1)
         tailBatcher = TailBatcher(
-            session: tail, inputName: manifest.cutTensor, maximumBatch: configuration.maximumBatch, maximumWait: configuration.maximumWait)
+            session: tail, inputName: manifest.cutTensor, maximumBatch: configuration.maximumBatch, maximumWait: configuration.maximumWait,
+            workers: configuration.threads)
         fullBatcher = TailBatcher(
-            session: full, inputName: manifest.inputName, maximumBatch: configuration.maximumBatch, maximumWait: configuration.maximumWait)
+            session: full, inputName: manifest.inputName, maximumBatch: configuration.maximumBatch, maximumWait: configuration.maximumWait,
+            workers: configuration.threads)
         assignment = Assignment(
             model: manifest.name, full: ArtifactReference(sha256: manifest.full.sha256, bytes: bundle.full.count),
             head: ArtifactReference(sha256: manifest.head.sha256, bytes: bundle.head.count), inputName: manifest.inputName,
@@ -229,8 +234,13 @@ public actor Coordinator {
 
     private func remember(_ result: InferenceResult, key: String) {
         recent[key] = result
-        recentOrder.append(key)
-        if recentOrder.count > 4096 { recent[recentOrder.removeFirst()] = nil }
+        if recentOrder.count < recentCapacity {
+            recentOrder.append(key)
+        } else {
+            recent[recentOrder[recentNext]] = nil
+            recentOrder[recentNext] = key
+            recentNext = (recentNext + 1) % recentCapacity
+        }
     }
 
     private func reply(_ result: InferenceResult, to request: MQTTMessage) {

@@ -118,6 +118,11 @@ public final class MQTTClient: @unchecked Sendable {
         try MQTTError.check(mosquitto_subscribe_v5(handle, nil, pattern, Int32(qos), 0, nil), "subscribe to \(pattern)")
     }
 
+    /// Ends the subscription to `pattern` (exactly as subscribed).
+    public func unsubscribe(_ pattern: String) throws {
+        try MQTTError.check(mosquitto_unsubscribe_v5(handle, nil, pattern, nil), "unsubscribe from \(pattern)")
+    }
+
     // MARK: - Callbacks (on libmosquitto's thread)
 
     private func installCallbacks() {

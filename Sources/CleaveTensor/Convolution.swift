@@ -109,6 +109,10 @@ public enum Convolution {
     }
 
     /// Unfolds the windows of `channels` planes into a `[channels·taps, outSpatial]` matrix.
+    ///
+    /// Each matrix row is one (channel, tap) pair; along a row, the output columns whose
+    /// tap lands inside the input form one contiguous run, copied in one go (a `memcpy`
+    /// for stride 1), and the columns that land in the padding are zero-filled around it.
     static func imageToColumns(
         _ x: UnsafeMutablePointer<Float>, channels: Int, inSize: [Int], outSize: [Int],
         g: WindowGeometry, columns: UnsafeMutablePointer<Float>, pool: ThreadPool
@@ -116,6 +120,9 @@ public enum Convolution {
         let (inD, inH, inW) = (inSize[0], inSize[1], inSize[2])
         let (outD, outH, outW) = (outSize[0], outSize[1], outSize[2])
         let (kD, kH, kW) = (g.kernel[0], g.kernel[1], g.kernel[2])
+        let (sD, sH, sW) = (g.strides[0], g.strides[1], g.strides[2])
+        let (dD, dH, dW) = (g.dilations[0], g.dilations[1], g.dilations[2])
+        let (pD, pH, pW) = (g.padsBegin[0], g.padsBegin[1], g.padsBegin[2])
         let outSpatial = outD * outH * outW
         pool.parallelFor(channels) { range in
             for c in range {
@@ -125,27 +132,32 @@ public enum Convolution {
                         for kw in 0..<kW {
                             let row = ((c * kD + kd) * kH + kh) * kW + kw
                             var destination = columns + row * outSpatial
+                            // Output columns [first, last) read input columns inside [0, inW).
+                            let start = kw * dW - pW
+                            let first = min(outW, start >= 0 ? 0 : (-start + sW - 1) / sW)
+                            let last = max(first, min(outW, start >= inW ? 0 : (inW - 1 - start) / sW + 1))
                             for z in 0..<outD {
-                                let iz = z * g.strides[0] - g.padsBegin[0] + kd * g.dilations[0]
+                                let iz = z * sD - pD + kd * dD
                                 if iz < 0 || iz >= inD {
                                     destination.update(repeating: 0, count: outH * outW)
                                     destination += outH * outW
                                     continue
                                 }
                                 for yy in 0..<outH {
-                                    let iy = yy * g.strides[1] - g.padsBegin[1] + kh * g.dilations[1]
+                                    let iy = yy * sH - pH + kh * dH
                                     if iy < 0 || iy >= inH {
                                         destination.update(repeating: 0, count: outW)
                                         destination += outW
                                         continue
                                     }
-                                    let sourceRow = plane + (iz * inH + iy) * inW
-                                    let start = -g.padsBegin[2] + kw * g.dilations[2]
-                                    let step = g.strides[2]
-                                    for xx in 0..<outW {
-                                        let ix = start + xx * step
-                                        destination[xx] = ix >= 0 && ix < inW ? sourceRow[ix] : 0
+                                    let sourceRow = plane + (iz * inH + iy) * inW + start
+                                    destination.update(repeating: 0, count: first)
+                                    if sW == 1 {
+                                        (destination + first).update(from: sourceRow + first, count: last - first)
+                                    } else {
+                                        for xx in first..<last { destination[xx] = sourceRow[xx * sW] }
                                     }
+                                    (destination + last).update(repeating: 0, count: outW - last)
                                     destination += outW
                                 }
                             }

@@ -12,6 +12,12 @@ public enum Pooling {
         input: Tensor, kind: Kind, geometry: WindowGeometry, into output: Tensor,
         pool: ThreadPool = ThreadPool(threads: 1)
     ) {
+        let g = geometry.promoted
+        let planar = g.kernel[0] == 1 && g.strides[0] == 1 && g.padsBegin[0] == 0 && g.padsEnd[0] == 0 && g.dilations == [1, 1, 1]
+        if kind == .max, input.dtype == .float32, planar {
+            maxPlanar(input: input, geometry: g, into: output, pool: pool)
+            return
+        }
         switch input.dtype {
         case .float32: run(Float.self, input, kind, geometry, output, pool)
         case .uint8: run(UInt8.self, input, kind, geometry, output, pool)
@@ -43,6 +49,60 @@ public enum Pooling {
                             destination.pointee = reduce(source, start: start, inSize: inSize, kind: kind, g: g)
                             destination += 1
                         }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Max pooling over 1-D or 2-D planes with undilated windows (the common CNN case).
+    ///
+    /// Separable: for each output row, the input rows under the window are first reduced
+    /// element-wise into one scratch row (a vectorizable loop), then each output column takes
+    /// the maximum of its horizontal span of that row. Windows are clipped to the input,
+    /// which is what padding and ceil mode mean for max pooling.
+    private static func maxPlanar(input: Tensor, geometry g: WindowGeometry, into output: Tensor, pool: ThreadPool) {
+        let planes = input.shape[0] * input.shape[1]
+        let inSize = promoted3(input.shape[2...])
+        let outSize = promoted3(output.shape[2...])
+        let (depth, inH, inW) = (inSize[0], inSize[1], inSize[2])
+        let (outH, outW) = (outSize[1], outSize[2])
+        let (kH, kW, sH, sW, padTop, padLeft) = (g.kernel[1], g.kernel[2], g.strides[1], g.strides[2], g.padsBegin[1], g.padsBegin[2])
+        let x = input.pointer(as: Float.self)
+        let y = output.pointer(as: Float.self)
+        pool.parallelFor(planes * depth) { range in
+            let rowMax = UnsafeMutablePointer<Float>.allocate(capacity: max(inW, 1))
+            defer { rowMax.deallocate() }
+            for plane in range {
+                let source = x + plane * inH * inW
+                let destination = y + plane * outH * outW
+                for outRow in 0..<outH {
+                    let top = max(outRow * sH - padTop, 0)
+                    let bottom = min(outRow * sH - padTop + kH, inH)
+                    let out = destination + outRow * outW
+                    guard top < bottom else {
+                        out.update(repeating: 0, count: outW)
+                        continue
+                    }
+                    rowMax.update(from: source + top * inW, count: inW)
+                    for inRow in (top + 1)..<bottom {
+                        let row = source + inRow * inW
+                        for column in 0..<inW {
+                            let value = row[column]
+                            let best = rowMax[column]
+                            rowMax[column] = value > best ? value : best
+                        }
+                    }
+                    for column in 0..<outW {
+                        let left = max(column * sW - padLeft, 0)
+                        let right = min(column * sW - padLeft + kW, inW)
+                        guard left < right else {
+                            out[column] = 0
+                            continue
+                        }
+                        var best = rowMax[left]
+                        for index in (left + 1)..<right where rowMax[index] > best { best = rowMax[index] }
+                        out[column] = best
                     }
                 }
             }

@@ -55,8 +55,12 @@ public struct Tensor: Sendable {
     public init(shape: [Int], dtype: DType, bytes: some Collection<UInt8>) {
         self.init(zeros: shape, dtype: dtype)
         precondition(bytes.count == byteCount, "\(bytes.count) bytes for \(shape) of \(dtype)")
-        let destination = storage.base.assumingMemoryBound(to: UInt8.self)
-        for (index, byte) in bytes.enumerated() { destination[index] = byte }
+        let destination = UnsafeMutableRawBufferPointer(start: storage.base, count: byteCount)
+        // `Data` and `[UInt8]` are contiguous: one copy, not a generic element loop.
+        let copied: Void? = bytes.withContiguousStorageIfAvailable { source in
+            destination.copyMemory(from: UnsafeRawBufferPointer(source))
+        }
+        if copied == nil { destination.copyBytes(from: bytes) }
     }
 
     /// The same elements seen with another shape of equal element count.

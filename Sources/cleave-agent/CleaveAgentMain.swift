@@ -24,6 +24,8 @@ struct CleaveAgentMain: AsyncParsableCommand {
     @Option(
         help: "Inputs: fmnist (test set, accuracy reported), synthetic (seeded random images) or a folder of PNG/PGM files (predictions printed).")
     var source: String = "fmnist"
+    @Option(help: "Folder for verified model artifacts, kept across restarts (\"none\": memory only).")
+    var modelCache: String = AgentConfiguration.defaultModelCache
     @Option(help: "Broker username (the device id, as the ACL in deploy/ expects).") var username: String?
     @Option(help: "File whose first line is the broker password.") var passwordFile: String?
 
@@ -39,7 +41,7 @@ struct CleaveAgentMain: AsyncParsableCommand {
                         throw ValidationError("cannot read --password-file \(file)")
                     }
                     return String(text.split(separator: "\n", omittingEmptySubsequences: false).first ?? "")
-                }))
+                }, modelCache: AgentConfiguration.modelCache(option: modelCache)))
         try await agent.start()
         try await agent.waitUntilReady()
         guard samples > 0 else {

@@ -24,6 +24,11 @@ struct SplitBench: AsyncParsableCommand {
             answered; run once with batching (up to 32) and once without (batch 1). Latency: the agents \
             together send --rate requests per second, paced, for --latency-requests requests. \
             Prints one JSON line per measurement.
+
+            On a real fleet the heads run on the boards, so by default each agent runs its head once \
+            and then sends those features (freshly encoded, with a new request id) for every request: \
+            the machine's cores measure the coordinator, the broker and the MQTT path. With \
+            --live-heads every request runs the head on this machine too.
             """)
 
     @Option(help: "Agents.") var agents: Int = 4
@@ -33,7 +38,8 @@ struct SplitBench: AsyncParsableCommand {
     @Option(help: "Requests in the latency run.") var latencyRequests: Int = 2000
     @Option(help: "Model folder.") var model: String = "models/fmnist/c4"
     @Option(help: "Device profile for the agents.") var profile: String = "devices/generic.yaml"
-    @Option(help: "Coordinator threads.") var threads: Int = 1
+    @Option(help: "Coordinator tail workers (batches at once, one core each).") var threads: Int = 2
+    @Flag(help: "Run the head for every request on this machine instead of replaying its features.") var liveHeads = false
 
     func run() async throws {
         let broker = try LocalBroker()
@@ -47,6 +53,7 @@ struct SplitBench: AsyncParsableCommand {
                 bundle: bundle)
             try await coordinator.start()
             let fleet = try await startAgents(port: broker.port, profile: deviceProfile, tag: label)
+            let features = try await fleet[0].headFeatures(image)
             let perAgent = requests / agents
             let started = ContinuousClock.now
             let outcomes = await withTaskGroup(of: [AgentOutcome].self) { group in
@@ -54,7 +61,7 @@ struct SplitBench: AsyncParsableCommand {
                     for lane in 0..<inFlight {
                         group.addTask {
                             var mine: [AgentOutcome] = []
-                            for _ in stride(from: lane, to: perAgent, by: inFlight) { mine.append(await agent.infer(image, mode: .split)) }
+                            for _ in stride(from: lane, to: perAgent, by: inFlight) { mine.append(await send(image, features, to: agent)) }
                             return mine
                         }
                     }
@@ -68,8 +75,9 @@ struct SplitBench: AsyncParsableCommand {
             print(
                 String(
                     format:
-                        "{\"bench\": \"split-throughput\", \"coordinator\": \"%@\", \"agents\": %d, \"in_flight_per_agent\": %d, \"requests\": %d, \"failed\": %d, \"frames_per_s\": %.0f, \"mean_batch\": %.2f, \"p50_ms\": %.2f, \"p99_ms\": %.2f}",
-                    label, agents, inFlight, summary.count, summary.failures, summary.throughput, summary.meanBatch, summary.p50, summary.p99))
+                        "{\"bench\": \"split-throughput\", \"coordinator\": \"%@\", \"workers\": %d, \"heads\": \"%@\", \"agents\": %d, \"in_flight_per_agent\": %d, \"requests\": %d, \"failed\": %d, \"frames_per_s\": %.0f, \"mean_batch\": %.2f, \"p50_ms\": %.2f, \"p99_ms\": %.2f}",
+                    label, threads, liveHeads ? "live" : "replayed", agents, inFlight, summary.count, summary.failures, summary.throughput,
+                    summary.meanBatch, summary.p50, summary.p99))
             if label == "batching" {
                 let paced = await withTaskGroup(of: [AgentOutcome].self) { group in
                     let interval = Double(agents) / rate
@@ -79,7 +87,7 @@ struct SplitBench: AsyncParsableCommand {
                             var mine: [AgentOutcome] = []
                             for index in 0..<(latencyRequests / agents) {
                                 try? await Task.sleep(until: begin + .milliseconds(Int(Double(index) * interval * 1000)))
-                                mine.append(await agent.infer(image, mode: .split))
+                                mine.append(await send(image, features, to: agent))
                             }
                             return mine
                         }
@@ -99,6 +107,11 @@ struct SplitBench: AsyncParsableCommand {
             await coordinator.stop()
         }
         broker.stop()
+    }
+
+    /// One split request: the whole agent path with --live-heads, else the recorded features.
+    func send(_ image: Tensor, _ features: Tensor, to agent: Agent) async -> AgentOutcome {
+        liveHeads ? await agent.infer(image, mode: .split) : await agent.inferSplit(features: features)
     }
 
     func startAgents(port: Int, profile: DeviceProfile, tag: String) async throws -> [Agent] {

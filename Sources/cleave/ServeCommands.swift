@@ -73,7 +73,7 @@ struct CoordinatorCommand: AsyncParsableCommand {
     @Option(help: "Coordinator id (unique per broker).") var id: String = "coordinator-1"
     @Option(help: "Largest batch the tail runs.") var maxBatch: Int = 16
     @Option(help: "Longest a request waits for a batch, in milliseconds.") var maxWaitMs: Int = 2
-    @Option(help: "Threads for the models.") var threads: Int = 1
+    @Option(help: "Tail workers: batches that run at the same time, one core each.") var threads: Int = 1
     @OptionGroup var credentials: CredentialOptions
 
     func run() async throws {
@@ -113,6 +113,8 @@ struct AgentCommand: AsyncParsableCommand {
     @Option(
         help: "Inputs: fmnist (test set, accuracy reported), synthetic (seeded random images) or a folder of PNG/PGM files (predictions printed).")
     var source: String = "fmnist"
+    @Option(help: "Folder for verified model artifacts, kept across restarts (\"none\": memory only).")
+    var modelCache: String = AgentConfiguration.defaultModelCache
     @OptionGroup var credentials: CredentialOptions
 
     func run() async throws {
@@ -120,7 +122,8 @@ struct AgentCommand: AsyncParsableCommand {
         let agent = try Agent(
             AgentConfiguration(
                 deviceID: id ?? "\(deviceProfile.name)-\(ProcessInfo.processInfo.processIdentifier)", profile: deviceProfile,
-                brokerHost: broker.host, brokerPort: broker.port, username: credentials.username, password: try credentials.password()))
+                brokerHost: broker.host, brokerPort: broker.port, username: credentials.username, password: try credentials.password(),
+                modelCache: AgentConfiguration.modelCache(option: modelCache)))
         try await agent.start()
         try await agent.waitUntilReady()
         let signals = onInterrupt {}

@@ -8,6 +8,7 @@ import CleaveTrain
 import Foundation
 import Testing
 
+@testable import CleaveAgent
 @testable import CleaveCoordinator
 
 /// Agent and coordinator in-process against a real Mosquitto, with the committed demo model.
@@ -171,5 +172,66 @@ import Testing
         await agent.stop()
         await coordinator.stop()
         _ = broker
+    }
+
+    /// Artifacts go to the cache folder under their hash; a restarted agent serves from it, and a
+    /// corrupted cache file is refused with an error naming it, removed, and fetched again.
+    @Test func modelCacheSurvivesRestartAndRefusesCorruption() async throws {
+        let broker = try LocalBroker()
+        let bundle = try ModelBundle(directory: SplitServingTests.modelFolder)
+        let coordinator = try Coordinator(CoordinatorConfiguration(id: "c-cache", brokerPort: broker.port), bundle: bundle)
+        try await coordinator.start()
+        let cache = FileManager.default.temporaryDirectory.appendingPathComponent("cleave-cache-\(UUID().uuidString)").path
+        defer { try? FileManager.default.removeItem(atPath: cache) }
+        let profile = try DeviceProfile.load("\(SplitServingTests.repository)/devices/generic.yaml")
+        func agent(_ id: String) throws -> Agent {
+            try Agent(AgentConfiguration(deviceID: id, profile: profile, brokerPort: broker.port, threads: 1, modelCache: cache))
+        }
+        let image = try FashionMNIST(split: .test).image(0)
+
+        let first = try agent("cache-a")
+        try await first.start()
+        try await first.waitUntilReady()
+        let full = "\(cache)/\(bundle.manifest.full.sha256).onnx"
+        #expect(try Data(contentsOf: URL(fileURLWithPath: full)) == Data(bundle.full))
+        #expect(FileManager.default.fileExists(atPath: "\(cache)/\(bundle.manifest.head.sha256).onnx"))
+        let expected = await first.infer(image, mode: .local).prediction
+        #expect(expected != nil)
+        await first.stop()
+
+        // Corrupt the cached whole model: the restarted agent loads its head from the cache,
+        // refuses the whole model on first use, and fetches it again from the broker.
+        var bytes = [UInt8](try Data(contentsOf: URL(fileURLWithPath: full)))
+        bytes[bytes.count / 2] ^= 0xFF
+        try Data(bytes).write(to: URL(fileURLWithPath: full))
+        let second = try agent("cache-b")
+        try await second.start()
+        try await second.waitUntilReady()
+        let refused = await second.infer(image, mode: .local)
+        #expect(refused.prediction == nil)
+        #expect(refused.error?.contains("is corrupt") == true, "\(refused.error ?? "no error")")
+        var recovered: AgentOutcome?
+        for _ in 0..<100 where recovered?.prediction == nil {
+            try await Task.sleep(for: .milliseconds(50))
+            recovered = await second.infer(image, mode: .local)
+        }
+        #expect(recovered?.prediction == expected)
+        #expect(try Data(contentsOf: URL(fileURLWithPath: full)) == Data(bundle.full))
+        await second.stop()
+        await coordinator.stop()
+        _ = broker
+    }
+
+    /// A folder that cannot be written (a full or read-only disk) keeps the artifact in memory, with a warning.
+    @Test func unwritableCacheKeepsArtifactsInMemory() throws {
+        var store = ArtifactStore(directory: "/proc/cleave-cannot-write-here")
+        let bytes: [UInt8] = Array("model bytes".utf8)
+        let sha = SHA256.hex(bytes)
+        let warning = store.put(sha, bytes)
+        #expect(warning?.contains("keeping it in memory") == true)
+        #expect(store.contains(sha))
+        #expect(try store.bytes(sha) == bytes)
+        // A name that is not a SHA-256 never becomes a path.
+        #expect(!ArtifactStore(directory: "/tmp").contains("../etc/passwd"))
     }
 }
