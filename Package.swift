@@ -10,6 +10,7 @@ let products: [Product] = [
     .library(name: "CleaveONNX", targets: ["CleaveONNX"]),
     .library(name: "CleaveCodec", targets: ["CleaveCodec"]),
     .library(name: "CleaveMQTT", targets: ["CleaveMQTT"]),
+    .library(name: "CleaveLLM", targets: ["CleaveLLM"]),
 ]
 
 // MARK: - Dependencies
@@ -69,6 +70,9 @@ let modules: [Target] = [
         name: "CleaveMQTT",
         dependencies: ["CMosquitto"]),
     .target(
+        name: "CleaveLLM",
+        dependencies: ["CleaveTensor"]),
+    .target(
         name: "CleaveONNX",
         dependencies: [
             "CleaveTensor",
@@ -79,7 +83,7 @@ let modules: [Target] = [
         name: "cleave",
         dependencies: [
             "CleaveONNX", "CleaveTensor", "CleaveTrain", "CleaveCodec", "CleaveProtocol", "CleaveMQTT",
-            "CleaveAgent", "CleaveCoordinator",
+            "CleaveAgent", "CleaveCoordinator", "CleaveLLM",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
 ]
@@ -106,6 +110,7 @@ let tests: [Target] = [
     .testTarget(name: "CleaveProtocolTests", dependencies: ["CleaveProtocol"]),
     .testTarget(name: "CleaveTrainTests", dependencies: ["CleaveTrain", "CleaveTensor", "CleaveONNX", "CleaveCodec", "CZlib"]),
     .testTarget(name: "CleaveCLITests", dependencies: ["cleave"]),
+    .testTarget(name: "CleaveLLMTests", dependencies: ["CleaveLLM"]),
 ]
 
 let package = Package(

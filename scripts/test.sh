@@ -25,3 +25,11 @@ python3 bench/check_split.py .build/release/cleave bench/out
 
 echo "== trained Fashion-MNIST models against onnxruntime (and manifest hashes)"
 python3 bench/check_fmnist_ort.py .build/release/cleave models/fmnist/c4
+
+echo "== GGUF reader and dequantizers against gguf-py (random blocks of every type, and SmolLM2)"
+if model=$(scripts/fetch-smollm2.sh); then
+    python3 bench/check_gguf.py .build/release/cleave "$model"
+else
+    echo "warning: could not fetch SmolLM2 (network?); checking random blocks only" >&2
+    python3 bench/check_gguf.py .build/release/cleave
+fi

@@ -10,5 +10,7 @@ struct Cleave: AsyncParsableCommand {
             tail (for the coordinator), and serves them over MQTT. `cleave demo` runs the whole path on one machine.
             """,
         version: "0.1.0",
-        subcommands: [DemoCommand.self, AgentCommand.self, CoordinatorCommand.self, ModelCommand.self, TrainCommand.self, BenchCommand.self])
+        subcommands: [
+            DemoCommand.self, AgentCommand.self, CoordinatorCommand.self, ModelCommand.self, TrainCommand.self, BenchCommand.self, LLMCommand.self,
+        ])
 }
