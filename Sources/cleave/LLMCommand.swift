@@ -2,12 +2,13 @@ import ArgumentParser
 import CleaveLLM
 import CleaveONNX
 import CleaveTensor
+import Foundation
 
 struct LLMCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "llm",
         abstract: "Large language models in GGUF files.",
-        subcommands: [LLMInspect.self])
+        subcommands: [LLMInspect.self, LLMTokenize.self])
 }
 
 struct LLMInspect: ParsableCommand {
@@ -51,5 +52,40 @@ struct LLMInspect: ParsableCommand {
         for info in tensors > 0 ? Array(file.tensors.prefix(tensors)) : file.tensors {
             print("  \(info.name)  \(info.type)  [\(info.shape.map(String.init).joined(separator: ", "))]  \(info.byteCount) bytes")
         }
+    }
+}
+
+struct LLMTokenize: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "tokenize",
+        abstract: "Turn text into token ids with a GGUF file's tokenizer.",
+        discussion: """
+            Prints the ids of TEXT as a JSON array, then the pieces they decode to. With --jsonl FILE, \
+            reads one JSON string per line and prints one JSON array of ids per line (for comparing \
+            with llama.cpp on many strings at once). Special-token texts such as <|im_start|> become \
+            their ids unless --no-special is given.
+            """)
+
+    @Argument(help: "The .gguf file.") var path: String
+    @Argument(help: "Text to tokenize.") var text: String?
+    @Option(help: "A file of JSON strings, one per line.") var jsonl: String?
+    @Flag(help: "Treat special-token texts as plain text.") var noSpecial = false
+
+    func run() throws {
+        let tokenizer = try Tokenizer(try GGUFFile(contentsOf: path))
+        if let jsonl {
+            guard let data = FileManager.default.contents(atPath: jsonl) else { throw ValidationError("cannot read \(jsonl)") }
+            for (number, line) in String(decoding: data, as: UTF8.self).split(separator: "\n").enumerated() {
+                guard let string = try? JSONDecoder().decode(String.self, from: Data(line.utf8)) else {
+                    throw ValidationError("\(jsonl) line \(number + 1) is not a JSON string")
+                }
+                print("[" + tokenizer.encode(string, parseSpecial: !noSpecial).map(String.init).joined(separator: ", ") + "]")
+            }
+            return
+        }
+        guard let text else { throw ValidationError("give TEXT or --jsonl FILE") }
+        let ids = tokenizer.encode(text, parseSpecial: !noSpecial)
+        print("[" + ids.map(String.init).joined(separator: ", ") + "]")
+        print(ids.map { "\($0) \(String(reflecting: tokenizer.decode([$0])))" }.joined(separator: "\n"))
     }
 }
