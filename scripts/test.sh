@@ -15,6 +15,13 @@ fi
 echo "== format"
 swift format lint --strict $(find Sources Tests Package.swift -name '*.swift' ! -name 'onnx.pb.swift')
 
+echo "== fetch SmolLM2 for the LLM tests (cached after the first run)"
+if CLEAVE_SMOLLM2=$(scripts/fetch-smollm2.sh); then
+    export CLEAVE_SMOLLM2
+else
+    echo "warning: could not fetch SmolLM2 (network?); its tests are skipped" >&2
+fi
+
 echo "== swift test"
 swift test
 
@@ -27,9 +34,4 @@ echo "== trained Fashion-MNIST models against onnxruntime (and manifest hashes)"
 python3 bench/check_fmnist_ort.py .build/release/cleave models/fmnist/c4
 
 echo "== GGUF reader and dequantizers against gguf-py (random blocks of every type, and SmolLM2)"
-if model=$(scripts/fetch-smollm2.sh); then
-    python3 bench/check_gguf.py .build/release/cleave "$model"
-else
-    echo "warning: could not fetch SmolLM2 (network?); checking random blocks only" >&2
-    python3 bench/check_gguf.py .build/release/cleave
-fi
+python3 bench/check_gguf.py .build/release/cleave ${CLEAVE_SMOLLM2:-}
