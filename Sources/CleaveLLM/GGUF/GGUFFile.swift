@@ -166,30 +166,20 @@ public final class GGUFFile: Sendable {
     }
 
     /// An integer metadata value (any integer type).
-    public func integer(_ key: String) throws -> Int {
-        let value = try value(key)
-        guard let integer = value.integer else {
-            throw GGUFError(.wrongValueType, "metadata '\(key)' should be an integer, it is \(value.summary)")
-        }
-        return integer
-    }
+    public func integer(_ key: String) throws -> Int { try typed(key, "an integer", \.integer) }
 
     /// A numeric metadata value (float or integer).
-    public func number(_ key: String) throws -> Double {
-        let value = try value(key)
-        guard let number = value.number else {
-            throw GGUFError(.wrongValueType, "metadata '\(key)' should be a number, it is \(value.summary)")
-        }
-        return number
-    }
+    public func number(_ key: String) throws -> Double { try typed(key, "a number", \.number) }
 
     /// A string metadata value.
-    public func string(_ key: String) throws -> String {
+    public func string(_ key: String) throws -> String { try typed(key, "a string", \.string) }
+
+    private func typed<T>(_ key: String, _ expected: String, _ extract: (GGUFValue) -> T?) throws -> T {
         let value = try value(key)
-        guard let string = value.string else {
-            throw GGUFError(.wrongValueType, "metadata '\(key)' should be a string, it is \(value.summary)")
+        guard let typed = extract(value) else {
+            throw GGUFError(.wrongValueType, "metadata '\(key)' should be \(expected), it is \(value.summary)")
         }
-        return string
+        return typed
     }
 
     // MARK: - Tensor data
