@@ -41,6 +41,13 @@ let systemLibraries: [Target] = [
 
 // MARK: - Implementation details: Swift modules
 
+/// Kernels compiled for the CPU that builds them (AVX2/FMA/F16C on x86, the
+/// board's NEON/dot-product extensions on aarch64), as llama.cpp does by default.
+/// Cleave is built on the machine that runs it; `CLEAVE_PORTABLE=1` builds for the
+/// architecture's baseline instead (a binary to copy to other machines).
+let hostCPUKernels: [SwiftSetting] =
+    Context.environment["CLEAVE_PORTABLE"] == "1" ? [] : [.unsafeFlags(["-target-cpu", "native"])]
+
 let modules: [Target] = [
     .target(
         name: "CleaveTensor",
@@ -71,7 +78,8 @@ let modules: [Target] = [
         dependencies: ["CMosquitto"]),
     .target(
         name: "CleaveLLM",
-        dependencies: ["CleaveTensor"]),
+        dependencies: ["CleaveTensor"],
+        swiftSettings: hostCPUKernels),
     .target(
         name: "CleaveONNX",
         dependencies: [

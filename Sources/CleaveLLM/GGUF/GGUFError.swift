@@ -12,6 +12,7 @@ public struct GGUFError: Error, Sendable, Equatable, CustomStringConvertible {
         case unknownTensorType
         case unsupportedTensorType
         case missingKey
+        case missingTensor
         case wrongValueType
         case unsupportedArchitecture
     }

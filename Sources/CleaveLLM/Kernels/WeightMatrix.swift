@@ -1,0 +1,73 @@
+import CleaveTensor
+
+/// A weight matrix read in place from a GGUF file: `rows` outputs × `columns` inputs,
+/// each row a run of ggml blocks.
+///
+/// GGUF stores a linear layer's weight with shape `[columns, rows]` (innermost
+/// first), which is exactly "one contiguous quantized row per output", so a
+/// product is one fused dot per row and no weight is ever copied or dequantized
+/// ahead of time.
+struct WeightMatrix {
+    let name: String
+    let type: GGMLType
+    let rows: Int
+    let columns: Int
+    let rowBytes: Int
+    private let base: UnsafeRawPointer
+
+    /// Looks `name` up in `file` and checks that it is a `rows × columns` matrix of a computable type.
+    init(_ file: GGUFFile, _ name: String, rows: Int, columns: Int) throws {
+        guard let info = file.tensor(named: name) else {
+            throw GGUFError(.missingTensor, "the model has no tensor '\(name)'")
+        }
+        guard info.shape == [columns, rows] else {
+            throw GGUFError(
+                .malformed,
+                "tensor '\(name)' has shape [\(info.shape.map(String.init).joined(separator: ", "))], expected [\(columns), \(rows)]")
+        }
+        guard Dequantize.supports(info.type) else { throw GGUFError.unsupportedTensorType(name: name, type: info.type) }
+        guard !QuantizedDot.hasIntegerKernel(info.type) || columns % 32 == 0 else {
+            throw GGUFError(.malformed, "tensor '\(name)' has \(columns) columns, not a multiple of 32")
+        }
+        self.name = name
+        type = info.type
+        self.rows = rows
+        self.columns = columns
+        rowBytes = info.byteCount / rows
+        base = file.data(info)
+    }
+
+    /// The start of row `index`.
+    func row(_ index: Int) -> UnsafeRawPointer { base + index * rowBytes }
+
+    /// Row `index` as float32 (an embedding lookup).
+    func dequantizeRow(_ index: Int, into y: UnsafeMutablePointer<Float>) {
+        Dequantize.row(type, from: row(index), count: columns, into: y)
+    }
+
+    /// `out[t · rows + r] = Σ_c W[r, c] · x[t, c]` for every token `t` of `x`.
+    ///
+    /// Rows are split across the pool's threads; each thread streams its rows once and
+    /// multiplies every row with all tokens while it is in cache (four tokens per pass
+    /// of the integer kernels).
+    func multiply(_ x: Activations, into out: UnsafeMutablePointer<Float>, workers: WorkerTeam) {
+        precondition(x.columns == columns, "\(name): input has \(x.columns) columns, the matrix \(columns)")
+        let tokens = x.tokens
+        if QuantizedDot.hasIntegerKernel(type) {
+            x.quantize()
+            workers.parallelFor(rows, minimumChunk: 32) { range in
+                for r in range {
+                    QuantizedDot.row(type, row(r), x, first: 0, tokens: tokens, out + r, stride: rows)
+                }
+            }
+        } else {
+            workers.parallelFor(rows, minimumChunk: 32) { range in
+                let scratch = UnsafeMutablePointer<Float>.allocate(capacity: columns)
+                defer { scratch.deallocate() }
+                for r in range {
+                    QuantizedDot.dequantizedDot(type, row(r), x, first: 0, tokens: tokens, out + r, stride: rows, scratch: scratch)
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,84 @@
+import ArgumentParser
+import CleaveLLM
+import Foundation
+
+struct LLMBench: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "bench",
+        abstract: "Measure prompt processing and decoding speed; print one JSON line.",
+        discussion: """
+            Measures what llama.cpp's llama-bench measures, so the two can be compared on the same \
+            file: prompt processing is one batched evaluation of --prompt-tokens random tokens \
+            (seeded) from an empty context; decoding is --decode-tokens single-token evaluations \
+            from an empty context. Each is repeated --repetitions times after one warm-up and the \
+            median is reported. peak_rss_bytes is the process's maximum resident set size \
+            (the mapped weights that were touched count in it).
+
+            Output: {"model", "threads", "prompt_tokens", "decode_tokens", "prompt_tok_s", \
+            "decode_tok_s", "peak_rss_bytes", "file_bytes", "repetitions"}.
+            """)
+
+    @Option(help: "The .gguf model file.") var model: String
+    @Option(help: "Threads (default: one per core).") var threads: Int?
+    @Option(help: "Tokens in the prompt-processing test.") var promptTokens = 128
+    @Option(help: "Tokens in the decoding test.") var decodeTokens = 64
+    @Option(help: "Measured repetitions of each test.") var repetitions = 5
+
+    func run() throws {
+        guard promptTokens > 0, decodeTokens > 0, repetitions > 0 else {
+            throw ValidationError("--prompt-tokens, --decode-tokens and --repetitions must be positive")
+        }
+        let file = try GGUFFile(contentsOf: model)
+        let llm = try LlamaModel(file, threads: threads, batchSize: max(promptTokens, 1))
+        let cache = llm.makeCache(capacity: max(promptTokens, decodeTokens) + 1)
+        var state: UInt64 = 42
+        let prompt = (0..<promptTokens).map { _ -> Int32 in
+            state = state &* 6_364_136_223_846_793_005 &+ 1_442_695_040_888_963_407
+            return Int32((state >> 33) % UInt64(llm.configuration.vocabulary))
+        }
+        let clock = ContinuousClock()
+        func seconds(_ body: () throws -> Void) rethrows -> Double {
+            let start = clock.now
+            try body()
+            let elapsed = clock.now - start
+            return Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) * 1e-18
+        }
+        func promptPass() throws {
+            cache.reset()
+            _ = try llm.evaluate(prompt, cache: cache)
+        }
+        func decodePass() throws {
+            cache.reset()
+            var token = prompt[0]
+            for _ in 0..<decodeTokens {
+                token = Sampler.argmax(try llm.evaluate([token], cache: cache))
+            }
+        }
+        try promptPass()
+        try decodePass()
+        var promptRates: [Double] = []
+        var decodeRates: [Double] = []
+        for _ in 0..<repetitions {
+            promptRates.append(Double(promptTokens) / (try seconds(promptPass)))
+            decodeRates.append(Double(decodeTokens) / (try seconds(decodePass)))
+        }
+        func median(_ values: [Double]) -> Double {
+            let sorted = values.sorted()
+            return sorted.count % 2 == 1 ? sorted[sorted.count / 2] : (sorted[sorted.count / 2 - 1] + sorted[sorted.count / 2]) / 2
+        }
+        var usage = rusage()
+        getrusage(__rusage_who_t(RUSAGE_SELF.rawValue), &usage)
+        let fields: [(String, String)] = [
+            ("model", "\"\((model as NSString).lastPathComponent)\""),
+            ("threads", "\(llm.workers.threads)"),
+            ("prompt_tokens", "\(promptTokens)"),
+            ("decode_tokens", "\(decodeTokens)"),
+            ("prompt_tok_s", String(format: "%.2f", median(promptRates))),
+            ("decode_tok_s", String(format: "%.2f", median(decodeRates))),
+            ("peak_rss_bytes", "\(Int(usage.ru_maxrss) * 1024)"),
+            ("file_bytes", "\(file.fileSize)"),
+            ("repetitions", "\(repetitions)"),
+        ]
+        print("{" + fields.map { "\"\($0.0)\": \($0.1)" }.joined(separator: ", ") + "}")
+    }
+}
