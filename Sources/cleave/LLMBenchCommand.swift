@@ -23,13 +23,15 @@ struct LLMBench: ParsableCommand {
     @Option(help: "Tokens in the prompt-processing test.") var promptTokens = 128
     @Option(help: "Tokens in the decoding test.") var decodeTokens = 64
     @Option(help: "Measured repetitions of each test.") var repetitions = 5
+    @Option(help: "Inputs of matrix products: q8 (fast, llama.cpp's arithmetic) or float (exact products).")
+    var activations = "q8"
 
     func run() throws {
         guard promptTokens > 0, decodeTokens > 0, repetitions > 0 else {
             throw ValidationError("--prompt-tokens, --decode-tokens and --repetitions must be positive")
         }
         let file = try GGUFFile(contentsOf: model)
-        let llm = try LlamaModel(file, threads: threads, batchSize: max(promptTokens, 1))
+        let llm = try LlamaModel(file, threads: threads, batchSize: max(promptTokens, 1), precision: try precision(activations))
         let cache = llm.makeCache(capacity: max(promptTokens, decodeTokens) + 1)
         var state: UInt64 = 42
         let prompt = (0..<promptTokens).map { _ -> Int32 in
@@ -81,4 +83,12 @@ struct LLMBench: ParsableCommand {
         ]
         print("{" + fields.map { "\"\($0.0)\": \($0.1)" }.joined(separator: ", ") + "}")
     }
+}
+
+/// The `--activations` value as an ``ActivationPrecision``.
+func precision(_ name: String) throws -> ActivationPrecision {
+    guard let precision = ActivationPrecision(rawValue: name) else {
+        throw ValidationError("--activations must be one of \(ActivationPrecision.allCases.map(\.rawValue).joined(separator: ", ")), not '\(name)'")
+    }
+    return precision
 }

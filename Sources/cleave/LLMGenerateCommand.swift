@@ -41,10 +41,12 @@ struct LLMGenerate: ParsableCommand {
     @Option(help: "Threads (default: one per core).") var threads: Int?
     @Option(help: "Context positions to reserve.") var context = 2048
     @Option(help: "With --prompts: write first-token logits here.") var logitsDir: String?
+    @Option(help: "Inputs of matrix products: q8 (fast, llama.cpp's arithmetic) or float (exact products).")
+    var activations = "q8"
 
     func run() throws {
         let file = try GGUFFile(contentsOf: model)
-        let llm = try LlamaModel(file, threads: threads)
+        let llm = try LlamaModel(file, threads: threads, precision: try precision(activations))
         let tokenizer = try Tokenizer(file)
         let generator = TextGenerator(model: llm, tokenizer: tokenizer, contextLength: context)
         var sampling = SamplingParameters()

@@ -42,12 +42,13 @@ static void print_ids(const std::vector<llama_token> & ids) {
 
 int main(int argc, char ** argv) {
     if (argc < 5) {
-        fprintf(stderr, "usage: %s MODEL PROMPTS N_TOKENS OUT_DIR [THREADS]\n", argv[0]);
+        fprintf(stderr, "usage: %s MODEL PROMPTS N_TOKENS OUT_DIR [THREADS] [FLASH_ATTN auto|on|off]\n", argv[0]);
         return 2;
     }
     const int n_tokens = std::stoi(argv[3]);
     const std::string out_dir = argv[4];
     const int threads = argc > 5 ? std::stoi(argv[5]) : 2;
+    const std::string flash = argc > 6 ? argv[6] : "auto";
 
     llama_log_set([](ggml_log_level, const char *, void *) {}, nullptr);
     llama_backend_init();
@@ -69,6 +70,9 @@ int main(int argc, char ** argv) {
         cparams.n_batch = 1024;
         cparams.n_threads = threads;
         cparams.n_threads_batch = threads;
+        cparams.flash_attn_type = flash == "on"    ? LLAMA_FLASH_ATTN_TYPE_ENABLED
+                                  : flash == "off" ? LLAMA_FLASH_ATTN_TYPE_DISABLED
+                                                   : LLAMA_FLASH_ATTN_TYPE_AUTO;
         llama_context * ctx = llama_init_from_model(model, cparams);
 
         std::vector<llama_token> ids(prompt.size() + 8);

@@ -50,10 +50,13 @@ struct WeightMatrix {
     /// Rows are split across the pool's threads; each thread streams its rows once and
     /// multiplies every row with all tokens while it is in cache (four tokens per pass
     /// of the integer kernels).
-    func multiply(_ x: Activations, into out: UnsafeMutablePointer<Float>, workers: WorkerTeam) {
+    /// With `precision` `.float` every row is dequantized and multiplied in float32 instead.
+    func multiply(
+        _ x: Activations, into out: UnsafeMutablePointer<Float>, workers: WorkerTeam, precision: ActivationPrecision = .q8
+    ) {
         precondition(x.columns == columns, "\(name): input has \(x.columns) columns, the matrix \(columns)")
         let tokens = x.tokens
-        if QuantizedDot.hasIntegerKernel(type) {
+        if precision == .q8 && QuantizedDot.hasIntegerKernel(type) {
             x.quantize()
             workers.parallelFor(rows, minimumChunk: 32) { range in
                 for r in range {
@@ -70,4 +73,15 @@ struct WeightMatrix {
             }
         }
     }
+}
+
+/// How the inputs of matrix products are represented.
+public enum ActivationPrecision: String, Sendable, CaseIterable {
+    /// Quantized to 8 bits per block of 32 (ggml's `Q8_0`/`Q8_1`), multiplied with integer
+    /// kernels: llama.cpp's arithmetic, and the fast path.
+    case q8
+    /// Kept in float32; weights are dequantized row by row. Slower; the products are then
+    /// exact up to float32 rounding, which makes this the mode to check a model against a
+    /// high-precision reference.
+    case float
 }

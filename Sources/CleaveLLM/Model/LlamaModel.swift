@@ -12,6 +12,8 @@ public final class LlamaModel {
     public let batchSize: Int
     /// Threads of the matrix products and attention.
     public let workers: WorkerTeam
+    /// How matrix products treat their inputs (``ActivationPrecision/q8`` unless asked).
+    public let precision: ActivationPrecision
 
     private let embedding: WeightMatrix
     private let output: WeightMatrix
@@ -20,19 +22,22 @@ public final class LlamaModel {
     private let workspace: Workspace
 
     /// Maps `path` and checks that it holds a supported model.
-    public convenience init(contentsOf path: String, threads: Int? = nil, batchSize: Int = 64) throws {
-        try self.init(try GGUFFile(contentsOf: path), threads: threads, batchSize: batchSize)
+    public convenience init(
+        contentsOf path: String, threads: Int? = nil, batchSize: Int = 64, precision: ActivationPrecision = .q8
+    ) throws {
+        try self.init(try GGUFFile(contentsOf: path), threads: threads, batchSize: batchSize, precision: precision)
     }
 
     /// Binds the weights of `file` (nothing is copied except the small norm vectors).
     ///
     /// - Throws: ``GGUFError`` for an unsupported architecture or tensor type, a missing tensor or
     ///   key, or a tensor of the wrong shape (each naming the tensor or key).
-    public init(_ file: GGUFFile, threads: Int? = nil, batchSize: Int = 64) throws {
+    public init(_ file: GGUFFile, threads: Int? = nil, batchSize: Int = 64, precision: ActivationPrecision = .q8) throws {
         let c = try LlamaConfiguration(file)
         configuration = c
         self.file = file
         self.batchSize = max(1, batchSize)
+        self.precision = precision
         workers = WorkerTeam(threads: threads)
         embedding = try WeightMatrix(file, "token_embd.weight", rows: c.vocabulary, columns: c.embedding)
         output =
@@ -93,9 +98,9 @@ public final class LlamaModel {
         for (layer, block) in blocks.enumerated() {
             // Attention: norm → Q, K, V → RoPE → cache → attend → output projection, added to the residual.
             normalize(n, block.attentionNorm)
-            block.query.multiply(w.normed, into: w.query, workers: workers)
-            block.key.multiply(w.normed, into: w.key, workers: workers)
-            block.value.multiply(w.normed, into: w.value, workers: workers)
+            block.query.multiply(w.normed, into: w.query, workers: workers, precision: precision)
+            block.key.multiply(w.normed, into: w.key, workers: workers, precision: precision)
+            block.value.multiply(w.normed, into: w.value, workers: workers, precision: precision)
             if let biases = block.biases {
                 for t in 0..<n {
                     Elementwise.add(biases.query, into: w.query + t * d, count: d)
@@ -114,16 +119,16 @@ public final class LlamaModel {
             }
             cache.store(layer: layer, keys: w.key, values: w.value, tokens: n)
             attend(n, layer: layer, first: first, cache: cache)
-            block.attentionOutput.multiply(w.attended, into: w.projected, workers: workers)
+            block.attentionOutput.multiply(w.attended, into: w.projected, workers: workers, precision: precision)
             Elementwise.add(w.projected, into: w.residual, count: n * d)
 
             // MLP: norm → gate and up → SwiGLU → down, added to the residual.
             normalize(n, block.feedForwardNorm)
             w.hidden.reset(tokens: n, columns: c.feedForward)
-            block.gate.multiply(w.normed, into: w.hidden.floats, workers: workers)
-            block.up.multiply(w.normed, into: w.up, workers: workers)
+            block.gate.multiply(w.normed, into: w.hidden.floats, workers: workers, precision: precision)
+            block.up.multiply(w.normed, into: w.up, workers: workers, precision: precision)
             Elementwise.swiGLU(w.hidden.floats, w.up, count: n * c.feedForward)
-            block.down.multiply(w.hidden, into: w.projected, workers: workers)
+            block.down.multiply(w.hidden, into: w.projected, workers: workers, precision: precision)
             Elementwise.add(w.projected, into: w.residual, count: n * d)
         }
         cache.advance(by: n)
@@ -155,7 +160,7 @@ public final class LlamaModel {
                 let (t, head) = index.quotientAndRemainder(dividingBy: c.heads)
                 Attention.attend(
                     query: w.query + t * c.embedding, cache: cache, layer: layer, positions: first + t + 1,
-                    heads: head..<(head + 1), configuration: c, scores: scores, out: w.attended.row(t))
+                    heads: head..<(head + 1), configuration: c, roundQuery: precision == .q8, scores: scores, out: w.attended.row(t))
             }
         }
     }
@@ -170,7 +175,7 @@ public final class LlamaModel {
             Elementwise.rmsNorm(last, weight: weight.baseAddress!, epsilon: configuration.rmsEpsilon, count: d, into: w.normed.row(0))
         }
         return [Float](unsafeUninitializedCapacity: configuration.vocabulary) { buffer, initialized in
-            output.multiply(w.normed, into: buffer.baseAddress!, workers: workers)
+            output.multiply(w.normed, into: buffer.baseAddress!, workers: workers, precision: precision)
             initialized = configuration.vocabulary
         }
     }
