@@ -108,6 +108,25 @@ public final class WorkerTeam: @unchecked Sendable {
         }
     }
 
+    /// Runs `body` over `0..<count` in chunks of `chunk` items that threads take in turn from a
+    /// shared counter, so that a thread slowed down by anything else does not hold the others up.
+    public func parallelFor(_ count: Int, dynamicChunk chunk: Int, _ body: (Range<Int>) -> Void) {
+        guard count > 0 else { return }
+        let chunk = max(1, chunk)
+        if threads == 1 || count <= chunk {
+            body(0..<count)
+            return
+        }
+        let next = Atomic<Int>(0)
+        run { _ in
+            while true {
+                let start = next.add(chunk, ordering: .relaxed).oldValue
+                guard start < count else { return }
+                body(start..<min(start + chunk, count))
+            }
+        }
+    }
+
     private func work(index: Int) {
         var seen = 0
         while true {

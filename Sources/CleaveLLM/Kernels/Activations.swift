@@ -1,3 +1,5 @@
+import CleaveTensor
+
 /// The input of a matrix product: `tokens` rows of `columns` floats, plus their
 /// 8-bit quantization for the integer kernels.
 ///
@@ -55,12 +57,17 @@ final class Activations {
 
     var blocksPerToken: Int { columns / 32 }
 
-    /// Quantizes the float values (once; later calls return at once). Needs `columns % 32 == 0`.
-    func quantize() {
+    /// Quantizes the float values (once; later calls return at once), tokens split across
+    /// `workers`. Needs `columns % 32 == 0`.
+    func quantize(workers: WorkerTeam) {
         guard !isQuantized else { return }
         isQuantized = true
+        workers.parallelFor(tokens, minimumChunk: 4) { range in quantize(tokens: range) }
+    }
+
+    private func quantize(tokens range: Range<Int>) {
         let blocks = blocksPerToken
-        for t in 0..<tokens {
+        for t in range {
             for b in 0..<blocks {
                 let x = floats + t * columns + 32 * b
                 let q = quants + t * columns + 32 * b

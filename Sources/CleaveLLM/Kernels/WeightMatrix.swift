@@ -57,14 +57,14 @@ struct WeightMatrix {
         precondition(x.columns == columns, "\(name): input has \(x.columns) columns, the matrix \(columns)")
         let tokens = x.tokens
         if precision == .q8 && QuantizedDot.hasIntegerKernel(type) {
-            x.quantize()
-            workers.parallelFor(rows, minimumChunk: 32) { range in
+            x.quantize(workers: workers)
+            workers.parallelFor(rows, dynamicChunk: tokens > 1 ? 16 : max(16, rows / (4 * workers.threads))) { range in
                 for r in range {
                     QuantizedDot.row(type, row(r), x, first: 0, tokens: tokens, out + r, stride: rows)
                 }
             }
         } else {
-            workers.parallelFor(rows, minimumChunk: 32) { range in
+            workers.parallelFor(rows, dynamicChunk: 32) { range in
                 let scratch = UnsafeMutablePointer<Float>.allocate(capacity: columns)
                 defer { scratch.deallocate() }
                 for r in range {

@@ -127,7 +127,10 @@ public final class LlamaModel {
             w.hidden.reset(tokens: n, columns: c.feedForward)
             block.gate.multiply(w.normed, into: w.hidden.floats, workers: workers, precision: precision)
             block.up.multiply(w.normed, into: w.up, workers: workers, precision: precision)
-            Elementwise.swiGLU(w.hidden.floats, w.up, count: n * c.feedForward)
+            workers.parallelFor(n, minimumChunk: 4) { tokens in
+                let offset = tokens.lowerBound * c.feedForward
+                Elementwise.swiGLU(w.hidden.floats + offset, w.up + offset, count: tokens.count * c.feedForward)
+            }
             block.down.multiply(w.hidden, into: w.projected, workers: workers, precision: precision)
             Elementwise.add(w.projected, into: w.residual, count: n * d)
         }
