@@ -5,7 +5,20 @@
 /// the model's ``PreTokenizer``; each word's UTF-8 bytes become one symbol per byte (in
 /// GPT-2's printable byte alphabet) and the adjacent pair with the best (lowest) merge
 /// rank is merged until no listed merge applies; each symbol is then a token.
+///
+/// SentencePiece (`tokenizer.ggml.model = llama`): see `Tokenizer+SentencePiece.swift`.
 public struct Tokenizer: Sendable {
+    /// How text is segmented into tokens.
+    public enum Algorithm: Sendable, Equatable {
+        /// Byte-level BPE with merge ranks, after splitting text into words.
+        case bytePairs
+        /// SentencePiece: characters merged by score, bytes as `<0xXX>` tokens when a character
+        /// is not in the vocabulary; spaces are `▁`, and with `addSpacePrefix` a space is put
+        /// before the text (and after every special token).
+        case sentencePiece(addSpacePrefix: Bool)
+    }
+
+    public let algorithm: Algorithm
     /// Token texts by id (byte-level BPE texts use GPT-2's byte alphabet, `Ġ` for a space).
     public let tokens: [String]
     /// ggml token types by id: 1 normal, 2 unknown, 3 control, 4 user-defined, 5 unused, 6 byte.
@@ -15,19 +28,28 @@ public struct Tokenizer: Sendable {
     public let eos: Int32?
     /// Whether encoding starts with the BOS token (`tokenizer.ggml.add_bos_token`).
     public let addsBOS: Bool
-    private let ids: [String: Int32]
+    let ids: [String: Int32]
     private let mergeRanks: [String: Int]
     /// Special tokens, longest first (matched in that order).
     private let specials: [(text: String, id: Int32)]
+    /// SentencePiece scores by id (higher merges first).
+    let scores: [Float]
+    let unknown: Int32?
 
     /// The tokenizer a GGUF file describes.
     ///
     /// - Throws: ``GGUFError`` for a missing key, a tokenizer model other than byte-level BPE
-    ///   (`gpt2`), or a pre-tokenizer Cleave does not know.
+    ///   (`gpt2`) or SentencePiece (`llama`), or a pre-tokenizer Cleave does not know.
     public init(_ file: GGUFFile) throws {
         let model = try file.string("tokenizer.ggml.model")
-        guard model == "gpt2" else {
-            throw GGUFError(.unsupportedArchitecture, "tokenizer model '\(model)' is not supported yet (only byte-level BPE, 'gpt2')")
+        guard model == "gpt2" || model == "llama" else {
+            throw GGUFError(
+                .unsupportedArchitecture,
+                "tokenizer model '\(model)' is not supported (supported: 'gpt2' byte-level BPE, 'llama' SentencePiece)")
+        }
+        if model == "llama" {
+            try self.init(sentencePiece: file)
+            return
         }
         let pre = (try? file.string("tokenizer.ggml.pre")) ?? "default"
         guard let preTokenizer = PreTokenizer(ggmlName: pre) else {
@@ -50,6 +72,18 @@ public struct Tokenizer: Sendable {
         tokens: [String], types: [Int32], merges: [String], preTokenizer: PreTokenizer, bos: Int32? = nil, eos: Int32? = nil,
         addsBOS: Bool = false
     ) throws {
+        try self.init(
+            algorithm: .bytePairs, tokens: tokens, types: types, merges: merges, scores: [], preTokenizer: preTokenizer, bos: bos,
+            eos: eos, unknown: nil, addsBOS: addsBOS)
+    }
+
+    init(
+        algorithm: Algorithm, tokens: [String], types: [Int32], merges: [String], scores: [Float], preTokenizer: PreTokenizer,
+        bos: Int32?, eos: Int32?, unknown: Int32?, addsBOS: Bool
+    ) throws {
+        self.algorithm = algorithm
+        self.scores = scores
+        self.unknown = unknown
         self.tokens = tokens
         self.types = types
         self.preTokenizer = preTokenizer
@@ -67,7 +101,7 @@ public struct Tokenizer: Sendable {
             .map { (text: $0.element.0, id: Int32($0.offset)) }
             .filter { !$0.text.isEmpty }
             .sorted { $0.text.utf8.count > $1.text.utf8.count }
-        for id in [bos, eos].compactMap({ $0 }) where Int(id) >= tokens.count || id < 0 {
+        for id in [bos, eos, unknown].compactMap({ $0 }) where Int(id) >= tokens.count || id < 0 {
             throw GGUFError(.malformed, "special token id \(id) is outside the vocabulary of \(tokens.count)")
         }
     }
@@ -78,11 +112,20 @@ public struct Tokenizer: Sendable {
     public func encode(_ text: String, parseSpecial: Bool = true, addBOS: Bool? = nil) -> [Int32] {
         var out: [Int32] = []
         if addBOS ?? addsBOS, let bos { out.append(bos) }
+        var afterSpecial = true
         for fragment in parseSpecial ? splitSpecials(text) : [.text(text)] {
             switch fragment {
-            case .special(let id): out.append(id)
+            case .special(let id):
+                out.append(id)
+                afterSpecial = true
             case .text(let stretch):
-                for word in preTokenizer.words(stretch) { encodeWord(word, into: &out) }
+                switch algorithm {
+                case .bytePairs:
+                    for word in preTokenizer.words(stretch) { encodeWord(word, into: &out) }
+                case .sentencePiece(let addSpacePrefix):
+                    encodePieces((addSpacePrefix && afterSpecial ? " " : "") + stretch, into: &out)
+                }
+                afterSpecial = false
             }
         }
         return out
@@ -148,6 +191,10 @@ public struct Tokenizer: Sendable {
             let text = tokens[Int(id)]
             if types[Int(id)] == 3 || types[Int(id)] == 4 {
                 bytes.append(contentsOf: text.utf8)
+                continue
+            }
+            if case .sentencePiece = algorithm {
+                bytes += Self.pieceBytes(text, isByte: types[Int(id)] == 6)
                 continue
             }
             for scalar in text.unicodeScalars {
