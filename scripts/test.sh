@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The test command: installs what is missing, builds with zero warnings, runs every test,
-# lints the formatting, and checks split models against onnxruntime.
+# lints the formatting, checks split models against onnxruntime and the LLM engine
+# against gguf-py and an exact float64 forward pass.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-deps.sh
@@ -35,3 +36,10 @@ python3 bench/check_fmnist_ort.py .build/release/cleave models/fmnist/c4
 
 echo "== GGUF reader and dequantizers against gguf-py (random blocks of every type, and SmolLM2)"
 python3 bench/check_gguf.py .build/release/cleave ${CLEAVE_SMOLLM2:-}
+
+echo "== LLM engine against an exact float64 forward pass (SmolLM2, 12 prompts)"
+if [ -n "${CLEAVE_SMOLLM2:-}" ]; then
+    python3 bench/check_llm.py .build/release/cleave "$CLEAVE_SMOLLM2"
+else
+    echo "skipped: SmolLM2 was not fetched"
+fi

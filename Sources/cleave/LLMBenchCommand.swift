@@ -18,15 +18,30 @@ struct LLMBench: ParsableCommand {
             "decode_tok_s", "peak_rss_bytes", "file_bytes", "repetitions"}.
             """)
 
-    @Option(help: "The .gguf model file.") var model: String
+    @Option(help: "The .gguf model file.") var model: String = ""
     @Option(help: "Threads (default: one per core).") var threads: Int?
     @Option(help: "Tokens in the prompt-processing test.") var promptTokens = 128
     @Option(help: "Tokens in the decoding test.") var decodeTokens = 64
     @Option(help: "Measured repetitions of each test.") var repetitions = 5
     @Option(help: "Inputs of matrix products: q8 (fast, llama.cpp's arithmetic) or float (exact products).")
     var activations = "q8"
+    @Flag(help: "Time the matrix kernels of every weight type on an in-cache matrix instead (no model needed).")
+    var kernels = false
 
     func run() throws {
+        if kernels {
+            for tokens in [1, 4] {
+                for result in try KernelBenchmark.run(tokens: tokens, threads: threads ?? 1) {
+                    print(
+                        String(
+                            format: "{\"kernel\": \"%@\", \"rows\": %d, \"columns\": %d, \"tokens\": %d, \"weight_gb_s\": %.2f, \"gmac_s\": %.2f}",
+                            result.type.description, result.rows, result.columns, result.tokens, result.bytesPerSecond / 1e9,
+                            result.multiplyAddsPerSecond / 1e9))
+                }
+            }
+            return
+        }
+        guard !model.isEmpty else { throw ValidationError("give --model FILE.gguf (or --kernels)") }
         guard promptTokens > 0, decodeTokens > 0, repetitions > 0 else {
             throw ValidationError("--prompt-tokens, --decode-tokens and --repetitions must be positive")
         }

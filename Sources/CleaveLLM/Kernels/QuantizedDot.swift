@@ -60,15 +60,15 @@ enum QuantizedDot {
         /// Even and odd lanes of block `b` of the token `offset` after this one.
         @inline(__always)
         func lanes(_ b: Int, token offset: Int = 0) -> (even: SIMD16<Int16>, odd: SIMD16<Int16>) {
-            let a = UnsafeRawPointer(quants + offset * tokenStride + 32 * b)
+            let a = UnsafeRawPointer(quants + (offset &* tokenStride &+ 32 &* b))
             return (a.loadUnaligned(as: SIMD16<Int16>.self), a.loadUnaligned(fromByteOffset: 32, as: SIMD16<Int16>.self))
         }
 
         @inline(__always)
-        func scale(_ b: Int, token offset: Int = 0) -> Float { scales[offset * blockStride + b] }
+        func scale(_ b: Int, token offset: Int = 0) -> Float { scales[offset &* blockStride &+ b] }
 
         @inline(__always)
-        func sum(_ b: Int, token offset: Int = 0) -> Float { sums[offset * blockStride + b] }
+        func sum(_ b: Int, token offset: Int = 0) -> Float { sums[offset &* blockStride &+ b] }
     }
 
     // MARK: - Lane helpers
@@ -83,6 +83,14 @@ enum QuantizedDot {
 
     /// Sum of eight lanes in the order of ggml's `hsum_float_8` (halves, then pairs), so
     /// that a row's result rounds as llama.cpp's does.
+    /// `pairSums` for lanes whose adjacent sums fit in 16 bits (Q4 products: |p| ≤ 2·15·128):
+    /// the high half of `w + (w << 16)` is that sum, one shift cheaper.
+    @inline(__always)
+    private static func smallPairSums(_ p: SIMD16<Int16>) -> SIMD8<Float> {
+        let w = unsafeBitCast(p, to: SIMD8<Int32>.self)
+        return SIMD8<Float>((w &+ (w &<< 16)) &>> 16)
+    }
+
     @inline(__always)
     static func horizontalSum(_ v: SIMD8<Float>) -> Float {
         let four = v.lowHalf + v.highHalf
@@ -123,11 +131,16 @@ enum QuantizedDot {
         var accumulator = SIMD8<Float>(repeating: 0)
         var offsets: Float = 0
         for b in 0..<blocks {
-            let block = row + blockBytes * b
+            let block = row + blockBytes &* b
             let (we, wo) = nibbles(block + (withMin ? 4 : 2), offset: withMin ? 0 : 8)
             let (ae, ao) = a.lanes(b)
-            accumulator.addProduct(pairSums(we &* ae &+ wo &* ao), SIMD8(repeating: half(block, 0) * a.scale(b)))
-            if withMin { offsets.addProduct(half(block, 2), a.sum(b)) }
+            if withMin {
+                let dm = SIMD2<Float>(block.loadUnaligned(as: SIMD2<Float16>.self))
+                accumulator.addProduct(smallPairSums(we &* ae &+ wo &* ao), SIMD8(repeating: dm[0] * a.scale(b)))
+                offsets.addProduct(dm[1], a.sum(b))
+            } else {
+                accumulator.addProduct(smallPairSums(we &* ae &+ wo &* ao), SIMD8(repeating: half(block, 0) * a.scale(b)))
+            }
         }
         return horizontalSum(accumulator) + offsets
     }
@@ -144,17 +157,17 @@ enum QuantizedDot {
         var a3 = a0
         var offsets = SIMD4<Float>(repeating: 0)
         for b in 0..<blocks {
-            let block = row + blockBytes * b
+            let block = row + blockBytes &* b
             let (we, wo) = nibbles(block + (withMin ? 4 : 2), offset: withMin ? 0 : 8)
             let dw = half(block, 0)
             let (e0, o0) = a.lanes(b)
             let (e1, o1) = a.lanes(b, token: 1)
             let (e2, o2) = a.lanes(b, token: 2)
             let (e3, o3) = a.lanes(b, token: 3)
-            a0.addProduct(pairSums(we &* e0 &+ wo &* o0), SIMD8(repeating: dw * a.scale(b)))
-            a1.addProduct(pairSums(we &* e1 &+ wo &* o1), SIMD8(repeating: dw * a.scale(b, token: 1)))
-            a2.addProduct(pairSums(we &* e2 &+ wo &* o2), SIMD8(repeating: dw * a.scale(b, token: 2)))
-            a3.addProduct(pairSums(we &* e3 &+ wo &* o3), SIMD8(repeating: dw * a.scale(b, token: 3)))
+            a0.addProduct(smallPairSums(we &* e0 &+ wo &* o0), SIMD8(repeating: dw * a.scale(b)))
+            a1.addProduct(smallPairSums(we &* e1 &+ wo &* o1), SIMD8(repeating: dw * a.scale(b, token: 1)))
+            a2.addProduct(smallPairSums(we &* e2 &+ wo &* o2), SIMD8(repeating: dw * a.scale(b, token: 2)))
+            a3.addProduct(smallPairSums(we &* e3 &+ wo &* o3), SIMD8(repeating: dw * a.scale(b, token: 3)))
             if withMin {
                 let s = SIMD4<Float>(a.sum(b), a.sum(b, token: 1), a.sum(b, token: 2), a.sum(b, token: 3))
                 offsets.addProduct(SIMD4(repeating: half(block, 2)), s)
@@ -172,7 +185,7 @@ enum QuantizedDot {
     private static func q8_0One(_ row: UnsafeRawPointer, _ a: Operand, _ blocks: Int) -> Float {
         var accumulator = SIMD8<Float>(repeating: 0)
         for b in 0..<blocks {
-            let block = row + 34 * b
+            let block = row + 34 &* b
             let (we, wo) = bytes(block + 2)
             let (ae, ao) = a.lanes(b)
             accumulator.addProduct(pairSums(we &* ae &+ wo &* ao), SIMD8(repeating: half(block, 0) * a.scale(b)))
@@ -189,7 +202,7 @@ enum QuantizedDot {
         var a2 = a0
         var a3 = a0
         for b in 0..<blocks {
-            let block = row + 34 * b
+            let block = row + 34 &* b
             let (we, wo) = bytes(block + 2)
             let dw = half(block, 0)
             let (e0, o0) = a.lanes(b)
