@@ -96,17 +96,30 @@ class Float64Llama:
         out[..., 1::2] = even * sin + odd * cos
         return out
 
-    def first_logits(self, ids, f16_cache=True):
-        """Logits after the last of `ids`."""
+    @staticmethod
+    def q8(h):
+        """8-bit block quantization of a product's input, as ggml's Q8_0 activations."""
+        blocks = h.reshape(-1, 32).astype(np.float32)
+        amax = np.abs(blocks).max(1, keepdims=True)
+        scale = np.where(amax > 0, 127 / np.where(amax > 0, amax, 1), 0)
+        d = (amax / 127).astype(np.float16).astype(np.float64)
+        return (np.rint(blocks * scale) * d).reshape(h.shape)
+
+    def first_logits(self, ids, f16_cache=True, quantize=False, perturb=None):
+        """Logits after the last of `ids`; `quantize` emulates 8-bit activations, `perturb` scales
+        the input embeddings by (1 + perturb)."""
         w = self.weights
         n, d, hd = len(ids), self.dim, self.head_dim
         x = w["token_embd.weight"][ids].astype(np.float64)
+        if perturb is not None:
+            x = x * (1 + perturb[:n, :d])
+        q8 = self.q8 if quantize else (lambda h: h)
         positions = np.arange(n, dtype=np.float64)
         mask = np.triu(np.full((n, n), -np.inf), 1)
         group = self.heads // self.kv_heads
         for layer in range(self.layers):
             p = f"blk.{layer}."
-            h = self.norm(x, p + "attn_norm.weight")
+            h = q8(self.norm(x, p + "attn_norm.weight"))
             q = self.rope((h @ w[p + "attn_q.weight"].T).reshape(n, self.heads, hd), positions)
             k = self.rope((h @ w[p + "attn_k.weight"].T).reshape(n, self.kv_heads, hd), positions)
             v = (h @ w[p + "attn_v.weight"].T).reshape(n, self.kv_heads, hd)
@@ -119,12 +132,12 @@ class Float64Llama:
                 weights = np.exp(scores - scores.max(-1, keepdims=True))
                 weights /= weights.sum(-1, keepdims=True)
                 out[:, head, :] = weights @ v[:, head // group, :]
-            x = x + out.reshape(n, d) @ w[p + "attn_output.weight"].T
-            h = self.norm(x, p + "ffn_norm.weight")
+            x = x + q8(out.reshape(n, d)) @ w[p + "attn_output.weight"].T
+            h = q8(self.norm(x, p + "ffn_norm.weight"))
             gate = h @ w[p + "ffn_gate.weight"].T
             up = h @ w[p + "ffn_up.weight"].T
-            x = x + (gate / (1 + np.exp(-gate)) * up) @ w[p + "ffn_down.weight"].T
-        h = self.norm(x[-1], "output_norm.weight")
+            x = x + q8(gate / (1 + np.exp(-gate)) * up) @ w[p + "ffn_down.weight"].T
+        h = q8(self.norm(x[-1:], "output_norm.weight"))[0]
         output = w.get("output.weight", w["token_embd.weight"])
         return output @ h
 
@@ -149,6 +162,9 @@ def main():
     parser.add_argument("--tokens", type=int, default=64)
     parser.add_argument("--tolerance", type=float, default=1e-2)
     parser.add_argument("--llama-reference")
+    parser.add_argument("--sensitivity", action="store_true",
+                        help="also show how far a 1e-6 relative change of the input moves the logits, "
+                             "with and without 8-bit activations (first prompt)")
     args = parser.parse_args()
 
     prompts = load_prompts(args.prompts)
@@ -174,6 +190,16 @@ def main():
               f"{'same' if same else 'DIFFERENT'}{'' if ok else '  FAIL'}")
     print(f"exactness: worst max |Δlogit| {worst:.2e} (tolerance {args.tolerance:g}), "
           f"{len(prompts) - failures}/{len(prompts)} prompts pass")
+
+    if args.sensitivity:
+        ids = exact[0]["prompt"]
+        rng = np.random.default_rng(1)
+        noise = [1e-6 * rng.standard_normal((len(ids), reference.dim)) for _ in range(2)]
+        for quantize in (False, True):
+            a = reference.first_logits(ids, quantize=quantize, perturb=noise[0])
+            b = reference.first_logits(ids, quantize=quantize, perturb=noise[1])
+            print(f"sensitivity ({'8-bit activations' if quantize else 'float64'}): two 1e-6 relative perturbations "
+                  f"of the input give logits {np.abs(a - b).max():.2e} apart")
 
     q8_error = max(float(np.abs(logits(f"{work}/q8", i) - t).max()) for i, t in enumerate(reference_logits))
     print(f"cleave q8 (default) vs float64: worst max |Δlogit| {q8_error:.3f}")
