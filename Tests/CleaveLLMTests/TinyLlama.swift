@@ -14,8 +14,11 @@ struct TinyLlama {
     static func make(
         architecture: String = "llama", weightType: GGMLType = .q8_0, tiedOutput: Bool = true, layers: Int = 2, seed: UInt64 = 1
     ) throws -> TinyLlama {
+        // K-quants pack 256 elements per block, so every matrix needs 256 columns.
+        let width = weightType.blockSize == 256 ? 256 : 64
         let c = LlamaConfiguration(
-            architecture: architecture, layers: layers, embedding: 64, feedForward: 96, heads: 4, kvHeads: 2, ropeBase: 10_000,
+            architecture: architecture, layers: layers, embedding: width, feedForward: width == 256 ? 256 : 96, heads: 4,
+            kvHeads: 2, ropeBase: 10_000,
             rmsEpsilon: 1e-5, contextLength: 64, vocabulary: 80)
         var writer = GGUFWriter()
         let a = architecture

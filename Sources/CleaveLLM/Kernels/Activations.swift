@@ -26,6 +26,8 @@ final class Activations {
     let scales: UnsafeMutablePointer<Float>
     /// Per token and block: `s = d · Σq` rounded to float16 (ggml's `Q8_1`).
     let sums: UnsafeMutablePointer<Float>
+    /// Per token and block: `Σq` exactly (the K-quant kernels' min terms).
+    let integerSums: UnsafeMutablePointer<Float>
     private(set) var isQuantized = false
 
     init(tokens: Int, columns: Int) {
@@ -35,6 +37,7 @@ final class Activations {
         quants = .allocate(capacity: capacity * columns)
         scales = .allocate(capacity: capacity * (columns / 32 + 1))
         sums = .allocate(capacity: capacity * (columns / 32 + 1))
+        integerSums = .allocate(capacity: capacity * (columns / 32 + 1))
     }
 
     deinit {
@@ -42,6 +45,7 @@ final class Activations {
         quants.deallocate()
         scales.deallocate()
         sums.deallocate()
+        integerSums.deallocate()
     }
 
     /// Sets the shape for the next product; the float values are then written by the caller.
@@ -83,6 +87,7 @@ final class Activations {
                 }
                 scales[t * blocks + b] = Float(Float16(d))
                 sums[t * blocks + b] = Float(Float16(d * Float(sum)))
+                integerSums[t * blocks + b] = Float(sum)
             }
         }
     }

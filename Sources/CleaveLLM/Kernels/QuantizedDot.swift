@@ -8,7 +8,7 @@
 /// so the same code compiles to AVX2 on x86 and NEON on aarch64.
 enum QuantizedDot {
     /// Weight types with an integer kernel; other types go through ``dequantizedDot``.
-    static func hasIntegerKernel(_ type: GGMLType) -> Bool { type == .q4_0 || type == .q4_1 || type == .q8_0 }
+    static func hasIntegerKernel(_ type: GGMLType) -> Bool { [.q4_0, .q4_1, .q8_0, .q4_K, .q6_K].contains(type) }
 
     /// Weight row `row` times the activations of `tokens` consecutive tokens from `first`;
     /// writes `out[t * stride]` for each token.
@@ -19,6 +19,13 @@ enum QuantizedDot {
     ) {
         let blocks = x.blocksPerToken
         var t = 0
+        if type == .q4_K || type == .q6_K {
+            for t in 0..<tokens {
+                let a = Operand(x, first + t)
+                out[t * stride] = type == .q4_K ? q4_KOne(row, a, blocks / 8) : q6_KOne(row, a, blocks / 8)
+            }
+            return
+        }
         while t + 4 <= tokens {
             let a = Operand(x, first + t)
             switch type {
@@ -45,6 +52,7 @@ enum QuantizedDot {
         let quants: UnsafePointer<Int16>
         let scales: UnsafePointer<Float>
         let sums: UnsafePointer<Float>
+        let integerSums: UnsafePointer<Float>
         let tokenStride: Int
         let blockStride: Int
 
@@ -53,6 +61,7 @@ enum QuantizedDot {
             quants = UnsafePointer(x.quants + token * x.columns)
             scales = UnsafePointer(x.scales + token * x.blocksPerToken)
             sums = UnsafePointer(x.sums + token * x.blocksPerToken)
+            integerSums = UnsafePointer(x.integerSums + token * x.blocksPerToken)
             tokenStride = x.columns
             blockStride = x.blocksPerToken
         }
@@ -218,6 +227,74 @@ enum QuantizedDot {
         out[stride] = horizontalSum(a1)
         out[2 * stride] = horizontalSum(a2)
         out[3 * stride] = horizontalSum(a3)
+    }
+
+    // MARK: - Q4_K and Q6_K (256-element super-blocks; every 32-element sub-block is one activation block)
+
+    /// Q4_K: x = d·scale_j·q − dmin·min_j per sub-block j, so the dot is
+    /// Σ_j d·scale_j·d_a·Σ(q·q_a) − dmin·min_j·d_a·Σq_a.
+    @inline(__always)
+    private static func q4_KOne(_ row: UnsafeRawPointer, _ a: Operand, _ superBlocks: Int) -> Float {
+        var accumulator = SIMD8<Float>(repeating: 0)
+        var mins: Float = 0
+        let mask = SIMD16<Int16>(repeating: 0x0F)
+        for s in 0..<superBlocks {
+            let block = row + 144 &* s
+            let d = half(block, 0)
+            let dmin = half(block, 2)
+            let scales = (block + 4).assumingMemoryBound(to: UInt8.self)
+            for pair in 0..<4 {
+                let w = (block + (16 &+ 32 &* pair)).loadUnaligned(as: SIMD16<Int16>.self)
+                let (s1, m1) = Dequantize.scaleMinK4(2 * pair, scales)
+                let (s2, m2) = Dequantize.scaleMinK4(2 * pair + 1, scales)
+                let b1 = 8 &* s &+ 2 &* pair
+                let (e1, o1) = a.lanes(b1)
+                let (e2, o2) = a.lanes(b1 &+ 1)
+                let low = (w & mask) &* e1 &+ ((w &>> 8) & mask) &* o1
+                let high = ((w &>> 4) & mask) &* e2 &+ ((w &>> 12) & mask) &* o2
+                accumulator.addProduct(smallPairSums(low), SIMD8(repeating: d * Float(s1) * a.scale(b1)))
+                accumulator.addProduct(smallPairSums(high), SIMD8(repeating: d * Float(s2) * a.scale(b1 &+ 1)))
+                mins.addProduct(dmin * Float(m1) * a.scale(b1), a.integerSums[b1])
+                mins.addProduct(dmin * Float(m2) * a.scale(b1 &+ 1), a.integerSums[b1 &+ 1])
+            }
+        }
+        return horizontalSum(accumulator) - mins
+    }
+
+    /// Q6_K: x = d·scale_g·(q − 32) with one int8 scale per 16 elements; a 32-element sub-block's
+    /// eight pair-sum lanes take two scales (lanes 0–3 the first 16 elements, 4–7 the next).
+    @inline(__always)
+    private static func q6_KOne(_ row: UnsafeRawPointer, _ a: Operand, _ superBlocks: Int) -> Float {
+        var accumulator = SIMD8<Float>(repeating: 0)
+        let low4 = SIMD16<Int16>(repeating: 0x0F)
+        let two = SIMD16<Int16>(repeating: 3)
+        let offset = SIMD16<Int16>(repeating: 32)
+        for s in 0..<superBlocks {
+            let block = row + 210 &* s
+            let d = half(block, 208)
+            let scales = (block + 192).assumingMemoryBound(to: Int8.self)
+            for part in 0..<2 {
+                let lowA = (block + 64 &* part).loadUnaligned(as: SIMD16<Int16>.self)
+                let lowB = (block + (64 &* part &+ 32)).loadUnaligned(as: SIMD16<Int16>.self)
+                let high = (block + (128 &+ 32 &* part)).loadUnaligned(as: SIMD16<Int16>.self)
+                let sc = scales + 8 &* part
+                // Sub-block j of this half: low nibbles of A, of B, high nibbles of A, of B; high bits 2j, 2j + 1.
+                for j in 0..<4 {
+                    let source = j & 1 == 0 ? lowA : lowB
+                    let nibbleShift = SIMD16<Int16>(repeating: j < 2 ? 0 : 4)
+                    let bitShift = SIMD16<Int16>(repeating: Int16(2 * j))
+                    let even = ((source &>> nibbleShift) & low4) | (((high &>> bitShift) & two) &<< 4)
+                    let odd = ((source &>> (nibbleShift &+ 8)) & low4) | (((high &>> (bitShift &+ 8)) & two) &<< 4)
+                    let b = 8 &* s &+ 4 &* part &+ j
+                    let (ae, ao) = a.lanes(b)
+                    let p = (even &- offset) &* ae &+ (odd &- offset) &* ao
+                    let scale = SIMD8<Float>(
+                        lowHalf: SIMD4(repeating: Float(sc[2 * j])), highHalf: SIMD4(repeating: Float(sc[2 * j + 1])))
+                    accumulator.addProduct(smallPairSums(p), scale * (d * a.scale(b)))
+                }
+            }
+        }
+        return horizontalSum(accumulator)
     }
 
     // MARK: - Other types: dequantize the row, then a float dot
