@@ -11,9 +11,9 @@ import Synchronization
 /// An LLM decode step is hundreds of matrix–vector products of a few tens of
 /// microseconds each; waking Dispatch workers for every one costs more than the
 /// work. The team's threads live as long as the team: after a loop they spin on
-/// an atomic counter for a while (about a millisecond) so that the next loop
-/// starts at once, then sleep on a condition variable until work comes. The
-/// calling thread takes part as worker 0.
+/// an atomic counter (first tightly, then yielding the core to other threads)
+/// so that the next loop starts at once, and sleep on a condition variable when
+/// no work has come for a while. The calling thread takes part as worker 0.
 ///
 /// `@unchecked Sendable`: the job pointer is written only by ``run(_:)`` while
 /// every worker is idle, and read by workers only between the generation bump
@@ -32,7 +32,10 @@ public final class WorkerTeam: @unchecked Sendable {
     private let running = Mutex<Void>(())
 
     /// Spins of an idle worker before it sleeps.
-    private static let spinLimit = 1 << 20
+    private static let spinLimit = 1 << 16
+    /// Spins before a waiting thread starts yielding its core: when the machine is busy, the
+    /// thread it waits for may be the one that needs the core.
+    private static let spinsBeforeYield = 1 << 10
 
     /// A team of `threads` threads (default: one per core); `threads - 1` are started.
     public init(threads: Int? = nil) {
@@ -85,7 +88,11 @@ public final class WorkerTeam: @unchecked Sendable {
                 pthread_cond_broadcast(condition)
                 pthread_mutex_unlock(mutex)
                 body(0)
-                while pending.load(ordering: .acquiring) > 0 {}
+                var spins = 0
+                while pending.load(ordering: .acquiring) > 0 {
+                    spins += 1
+                    if spins > Self.spinsBeforeYield { sched_yield() }
+                }
                 job = nil
             }
         }
@@ -133,7 +140,11 @@ public final class WorkerTeam: @unchecked Sendable {
             var spins = 0
             while generation.load(ordering: .acquiring) == seen {
                 spins += 1
-                if spins < Self.spinLimit { continue }
+                if spins < Self.spinsBeforeYield { continue }
+                if spins < Self.spinLimit {
+                    sched_yield()
+                    continue
+                }
                 pthread_mutex_lock(mutex)
                 while generation.load(ordering: .acquiring) == seen { pthread_cond_wait(condition, mutex) }
                 pthread_mutex_unlock(mutex)
