@@ -11,6 +11,7 @@ let products: [Product] = [
     .library(name: "CleaveCodec", targets: ["CleaveCodec"]),
     .library(name: "CleaveMQTT", targets: ["CleaveMQTT"]),
     .library(name: "CleaveLLM", targets: ["CleaveLLM"]),
+    .library(name: "CleaveNetem", targets: ["CleaveNetem"]),
 ]
 
 // MARK: - Dependencies
@@ -80,6 +81,9 @@ let modules: [Target] = [
         name: "CleaveMQTT",
         dependencies: ["CMosquitto"]),
     .target(
+        name: "CleaveNetem",
+        dependencies: ["CleaveProtocol"]),
+    .target(
         name: "CleaveLLM",
         dependencies: ["CleaveTensor"],
         swiftSettings: hostCPUKernels),
@@ -94,7 +98,7 @@ let modules: [Target] = [
         name: "cleave",
         dependencies: [
             "CleaveONNX", "CleaveTensor", "CleaveTrain", "CleaveCodec", "CleaveProtocol", "CleaveMQTT",
-            "CleaveAgent", "CleaveCoordinator", "CleaveLLM",
+            "CleaveAgent", "CleaveCoordinator", "CleaveLLM", "CleaveNetem",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
 ]
@@ -122,6 +126,7 @@ let tests: [Target] = [
     .testTarget(name: "CleaveTrainTests", dependencies: ["CleaveTrain", "CleaveTensor", "CleaveONNX", "CleaveCodec", "CZlib"]),
     .testTarget(name: "CleaveCLITests", dependencies: ["cleave"]),
     .testTarget(name: "CleaveLLMTests", dependencies: ["CleaveLLM"]),
+    .testTarget(name: "CleaveNetemTests", dependencies: ["CleaveNetem"]),
 ]
 
 let package = Package(
