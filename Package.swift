@@ -82,7 +82,7 @@ let modules: [Target] = [
         dependencies: ["CMosquitto"]),
     .target(
         name: "CleaveNetem",
-        dependencies: ["CleaveProtocol"]),
+        dependencies: ["CleaveProtocol", .product(name: "Yams", package: "Yams")]),
     .target(
         name: "CleaveLLM",
         dependencies: ["CleaveTensor"],

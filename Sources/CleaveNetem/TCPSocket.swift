@@ -28,11 +28,11 @@ public struct Endpoint: Sendable, Equatable, CustomStringConvertible {
         self.port = port
     }
 
-    /// Parses `HOST:PORT`; a bare port means 127.0.0.1.
+    /// Parses `HOST:PORT`; a bare port means 127.0.0.1; port 0 (for listening) means any free port.
     public init(parsing text: String) throws {
         let parts = text.split(separator: ":", omittingEmptySubsequences: false)
-        guard parts.count <= 2, let port = UInt16(parts.last ?? ""), port > 0 else {
-            throw NetemError("'\(text)' is not HOST:PORT with a port from 1 to 65535")
+        guard parts.count <= 2, let port = UInt16(parts.last ?? "") else {
+            throw NetemError("'\(text)' is not HOST:PORT with a port from 0 to 65535")
         }
         host = parts.count == 2 ? String(parts[0]) : "127.0.0.1"
         self.port = port
