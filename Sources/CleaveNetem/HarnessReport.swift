@@ -22,8 +22,8 @@ public struct RequestRecord: Sendable, Equatable {
         self.outcome = outcome
     }
 
-    /// Whether an answer came back.
-    public var answered: Bool { outcome == "ok" || outcome == "wrong" }
+    /// Whether an answer came back (remotely, or locally after a remote failure).
+    public var answered: Bool { outcome.hasPrefix("ok") || outcome.hasPrefix("wrong") }
 }
 
 /// CSV, summary and SVG plot of a harness run.
@@ -65,7 +65,7 @@ public struct HarnessReport: Sendable {
             latencies.isEmpty ? .nan : latencies[min(latencies.count - 1, max(0, Int((Double(latencies.count) * p).rounded(.up)) - 1))]
         }
         let bytes = records.isEmpty ? 0 : Double(records.reduce(0) { $0 + $1.bytes }) / Double(records.count)
-        let correct = records.filter { $0.outcome == "ok" }.count
+        let correct = records.filter { $0.outcome.hasPrefix("ok") }.count
         return String(
             format: "%-10@ %8d %8d %6d %8.2f%% %9.1f %9.1f %10.1f", run as NSString, records.count, answered.count,
             records.count - answered.count, answered.isEmpty ? 0 : Double(correct) / Double(answered.count) * 100, percentile(0.5),
@@ -133,7 +133,7 @@ public struct HarnessReport: Sendable {
             svg += "<text x=\"\(x(t))\" y=\"\(top + plotHeight + 18)\" text-anchor=\"middle\">\(Int(t)) s</text>\n"
             t += step
         }
-        svg += "<text x=\"\(left + plotWidth / 2)\" y=\"\(height - 10)\" text-anchor=\"middle\">time since the start of the scenario</text>\n"
+        svg += "<text x=\"\(left)\" y=\"\(height - 10)\">time since the start of the scenario</text>\n"
         // Requests.
         let colours = ["local": "#2a9d3a", "split": "#1f5fbf", "offload": "#d9822b"]
         for record in records {
@@ -144,13 +144,13 @@ public struct HarnessReport: Sendable {
                 svg += "<text x=\"\(x(record.time))\" y=\"\(top - 4)\" fill=\"#cc0000\" text-anchor=\"middle\">×</text>\n"
             }
         }
-        var legend = left + plotWidth - 300
+        var legend = left + plotWidth - 260
         for (mode, colour) in colours.sorted(by: { $0.key < $1.key }) {
             svg +=
-                "<circle cx=\"\(legend)\" cy=\"\(top + 10)\" r=\"4\" fill=\"\(colour)\"/><text x=\"\(legend + 8)\" y=\"\(top + 14)\">\(mode)</text>\n"
-            legend += 70
+                "<circle cx=\"\(legend)\" cy=\"\(height - 14)\" r=\"4\" fill=\"\(colour)\"/><text x=\"\(legend + 8)\" y=\"\(height - 10)\">\(mode)</text>\n"
+            legend += 65
         }
-        svg += "<text x=\"\(legend)\" y=\"\(top + 14)\" fill=\"#cc0000\">× lost</text>\n"
+        svg += "<text x=\"\(legend)\" y=\"\(height - 10)\" fill=\"#cc0000\">× lost</text>\n"
         return svg + "</svg>\n"
     }
 

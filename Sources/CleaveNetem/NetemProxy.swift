@@ -237,7 +237,12 @@ private final class PacketQueue: @unchecked Sendable {
     private let available = DispatchSemaphore(value: 0)
     private let space: DispatchSemaphore
 
-    init(capacityBytes: Int) { space = DispatchSemaphore(value: max(8, capacityBytes / 1448)) }
+    /// The space semaphore starts at 0 and is raised to its capacity: libdispatch traps when a
+    /// semaphore is freed below its initial value, which a pipe cut off mid-stream would do.
+    init(capacityBytes: Int) {
+        space = DispatchSemaphore(value: 0)
+        for _ in 0..<max(8, capacityBytes / 1448) { space.signal() }
+    }
 
     func push(_ packet: Packet?) {
         if packet != nil { space.wait() }

@@ -3,10 +3,12 @@ import CleaveAgent
 import CleaveCoordinator
 import CleaveMQTT
 import CleaveNetem
+import CleaveONNX
 import CleaveProtocol
 import CleaveTensor
 import CleaveTrain
 import Foundation
+import Synchronization
 
 struct HarnessCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -33,8 +35,20 @@ struct HarnessRun: AsyncParsableCommand {
             rate shaded and outages in grey), and prints a summary table. --time-scale 0.25 plays the \
             scenario four times faster (a 120 s scenario in 30 s).
 
-            Local computation runs at this machine's speed; emulating a board's slower compute \
-            (from its profile's gflops) and the adaptive mode policy are not built yet.
+            Mode `adaptive` lets each agent choose per request with `AdaptivePolicy` (its decisions \
+            and the numbers behind them are logged when the mode changes); a remote request that \
+            fails or times out (--adaptive-timeout) is computed locally instead, so it is answered \
+            late rather than lost. The fixed modes have no fallback.
+
+            The boards' compute is emulated: before a request, the agent waits for the time the \
+            device part would take on the board, FLOPs / (profile gflops) × --compute-scale (the \
+            whole model for local, the head for split, nothing for offload); FLOPs come from the \
+            model files. --compute-scale 10 makes the device ten times slower (or the model ten \
+            times heavier), which is where split and offload start to pay.
+
+            With --comparison FILE the per-phase table of all runs (mean / p95 ms and lost \
+            requests, first 5 s after each change left out, a lost request counted as the timeout) \
+            is appended to FILE as Markdown.
             """)
 
     @Argument(help: "The scenario file (YAML).") var scenario: String
@@ -42,7 +56,10 @@ struct HarnessRun: AsyncParsableCommand {
     @Option(help: "Folder of device profiles.") var devices = "devices"
     @Option(help: "Agents, each behind its own proxy.") var agents = 3
     @Option(help: "Requests per second per agent.") var rate = 5.0
-    @Option(help: "Modes to run, comma-separated.") var modes = "split,local,offload"
+    @Option(help: "Runs, comma-separated: local, split, offload, adaptive.") var modes = "local,split,offload,adaptive"
+    @Option(help: "Seconds an adaptive agent waits before falling back to local.") var adaptiveTimeout = 1.0
+    @Option(help: "Multiply the device's compute time by this.") var computeScale = 1.0
+    @Option(help: "Append the comparison table (Markdown) to this file.") var comparison: String?
     @Option(help: "Seconds to wait for an answer.") var timeout = 5.0
     @Option(help: "Multiply the scenario's times by this.") var timeScale = 1.0
     @Option(help: "Where the CSV and SVG files go (default harness-out/SCENARIO).") var out: String?
@@ -53,7 +70,8 @@ struct HarnessRun: AsyncParsableCommand {
             throw ValidationError("--agents, --rate, --timeout and --time-scale must be positive")
         }
         let played = try Scenario.load(scenario).scaled(by: timeScale)
-        let runModes = try modes.split(separator: ",").map { name -> InferenceMode in
+        let runModes = try modes.split(separator: ",").map { name -> InferenceMode? in
+            if name == "adaptive" { return nil }
             guard let mode = InferenceMode(rawValue: String(name)) else { throw ValidationError("unknown mode '\(name)' in --modes") }
             return mode
         }
@@ -76,23 +94,64 @@ struct HarnessRun: AsyncParsableCommand {
             CoordinatorConfiguration(id: "harness-coordinator", brokerHost: "127.0.0.1", brokerPort: broker.port), bundle: bundle)
         try await coordinator.start()
 
-        var summaries: [String] = []
+        let flops = try Self.flops(bundle)
+        let costs = profiles.map { profile in
+            ModeCosts.emulated(
+                fullFLOPs: flops.full, headFLOPs: flops.head, profile: profile, scale: computeScale,
+                splitBytes: Int(bundle.manifest.frameBytes?[bundle.manifest.codec] ?? 48),
+                offloadBytes: bundle.manifest.inputShape.reduce(4, *) + 16)
+        }
+        for (profile, cost) in zip(profiles, costs) {
+            log(
+                String(
+                    format: "%@: local %.1f ms, head %.1f ms (emulated at %.1f GFLOP/s / %.1f)", profile.name, cost.localMilliseconds,
+                    cost.headMilliseconds, profile.gflops, computeScale))
+        }
+
+        var reports: [HarnessReport] = []
         for mode in runModes {
-            let records = try await runOnce(mode: mode, scenario: played, brokerPort: broker.port, profiles: profiles, test: test)
-            let report = HarnessReport(scenario: played, run: mode.rawValue, records: records, link: "a1")
-            try report.csv.write(toFile: "\(folder)/\(mode.rawValue).csv", atomically: true, encoding: .utf8)
-            try report.svg.write(toFile: "\(folder)/\(mode.rawValue).svg", atomically: true, encoding: .utf8)
-            summaries.append(report.summaryLine)
-            log("\(mode.rawValue): wrote \(folder)/\(mode.rawValue).csv and .svg")
+            let name = mode?.rawValue ?? "adaptive"
+            let records = try await runOnce(mode: mode, scenario: played, brokerPort: broker.port, profiles: profiles, costs: costs, test: test)
+            let report = HarnessReport(scenario: played, run: name, records: records, link: "a1")
+            try report.csv.write(toFile: "\(folder)/\(name).csv", atomically: true, encoding: String.Encoding.utf8)
+            try report.svg.write(toFile: "\(folder)/\(name).svg", atomically: true, encoding: String.Encoding.utf8)
+            reports.append(report)
+            log("\(name): wrote \(folder)/\(name).csv and .svg")
         }
         await coordinator.stop()
         print(HarnessReport.summaryHeader)
-        for line in summaries { print(line) }
+        for report in reports { print(report.summaryLine) }
+        let table = HarnessComparison(scenario: played, reports: reports, settle: 5 * timeScale, lostPenalty: timeout * 1000)
+        print("")
+        print(table.markdown, terminator: "")
+        if reports.contains(where: { $0.run == "adaptive" }) { print("adaptive: \(table.verdict)") }
+        if let comparison {
+            let text =
+                "\n### \(played.name)\n\n\(played.description)\n\n" + table.markdown
+                + (reports.contains { $0.run == "adaptive" } ? "\nAdaptive: \(table.verdict).\n" : "")
+            if let handle = FileHandle(forWritingAtPath: comparison) {
+                handle.seekToEndOfFile()
+                handle.write(Data(text.utf8))
+                try handle.close()
+            } else {
+                try text.write(toFile: comparison, atomically: true, encoding: .utf8)
+            }
+        }
     }
 
-    /// One run in a fixed mode: fresh proxies and agents, the timeline, the request streams.
+    /// FLOPs of the whole model and of the head for one image.
+    static func flops(_ bundle: ModelBundle) throws -> (full: Int, head: Int) {
+        let manifest = bundle.manifest
+        let types = [manifest.inputName: TensorType([1] + manifest.inputShape, .float32)]
+        func count(_ bytes: [UInt8]) throws -> Int {
+            try ModelSummary(session: InferenceSession(model: try Model(serialized: Data(bytes))), types: types).flops
+        }
+        return (try count(bundle.full), try count(bundle.head))
+    }
+
+    /// One run, fixed (`mode`) or adaptive (nil): fresh proxies and agents, the timeline, the request streams.
     private func runOnce(
-        mode: InferenceMode, scenario: Scenario, brokerPort: Int, profiles: [DeviceProfile], test: FashionMNIST
+        mode: InferenceMode?, scenario: Scenario, brokerPort: Int, profiles: [DeviceProfile], costs: [ModeCosts], test: FashionMNIST
     ) async throws -> [RequestRecord] {
         let proxies = try (1...agents).map { index in
             try NetemProxy(
@@ -105,12 +164,14 @@ struct HarnessRun: AsyncParsableCommand {
             let agent = try Agent(
                 AgentConfiguration(
                     deviceID: "harness-\(proxy.name)-\(profile.name)", profile: profile, brokerHost: "127.0.0.1", brokerPort: Int(proxy.listen.port),
-                    threads: 1, requestTimeout: .milliseconds(Int(timeout * 1000)), modelCache: AgentConfiguration.defaultModelCache))
+                    threads: 1, requestTimeout: .milliseconds(Int((mode == nil ? adaptiveTimeout : timeout) * 1000)),
+                    modelCache: AgentConfiguration.defaultModelCache))
             try await agent.start()
             fleet.append((proxy.name, agent))
         }
         for (_, agent) in fleet { try await agent.waitUntilReady() }
-        log("\(mode.rawValue): \(fleet.count) agents ready; playing the scenario")
+        let runName = mode?.rawValue ?? "adaptive"
+        log("\(runName): \(fleet.count) agents ready; playing the scenario")
 
         let player = ScenarioPlayer(scenario: scenario, proxies: proxies)
         let start = ContinuousClock.now
@@ -118,26 +179,57 @@ struct HarnessRun: AsyncParsableCommand {
         let end = start + .milliseconds(Int(scenario.duration))
         let rate = self.rate
         let agentsByName = fleet
+        let adaptiveTimeout = self.adaptiveTimeout
         let records = await withTaskGroup(of: [RequestRecord].self) { group in
             for (slot, (name, agent)) in agentsByName.enumerated() {
+                let cost = costs[slot % costs.count]
                 group.addTask {
                     var mine: [RequestRecord] = []
                     var index = slot
                     var next = start
+                    var policy = AdaptivePolicy(costs: cost, timeout: adaptiveTimeout * 1000)
+                    var lastMode: InferenceMode?
                     while next < end {
                         try? await Task.sleep(until: next, clock: .continuous)
                         let sent = ContinuousClock.now
                         let image = index % test.count
-                        let outcome = await agent.infer(test.image(image), mode: mode)
+                        var chosen = mode ?? .split
+                        if mode == nil {
+                            let decision = policy.decide(now: (sent - start).seconds)
+                            chosen = decision.mode
+                            if chosen != lastMode {
+                                FileHandle.standardError.write(
+                                    Data("adaptive \(name) t=\(String(format: "%.1f", (sent - start).seconds))s: \(decision)\n".utf8))
+                                lastMode = chosen
+                            }
+                        }
+                        var outcome: AgentOutcome
+                        var fallback = false
+                        if mode == nil && chosen != .local {
+                            // Hedged: if the remote answer is late, compute locally as well and take the first.
+                            let (first, local) = await Self.hedgedInfer(
+                                agent, test.image(image), mode: chosen, cost: cost, hedge: policy.hedgeDelay(for: chosen))
+                            outcome = first
+                            let answered = !local && first.prediction != nil
+                            policy.record(
+                                mode: chosen, latency: answered ? first.latencyMilliseconds : nil, now: (ContinuousClock.now - start).seconds)
+                            if local {
+                                outcome.latencyMilliseconds = (ContinuousClock.now - sent).seconds * 1000
+                                chosen = .local
+                                fallback = true
+                            }
+                        } else {
+                            outcome = await Self.emulatedInfer(agent, test.image(image), mode: chosen, cost: cost)
+                        }
                         let status: String
                         if let prediction = outcome.prediction {
-                            status = prediction == Int(test.labels[image]) ? "ok" : "wrong"
+                            status = (prediction == Int(test.labels[image]) ? "ok" : "wrong") + (fallback ? "-fallback" : "")
                         } else {
                             status = (outcome.error ?? "error").contains("timed out") ? "timeout" : "error: \(outcome.error ?? "?")"
                         }
                         mine.append(
                             RequestRecord(
-                                time: (sent - start).seconds, agent: name, mode: mode.rawValue, bytes: outcome.bytesSent,
+                                time: (sent - start).seconds, agent: name, mode: chosen.rawValue, bytes: outcome.bytesSent,
                                 latencyMilliseconds: outcome.latencyMilliseconds, outcome: status))
                         index += agentsByName.count
                         next = max(next + .milliseconds(Int(1000 / rate)), ContinuousClock.now)
@@ -155,7 +247,58 @@ struct HarnessRun: AsyncParsableCommand {
         return records
     }
 
+    /// `agent.infer` after waiting for the device part's emulated compute time (included in the latency).
+    static func emulatedInfer(_ agent: Agent, _ image: Tensor, mode: InferenceMode, cost: ModeCosts) async -> AgentOutcome {
+        let device = mode == .local ? cost.localMilliseconds : mode == .split ? cost.headMilliseconds : 0
+        let start = ContinuousClock.now
+        if device > 0 { try? await Task.sleep(for: .microseconds(Int(device * 1000))) }
+        var outcome = await agent.infer(image, mode: mode)
+        outcome.latencyMilliseconds = (ContinuousClock.now - start).seconds * 1000
+        return outcome
+    }
+
+    /// Sends remotely; if no answer has come after `hedge` milliseconds (or the request failed),
+    /// computes locally too. Returns the first answer and whether it was the local one. The
+    /// remote request keeps going in the background until it is answered or times out.
+    static func hedgedInfer(_ agent: Agent, _ image: Tensor, mode: InferenceMode, cost: ModeCosts, hedge: Double) async -> (AgentOutcome, Bool) {
+        await withCheckedContinuation { (continuation: CheckedContinuation<(AgentOutcome, Bool), Never>) in
+            let race = HedgeRace(continuation)
+            Task {
+                let outcome = await emulatedInfer(agent, image, mode: mode, cost: cost)
+                if outcome.prediction != nil { race.finish(outcome, local: false) } else { race.remoteFailed() }
+            }
+            Task {
+                let deadline = ContinuousClock.now + .microseconds(Int(hedge * 1000))
+                while ContinuousClock.now < deadline, race.waitingForRemote {
+                    try? await Task.sleep(for: .milliseconds(1))
+                }
+                guard race.open else { return }
+                race.finish(await emulatedInfer(agent, image, mode: .local, cost: cost), local: true)
+            }
+        }
+    }
+
     private func log(_ line: String) {
         FileHandle.standardError.write(Data("harness: \(line)\n".utf8))
+    }
+}
+
+/// The first of a remote answer and a local computation wins; the other is dropped.
+private final class HedgeRace: Sendable {
+    private let continuation: Mutex<CheckedContinuation<(AgentOutcome, Bool), Never>?>
+    private let failed = Mutex(false)
+
+    init(_ continuation: CheckedContinuation<(AgentOutcome, Bool), Never>) { self.continuation = Mutex(continuation) }
+
+    var open: Bool { continuation.withLock { $0 != nil } }
+    var waitingForRemote: Bool { open && !failed.withLock { $0 } }
+
+    func remoteFailed() { failed.withLock { $0 = true } }
+
+    func finish(_ outcome: AgentOutcome, local: Bool) {
+        continuation.withLock { waiting in
+            waiting?.resume(returning: (outcome, local))
+            waiting = nil
+        }
     }
 }

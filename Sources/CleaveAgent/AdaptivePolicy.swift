@@ -1,0 +1,199 @@
+import CleaveProtocol
+import Foundation
+
+/// What each mode costs apart from the network, for one device and one model.
+public struct ModeCosts: Sendable, Equatable {
+    /// The whole model on the device, milliseconds.
+    public var localMilliseconds: Double
+    /// The head on the device, milliseconds.
+    public var headMilliseconds: Double
+    /// The tail, and the whole model, on the coordinator, milliseconds.
+    public var tailMilliseconds: Double
+    public var fullRemoteMilliseconds: Double
+    /// Bytes published per request: a feature frame (split) and an input image (offload).
+    public var splitBytes: Int
+    public var offloadBytes: Int
+
+    public init(
+        localMilliseconds: Double, headMilliseconds: Double, tailMilliseconds: Double, fullRemoteMilliseconds: Double, splitBytes: Int,
+        offloadBytes: Int
+    ) {
+        self.localMilliseconds = localMilliseconds
+        self.headMilliseconds = headMilliseconds
+        self.tailMilliseconds = tailMilliseconds
+        self.fullRemoteMilliseconds = fullRemoteMilliseconds
+        self.splitBytes = splitBytes
+        self.offloadBytes = offloadBytes
+    }
+
+    /// Device times from the model's FLOPs and the profile's sustained GFLOP/s (`scale` multiplies
+    /// the device's work: 10 emulates a board ten times slower or a model ten times heavier).
+    public static func emulated(
+        fullFLOPs: Int, headFLOPs: Int, profile: DeviceProfile, scale: Double = 1, serverGFLOPs: Double = 50, splitBytes: Int,
+        offloadBytes: Int
+    ) -> ModeCosts {
+        let device = profile.gflops * 1e6 / scale
+        return ModeCosts(
+            localMilliseconds: Double(fullFLOPs) / device, headMilliseconds: Double(headFLOPs) / device,
+            tailMilliseconds: Double(fullFLOPs - headFLOPs) / (serverGFLOPs * 1e6), fullRemoteMilliseconds: Double(fullFLOPs) / (serverGFLOPs * 1e6),
+            splitBytes: splitBytes, offloadBytes: offloadBytes)
+    }
+}
+
+/// Chooses local, split or offload for each request from what the agent's own traffic says
+/// about the link (Neurosurgeon's idea, made to follow a changing link).
+///
+/// For each remote mode the policy keeps the network part of its recent answered
+/// requests (latency minus the known compute times, last `memory` seconds) and predicts
+/// `compute + median`; a mode without recent samples is predicted from the other one as
+/// `rtt + bytes·8 / bandwidth` (bandwidth from the two modes' medians when both are known,
+/// else a prior). Failures raise a loss estimate `p`, and a remote mode then costs
+/// `(1 − p)·t + p·(hedge + local)` with `t = compute + network`, since a request whose
+/// answer is late is computed locally after ``hedgeDelay(for:)``. The policy switches only when another mode is predicted at least `hysteresis`
+/// cheaper. It explores with real requests, not extra probes: every `explorationInterval`
+/// seconds one request goes to the remote mode it is not using (the better of the two when
+/// it runs locally). After `breakerThreshold` consecutive failures the remote path counts
+/// as gone: requests run locally and one every `probeInterval` seconds tries it again.
+/// ``hedgeDelay(for:)`` tells the caller when to stop waiting for a remote answer and
+/// compute locally too, so a bad link costs a bounded delay rather than a timeout.
+public struct AdaptivePolicy: Sendable {
+    /// One decision and the numbers behind it.
+    public struct Decision: Sendable, CustomStringConvertible {
+        public var mode: InferenceMode
+        /// Predicted milliseconds per mode.
+        public var predicted: [InferenceMode: Double]
+        public var reason: String
+
+        public var description: String {
+            let costs = [InferenceMode.local, .split, .offload].compactMap { mode in
+                predicted[mode].map { String(format: "%@ %.1f ms", mode.rawValue, $0) }
+            }
+            return "\(mode.rawValue) (\(reason); predicted \(costs.joined(separator: ", ")))"
+        }
+    }
+
+    public let costs: ModeCosts
+    public var hysteresis = 0.2
+    /// Seconds between exploring requests.
+    public var explorationInterval: Double = 4
+    public var breakerThreshold = 2
+    public var probeInterval: Double = 1
+    /// Seconds a network sample stays relevant.
+    public var memory: Double = 4
+    /// Milliseconds a request waits before it is counted as lost.
+    public var timeout: Double
+    /// Bandwidth assumed before two payload sizes have been measured, bit/s.
+    public var priorBandwidth: Double = 5e6
+
+    private var samples: [InferenceMode: [(time: Double, network: Double)]] = [:]
+    private var lossRate = 0.0
+    private var consecutiveFailures = 0
+    private var remoteDown = false
+    private var lastProbe = -Double.infinity
+    private var lastExploration = 0.0
+    private var now = 0.0
+    private(set) public var current: InferenceMode = .split
+
+    public init(costs: ModeCosts, timeout: Double) {
+        self.costs = costs
+        self.timeout = timeout
+    }
+
+    private func compute(_ mode: InferenceMode) -> Double {
+        mode == .split ? costs.headMilliseconds + costs.tailMilliseconds : costs.fullRemoteMilliseconds
+    }
+
+    private func bytes(_ mode: InferenceMode) -> Int { mode == .split ? costs.splitBytes : costs.offloadBytes }
+
+    /// Median network milliseconds of `mode` over the last `memory` seconds.
+    private func recentNetwork(_ mode: InferenceMode) -> Double? {
+        let recent = (samples[mode] ?? []).filter { now - $0.time <= memory }.map(\.network).sorted()
+        return recent.isEmpty ? nil : recent[recent.count / 2]
+    }
+
+    /// Estimated round-trip time (ms), uplink bandwidth (bit/s) and loss rate of the link.
+    public var link: (rtt: Double?, bandwidth: Double, loss: Double) {
+        let split = recentNetwork(.split)
+        let offload = recentNetwork(.offload)
+        var bandwidth = priorBandwidth
+        if let split, let offload, offload > split {
+            bandwidth = Double((costs.offloadBytes - costs.splitBytes) * 8) / (offload - split) * 1000
+        }
+        let rtt =
+            split.map { $0 - Double(costs.splitBytes * 8) / bandwidth * 1000 }
+            ?? offload.map { $0 - Double(costs.offloadBytes * 8) / bandwidth * 1000 }
+        return (rtt.map { max(0.05, $0) }, bandwidth, lossRate)
+    }
+
+    /// Predicted milliseconds of each mode under the current estimates (remote modes are
+    /// missing until something has been measured).
+    public func predictions() -> [InferenceMode: Double] {
+        var predicted: [InferenceMode: Double] = [.local: costs.localMilliseconds]
+        let estimate = link
+        for mode in [InferenceMode.split, .offload] {
+            let network = recentNetwork(mode) ?? estimate.rtt.map { $0 + Double(bytes(mode) * 8) / estimate.bandwidth * 1000 }
+            guard let network else { continue }
+            let answered = compute(mode) + network
+            // A lost request costs the hedging delay plus the local computation that replaces it.
+            let lost = max(1.5 * answered, costs.localMilliseconds) + 10 + costs.localMilliseconds
+            predicted[mode] = (1 - lossRate) * answered + lossRate * lost
+        }
+        return predicted
+    }
+
+    /// How long to wait for a remote answer before computing locally as well (hedging):
+    /// half again the mode's predicted time, at least the local time, plus 10 ms.
+    public func hedgeDelay(for mode: InferenceMode) -> Double {
+        let estimate = link
+        let network = recentNetwork(mode) ?? estimate.rtt.map { $0 + Double(bytes(mode) * 8) / estimate.bandwidth * 1000 }
+        let answered = network.map { compute(mode) + $0 } ?? costs.localMilliseconds
+        return max(1.5 * answered, costs.localMilliseconds) + 10
+    }
+
+    /// The mode for the next request at `time` (seconds on any monotonic clock).
+    public mutating func decide(now time: Double) -> Decision {
+        now = time
+        let predicted = predictions()
+        if remoteDown {
+            if now - lastProbe >= probeInterval {
+                lastProbe = now
+                return Decision(mode: current == .offload ? .offload : .split, predicted: predicted, reason: "remote path down: probing")
+            }
+            return Decision(mode: .local, predicted: predicted, reason: "remote path down after \(consecutiveFailures) failures")
+        }
+        guard predicted.count == 3 || predicted[.split] != nil || predicted[.offload] != nil else {
+            return Decision(mode: .split, predicted: predicted, reason: "first measurement")
+        }
+        let best = predicted.min { $0.value < $1.value || ($0.value == $1.value && $0.key.rawValue < $1.key.rawValue) }!
+        if best.key != current, best.value < (predicted[current] ?? .infinity) * (1 - hysteresis) {
+            current = best.key
+        }
+        if now - lastExploration >= explorationInterval {
+            lastExploration = now
+            let candidates = [InferenceMode.split, .offload].filter { $0 != current }
+            let explore = candidates.min { (predicted[$0] ?? 0) < (predicted[$1] ?? 0) }!
+            return Decision(mode: explore, predicted: predicted, reason: "exploring")
+        }
+        return Decision(mode: current, predicted: predicted, reason: current == best.key ? "cheapest" : "within hysteresis of the cheapest")
+    }
+
+    /// What happened to a request sent in `mode` at `time`: its latency (ms) when it was answered.
+    public mutating func record(mode: InferenceMode, latency: Double?, now time: Double) {
+        now = time
+        guard mode != .local else { return }
+        guard let latency else {
+            lossRate = 0.7 * lossRate + 0.3
+            consecutiveFailures += 1
+            if consecutiveFailures >= breakerThreshold && !remoteDown {
+                remoteDown = true
+                lastProbe = now
+            }
+            return
+        }
+        lossRate *= 0.5
+        consecutiveFailures = 0
+        remoteDown = false
+        samples[mode, default: []].append((now, max(0.05, latency - compute(mode))))
+        samples[mode]!.removeAll { now - $0.time > memory }
+    }
+}

@@ -1,0 +1,95 @@
+import Foundation
+
+/// Fixed modes and the adaptive policy side by side, phase by phase (Neurosurgeon-style).
+///
+/// A phase is the time between two steps of the reference link's timeline; the first
+/// `settle` seconds after each change are left out. A lost request counts with the
+/// timeout as its latency, so that losing requests never looks fast.
+public struct HarnessComparison: Sendable {
+    public let scenario: Scenario
+    public let reports: [HarnessReport]
+    public let link: String
+    /// Seconds left out after each change of conditions.
+    public let settle: Double
+    /// Latency charged for a lost request, milliseconds.
+    public let lostPenalty: Double
+
+    public init(scenario: Scenario, reports: [HarnessReport], link: String = "a1", settle: Double = 5, lostPenalty: Double) {
+        self.scenario = scenario
+        self.reports = reports
+        self.link = link
+        self.settle = settle
+        self.lostPenalty = lostPenalty
+    }
+
+    /// (mean, p95, lost) of the records in a time window.
+    func statistics(_ records: [RequestRecord], from start: Double, to end: Double) -> (mean: Double, p95: Double, lost: Int, count: Int) {
+        let window = records.filter { $0.time >= start && $0.time < end }
+        let latencies = window.map { $0.answered ? $0.latencyMilliseconds : lostPenalty }.sorted()
+        guard !latencies.isEmpty else { return (.nan, .nan, 0, 0) }
+        let p95 = latencies[min(latencies.count - 1, max(0, Int((Double(latencies.count) * 0.95).rounded(.up)) - 1))]
+        return (latencies.reduce(0, +) / Double(latencies.count), p95, window.filter { !$0.answered }.count, window.count)
+    }
+
+    /// The phases of the reference link, in seconds, with a description of each.
+    var phases: [(start: Double, end: Double, label: String)] {
+        let steps = scenario.timeline(for: link)
+        return steps.enumerated().map { index, step in
+            let end = index + 1 < steps.count ? steps[index + 1].at / 1000 : scenario.duration / 1000
+            return (step.at / 1000, end, ScenarioPlayer.describe(step))
+        }
+    }
+
+    /// A Markdown table: one row per phase and one for the whole run; per run "mean / p95 ms (lost)".
+    public var markdown: String {
+        var lines = [
+            "| phase | conditions | " + reports.map(\.run).joined(separator: " | ") + " |",
+            "|---|---|" + String(repeating: "---:|", count: reports.count),
+        ]
+        for phase in phases {
+            let start = phase.start + (phase.start > 0 ? settle : 0)
+            let cells = reports.map { report -> String in
+                let s = statistics(report.records, from: start, to: phase.end)
+                return s.count == 0 ? "–" : String(format: "%.1f / %.1f (%d)", s.mean, s.p95, s.lost)
+            }
+            lines.append(String(format: "| %.0f–%.0f s | ", phase.start, phase.end) + phase.label + " | " + cells.joined(separator: " | ") + " |")
+        }
+        let whole = reports.map { report -> String in
+            let s = statistics(report.records, from: 0, to: .infinity)
+            return String(format: "**%.1f / %.1f (%d)**", s.mean, s.p95, s.lost)
+        }
+        lines.append("| whole run | | " + whole.joined(separator: " | ") + " |")
+        return lines.joined(separator: "\n") + "\n"
+    }
+
+    /// Whether the run named `adaptive` is within `tolerance` of the best fixed run in every phase
+    /// (mean and p95) and better than every fixed run over the whole run (mean and p95).
+    public var verdict: String {
+        guard let adaptive = reports.first(where: { $0.run == "adaptive" }) else { return "no adaptive run" }
+        let fixed = reports.filter { $0.run != "adaptive" }
+        var misses: [String] = []
+        for phase in phases {
+            let start = phase.start + (phase.start > 0 ? settle : 0)
+            let ours = statistics(adaptive.records, from: start, to: phase.end)
+            guard ours.count > 0 else { continue }
+            let bestMean = fixed.map { statistics($0.records, from: start, to: phase.end).mean }.filter { !$0.isNaN }.min() ?? .nan
+            let bestP95 = fixed.map { statistics($0.records, from: start, to: phase.end).p95 }.filter { !$0.isNaN }.min() ?? .nan
+            if ours.mean > bestMean * 1.1 || ours.p95 > bestP95 * 1.1 {
+                misses.append(
+                    String(format: "%.0f–%.0f s: %.1f / %.1f ms vs best %.1f / %.1f", phase.start, phase.end, ours.mean, ours.p95, bestMean, bestP95))
+            }
+        }
+        let overall = statistics(adaptive.records, from: 0, to: .infinity)
+        let beaten = fixed.filter {
+            let s = statistics($0.records, from: 0, to: .infinity)
+            return !(overall.mean < s.mean && overall.p95 < s.p95)
+        }.map(\.run)
+        var text =
+            misses.isEmpty
+            ? "within 10% of the best fixed mode in every phase" : "more than 10% off the best fixed mode in " + misses.joined(separator: "; ")
+        text +=
+            beaten.isEmpty
+            ? "; better than every fixed mode over the whole run" : "; not better than \(beaten.joined(separator: ", ")) over the whole run"
+        return text
+    }
+}

@@ -1,0 +1,51 @@
+import CleaveProtocol
+import Testing
+
+@testable import CleaveAgent
+
+@Suite struct AdaptivePolicyTests {
+    static let costs = ModeCosts(
+        localMilliseconds: 40, headMilliseconds: 6, tailMilliseconds: 0.3, fullRemoteMilliseconds: 0.3, splitBytes: 48, offloadBytes: 800)
+
+    /// Feeds `count` answered requests at `latency(mode)` and returns the last decision.
+    static func run(_ policy: inout AdaptivePolicy, from start: Double, count: Int, latency: (InferenceMode) -> Double?) -> AdaptivePolicy.Decision {
+        var decision = policy.decide(now: start)
+        for i in 0..<count {
+            let now = start + Double(i) * 0.2
+            decision = policy.decide(now: now)
+            policy.record(mode: decision.mode, latency: decision.mode == .local ? nil : latency(decision.mode), now: now + 0.01)
+        }
+        return policy.decide(now: start + Double(count) * 0.2)
+    }
+
+    @Test func aFastLinkMeansRemoteAndASlowOneLocal() {
+        var policy = AdaptivePolicy(costs: Self.costs, timeout: 1000)
+        let fast = Self.run(&policy, from: 0, count: 40) { $0 == .split ? 6.3 + 4 : 0.3 + 4.5 }
+        #expect(policy.current == .offload, "\(fast)")
+        let slow = Self.run(&policy, from: 10, count: 60) { $0 == .split ? 6.3 + 90 : 0.3 + 140 }
+        #expect(policy.current == .local, "\(slow)")
+        let back = Self.run(&policy, from: 30, count: 80) { $0 == .split ? 6.3 + 4 : 0.3 + 4.5 }
+        #expect(policy.current == .offload, "exploration brings it back: \(back)")
+    }
+
+    @Test func failuresOpenTheBreakerAndProbesCloseIt() {
+        var policy = AdaptivePolicy(costs: Self.costs, timeout: 1000)
+        _ = Self.run(&policy, from: 0, count: 20) { _ in 10 }
+        policy.record(mode: .split, latency: nil, now: 5)
+        policy.record(mode: .split, latency: nil, now: 5.1)
+        var decisions: [AdaptivePolicy.Decision] = []
+        for i in 0..<20 { decisions.append(policy.decide(now: 5.2 + Double(i) * 0.1)) }
+        #expect(decisions.filter { $0.mode != .local }.count <= 2, "while down: local, with a probe per second")
+        #expect(decisions.contains { $0.reason.contains("probing") })
+        let probe = decisions.first { $0.reason.contains("probing") }!
+        policy.record(mode: probe.mode, latency: 10, now: 7.5)
+        #expect(policy.decide(now: 7.6).mode != .local, "an answered probe closes the breaker")
+    }
+
+    @Test func hedgingWaitsAtLeastTheLocalTimeAndBoundsTheWait() {
+        var policy = AdaptivePolicy(costs: Self.costs, timeout: 1000)
+        _ = Self.run(&policy, from: 0, count: 20) { _ in 10 }
+        let hedge = policy.hedgeDelay(for: .split)
+        #expect(hedge >= Self.costs.localMilliseconds && hedge < 100, "hedge \(hedge) ms")
+    }
+}
