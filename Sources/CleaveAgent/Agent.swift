@@ -89,10 +89,18 @@ public actor Agent {
     private var fullSession: InferenceSession?
     private var headSession: InferenceSession?
     private var pending: [UInt64: CheckedContinuation<InferenceResult, Error>] = [:]
-    private var nextRequestID: UInt64 = 1
+    /// Request ids start from the clock so that a restarted agent (same device id) never reuses
+    /// the id of a request the coordinator still holds in its duplicate cache.
+    private var nextRequestID: UInt64 = Agent.firstRequestID()
     private var connectedWaiters: [CheckedContinuation<Void, Never>] = []
     private var connected = false
     private var eventTask: Task<Void, Never>?
+
+    /// Milliseconds since 1970 shifted left by 20 bits: increasing across restarts, with room for
+    /// a million requests per millisecond.
+    static func firstRequestID(now: Date = Date()) -> UInt64 {
+        UInt64(now.timeIntervalSince1970 * 1000) << 20
+    }
 
     public init(_ configuration: AgentConfiguration) throws {
         self.configuration = configuration

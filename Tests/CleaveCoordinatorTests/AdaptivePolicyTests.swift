@@ -1,4 +1,5 @@
 import CleaveProtocol
+import Foundation
 import Testing
 
 @testable import CleaveAgent
@@ -47,5 +48,15 @@ import Testing
         _ = Self.run(&policy, from: 0, count: 20) { _ in 10 }
         let hedge = policy.hedgeDelay(for: .split)
         #expect(hedge >= Self.costs.localMilliseconds && hedge < 100, "hedge \(hedge) ms")
+    }
+}
+
+@Suite struct RequestIDTests {
+    /// A restarted agent must not reuse ids the coordinator's duplicate cache still holds (the
+    /// harness found this: a second run with the same device ids got the first run's answers).
+    @Test func idsOfARestartedAgentComeAfterTheEarlierOnes() {
+        let first = Agent.firstRequestID(now: Date(timeIntervalSince1970: 1_800_000_000))
+        let restarted = Agent.firstRequestID(now: Date(timeIntervalSince1970: 1_800_000_000.002))
+        #expect(restarted > first + 1_000_000, "a million requests fit before the restart's first id")
     }
 }
