@@ -51,9 +51,11 @@ public struct ModeCosts: Sendable, Equatable {
 /// `(1 − p)·t + p·(hedge + local)` with `t = compute + network`, since a request whose
 /// answer is late is computed locally after ``hedgeDelay(for:)``. The policy switches only when another mode is predicted at least `hysteresis`
 /// cheaper. It explores with real requests, not extra probes: every `explorationInterval`
-/// seconds one request goes to the remote mode it is not using (the better of the two when
-/// it runs locally). After `breakerThreshold` consecutive failures the remote path counts
-/// as gone: requests run locally and one every `probeInterval` seconds tries it again.
+/// seconds (four times that when the other mode is predicted at more than twice the best)
+/// one request goes to the remote mode it is not using (the better of the two when it runs
+/// locally). After `breakerThreshold` consecutive failures the remote path counts as gone:
+/// requests run locally and probes try it again after 1, 2, 4, then every 8 ×
+/// `probeInterval` seconds.
 /// ``hedgeDelay(for:)`` tells the caller when to stop waiting for a remote answer and
 /// compute locally too, so a bad link costs a bounded delay rather than a timeout.
 public struct AdaptivePolicy: Sendable {
@@ -147,7 +149,10 @@ public struct AdaptivePolicy: Sendable {
         let estimate = link
         let network = recentNetwork(mode) ?? estimate.rtt.map { $0 + Double(bytes(mode) * 8) / estimate.bandwidth * 1000 }
         let answered = network.map { compute(mode) + $0 } ?? costs.localMilliseconds
-        return max(1.5 * answered, costs.localMilliseconds) + 10
+        // Never wait much longer than the best mode would take: an exploring or probing request
+        // to a slow path must not cost more than a hedge on the best one.
+        let best = predictions().values.min() ?? costs.localMilliseconds
+        return min(max(1.5 * answered, costs.localMilliseconds), max(1.5 * best, costs.localMilliseconds)) + 10
     }
 
     /// The mode for the next request at `time` (seconds on any monotonic clock).
@@ -155,7 +160,9 @@ public struct AdaptivePolicy: Sendable {
         now = time
         let predicted = predictions()
         if remoteDown {
-            if now - lastProbe >= probeInterval {
+            // Probes back off: 1, 2, 4, 8 × probeInterval while the path stays down.
+            let backoff = probeInterval * pow(2, Double(min(3, max(0, consecutiveFailures - breakerThreshold))))
+            if now - lastProbe >= backoff {
                 lastProbe = now
                 return Decision(mode: current == .offload ? .offload : .split, predicted: predicted, reason: "remote path down: probing")
             }
@@ -168,10 +175,12 @@ public struct AdaptivePolicy: Sendable {
         if best.key != current, best.value < (predicted[current] ?? .infinity) * (1 - hysteresis) {
             current = best.key
         }
-        if now - lastExploration >= explorationInterval {
+        let candidates = [InferenceMode.split, .offload].filter { $0 != current }
+        let explore = candidates.min { (predicted[$0] ?? 0) < (predicted[$1] ?? 0) }!
+        // A mode predicted at more than twice the best is looked at four times less often.
+        let far = (predicted[explore] ?? .infinity) > 2 * best.value
+        if now - lastExploration >= explorationInterval * (far ? 4 : 1) {
             lastExploration = now
-            let candidates = [InferenceMode.split, .offload].filter { $0 != current }
-            let explore = candidates.min { (predicted[$0] ?? 0) < (predicted[$1] ?? 0) }!
             return Decision(mode: explore, predicted: predicted, reason: "exploring")
         }
         return Decision(mode: current, predicted: predicted, reason: current == best.key ? "cheapest" : "within hysteresis of the cheapest")
