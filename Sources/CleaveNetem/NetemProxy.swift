@@ -165,12 +165,12 @@ private final class Connection: Sendable {
 
 /// One direction of a connection: a reader thread that packetizes and a writer thread that
 /// delivers each packet at its time.
-private final class Pipe: @unchecked Sendable {
+private final class Pipe: Sendable {
     private let source: TCPSocket
     private let destination: TCPSocket
     private let direction: Direction
     private unowned let proxy: NetemProxy
-    private var shaper: LinkShaper
+    private let seed: UInt64
     private let queue = PacketQueue(capacityBytes: 256 * 1024)
 
     init(from source: TCPSocket, to destination: TCPSocket, direction: Direction, proxy: NetemProxy, seed: UInt64) {
@@ -178,7 +178,7 @@ private final class Pipe: @unchecked Sendable {
         self.destination = destination
         self.direction = direction
         self.proxy = proxy
-        shaper = LinkShaper(seed: seed)
+        self.seed = seed
     }
 
     func start(onFinish: @escaping @Sendable () -> Void) {
@@ -203,6 +203,7 @@ private final class Pipe: @unchecked Sendable {
 
     private func write() {
         let metrics = proxy.metrics
+        var shaper = LinkShaper(seed: seed)
         while let packet = queue.pop() {
             var (conditions, trace, upSince) = proxy.current(direction)
             while !conditions.up {
@@ -232,7 +233,7 @@ struct Packet {
 }
 
 /// A bounded FIFO of packets between a reader and a writer thread (nil marks the end).
-private final class PacketQueue: @unchecked Sendable {
+private final class PacketQueue: Sendable {
     private let items = Mutex<[Packet?]>([])
     private let available = DispatchSemaphore(value: 0)
     private let space: DispatchSemaphore

@@ -58,7 +58,7 @@ public struct Endpoint: Sendable, Equatable, CustomStringConvertible {
 /// descriptor is released only in `deinit`, when no thread can still use it: ``close()``
 /// shuts the connection down (waking blocked calls) and ``reset()`` swaps the socket for a
 /// placeholder, so a number that another socket reuses is never touched by a late call.
-final class TCPSocket: @unchecked Sendable {
+final class TCPSocket: Sendable {
     let descriptor: Int32
     private let closed = Mutex(false)
 

@@ -159,7 +159,7 @@ public final class WorkerTeam: @unchecked Sendable {
 
 /// What a worker thread needs: its team (unretained: the team joins its threads in `deinit`)
 /// and its index.
-private final class WorkerContext: @unchecked Sendable {
+private final class WorkerContext: Sendable {
     let team: Unmanaged<WorkerTeam>
     let index: Int
 

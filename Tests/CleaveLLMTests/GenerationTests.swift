@@ -6,6 +6,17 @@ import Testing
 @Suite struct SamplerTests {
     static let logits: [Float] = [1.0, 3.0, 3.0, 0.5, -2.0, 2.9]
 
+    /// Sampling at `temperature` with every filter off.
+    static func unfiltered(temperature: Float, seed: UInt64) -> SamplingParameters {
+        var parameters = SamplingParameters()
+        parameters.temperature = temperature
+        parameters.topK = 0
+        parameters.topP = 1
+        parameters.minP = 0
+        parameters.seed = seed
+        return parameters
+    }
+
     @Test func greedyTakesTheHighestLogitAndTheLowestIdOnATie() {
         var sampler = Sampler(.greedy)
         #expect(sampler.sample(Self.logits) == 1)
@@ -13,12 +24,7 @@ import Testing
     }
 
     @Test func theSameSeedGivesTheSameDraws() {
-        var parameters = SamplingParameters()
-        parameters.temperature = 1.5
-        parameters.topK = 0
-        parameters.topP = 1
-        parameters.minP = 0
-        parameters.seed = 99
+        var parameters = Self.unfiltered(temperature: 1.5, seed: 99)
         var a = Sampler(parameters)
         var b = Sampler(parameters)
         let first = (0..<50).map { _ in a.sample(Self.logits) }
@@ -29,13 +35,7 @@ import Testing
     }
 
     @Test func drawsFollowTheSoftmaxAtTemperatureOne() {
-        var parameters = SamplingParameters()
-        parameters.temperature = 1
-        parameters.topK = 0
-        parameters.topP = 1
-        parameters.minP = 0
-        parameters.seed = 5
-        var sampler = Sampler(parameters)
+        var sampler = Sampler(Self.unfiltered(temperature: 1, seed: 5))
         var counts = [Int](repeating: 0, count: Self.logits.count)
         let draws = 40_000
         for _ in 0..<draws { counts[Int(sampler.sample(Self.logits))] += 1 }

@@ -5,7 +5,7 @@ import Testing
 @testable import CleaveNetem
 
 /// A server on a free loopback port that echoes or swallows what it receives.
-final class TestServer: @unchecked Sendable {
+final class TestServer: Sendable {
     let socket: TCPSocket
     let endpoint: Endpoint
     /// (bytes so far, monotonic seconds) at each receive, for `sink` servers.

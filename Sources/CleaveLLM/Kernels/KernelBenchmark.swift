@@ -46,7 +46,7 @@ public enum KernelBenchmark {
                 for _ in 0..<16 { matrix.multiply(x, into: out, workers: workers) }
                 repeats += 16
                 let duration = clock.now - start
-                elapsed = Double(duration.components.seconds) + Double(duration.components.attoseconds) * 1e-18
+                elapsed = TextGenerator.seconds(duration)
             }
             results.append(
                 Result(
