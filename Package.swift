@@ -121,7 +121,9 @@ let tests: [Target] = [
     .testTarget(name: "CleaveMQTTTests", dependencies: ["CleaveMQTT"]),
     .testTarget(
         name: "CleaveCoordinatorTests",
-        dependencies: ["CleaveCoordinator", "CleaveAgent", "CleaveMQTT", "CleaveCodec", "CleaveProtocol", "CleaveONNX", "CleaveTrain"]),
+        dependencies: [
+            "CleaveCoordinator", "CleaveAgent", "CleaveMQTT", "CleaveCodec", "CleaveProtocol", "CleaveONNX", "CleaveTrain", "CleaveNetem", "cleave",
+        ]),
     .testTarget(name: "CleaveProtocolTests", dependencies: ["CleaveProtocol"]),
     .testTarget(name: "CleaveTrainTests", dependencies: ["CleaveTrain", "CleaveTensor", "CleaveONNX", "CleaveCodec", "CZlib"]),
     .testTarget(name: "CleaveCLITests", dependencies: ["cleave"]),

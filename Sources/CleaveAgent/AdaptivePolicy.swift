@@ -54,7 +54,7 @@ public struct ModeCosts: Sendable, Equatable {
 /// seconds (four times that when the other mode is predicted at more than twice the best)
 /// one request goes to the remote mode it is not using (the better of the two when it runs
 /// locally). After `breakerThreshold` consecutive failures the remote path counts as gone:
-/// requests run locally and probes try it again after 1, 2, 4, then every 8 ×
+/// requests run locally and probes try it again after 1, 2, then every 4 ×
 /// `probeInterval` seconds.
 /// ``hedgeDelay(for:)`` tells the caller when to stop waiting for a remote answer and
 /// compute locally too, so a bad link costs a bounded delay rather than a timeout.
@@ -74,7 +74,7 @@ public struct AdaptivePolicy: Sendable {
         }
     }
 
-    public let costs: ModeCosts
+    public private(set) var costs: ModeCosts
     public var hysteresis = 0.2
     /// Seconds between exploring requests.
     public var explorationInterval: Double = 4
@@ -93,6 +93,8 @@ public struct AdaptivePolicy: Sendable {
     private var remoteDown = false
     private var lastProbe = -Double.infinity
     private var lastExploration = 0.0
+    /// Whether any remote answer has been measured yet.
+    private var measured = false
     private var now = 0.0
     private(set) public var current: InferenceMode = .split
 
@@ -144,7 +146,8 @@ public struct AdaptivePolicy: Sendable {
     }
 
     /// How long to wait for a remote answer before computing locally as well (hedging):
-    /// half again the mode's predicted time, at least the local time, plus 10 ms.
+    /// half again the mode's predicted time, at least the local time, plus 10 ms (up to 500 ms
+    /// before the first remote answer).
     public func hedgeDelay(for mode: InferenceMode) -> Double {
         let estimate = link
         let network = recentNetwork(mode) ?? estimate.rtt.map { $0 + Double(bytes(mode) * 8) / estimate.bandwidth * 1000 }
@@ -152,7 +155,10 @@ public struct AdaptivePolicy: Sendable {
         // Never wait much longer than the best mode would take: an exploring or probing request
         // to a slow path must not cost more than a hedge on the best one.
         let best = predictions().values.min() ?? costs.localMilliseconds
-        return min(max(1.5 * answered, costs.localMilliseconds), max(1.5 * best, costs.localMilliseconds)) + 10
+        let hedge = min(max(1.5 * answered, costs.localMilliseconds), max(1.5 * best, costs.localMilliseconds)) + 10
+        // The very first remote answer may include a cold coordinator: give it up to half a second
+        // (never more than the timeout) rather than trip the breaker before anything is known.
+        return measured ? hedge : max(hedge, min(timeout, 500))
     }
 
     /// The mode for the next request at `time` (seconds on any monotonic clock).
@@ -160,8 +166,9 @@ public struct AdaptivePolicy: Sendable {
         now = time
         let predicted = predictions()
         if remoteDown {
-            // Probes back off: 1, 2, 4, 8 × probeInterval while the path stays down.
-            let backoff = probeInterval * pow(2, Double(min(3, max(0, consecutiveFailures - breakerThreshold))))
+            // Probes back off: 1, 2, 4 × probeInterval while the path stays down (and start again at
+            // once when the broker connection comes back, see `reconnected(now:)`).
+            let backoff = probeInterval * pow(2, Double(min(2, max(0, consecutiveFailures - breakerThreshold))))
             if now - lastProbe >= backoff {
                 lastProbe = now
                 return Decision(mode: current == .offload ? .offload : .split, predicted: predicted, reason: "remote path down: probing")
@@ -186,6 +193,19 @@ public struct AdaptivePolicy: Sendable {
         return Decision(mode: current, predicted: predicted, reason: current == best.key ? "cheapest" : "within hysteresis of the cheapest")
     }
 
+    /// A frame of `bytes` was sent in `mode`: what that mode sends from now on (frames vary
+    /// with zstd; the last size is the best guess for the next).
+    public mutating func observeFrame(mode: InferenceMode, bytes: Int) {
+        if mode == .split { costs.splitBytes = bytes } else if mode == .offload { costs.offloadBytes = bytes }
+    }
+
+    /// The broker connection is back: if the remote path counted as down, probe it with the
+    /// next request instead of waiting for the back-off (an outage's end is known at once).
+    public mutating func reconnected(now time: Double) {
+        now = time
+        if remoteDown { lastProbe = -Double.infinity }
+    }
+
     /// What happened to a request sent in `mode` at `time`: its latency (ms) when it was answered.
     public mutating func record(mode: InferenceMode, latency: Double?, now time: Double) {
         now = time
@@ -200,6 +220,7 @@ public struct AdaptivePolicy: Sendable {
             return
         }
         lossRate *= 0.5
+        measured = true
         consecutiveFailures = 0
         remoteDown = false
         samples[mode, default: []].append((now, max(0.05, latency - compute(mode))))

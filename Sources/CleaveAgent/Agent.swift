@@ -6,79 +6,15 @@ import CleaveTensor
 import Foundation
 import Logging
 
-/// How an agent reaches the broker and what it runs.
-public struct AgentConfiguration: Sendable {
-    /// Unique device id (also the MQTT client id).
-    public var deviceID: String
-    public var profile: DeviceProfile
-    public var brokerHost: String
-    public var brokerPort: Int
-    /// Threads for local model execution (default: the profile's cores).
-    public var threads: Int?
-    /// How long to wait for a remote answer before giving up on a request.
-    public var requestTimeout: Duration
-    /// Broker credentials (the ACL in deploy/ expects username = device id).
-    public var username: String?
-    public var password: String?
-    /// Folder where verified model artifacts are cached by SHA-256 (nil: keep them in memory).
-    public var modelCache: String?
-
-    /// `$XDG_CACHE_HOME/cleave/models`, or `~/.cache/cleave/models`.
-    public static var defaultModelCache: String {
-        let environment = ProcessInfo.processInfo.environment
-        if let cache = environment["XDG_CACHE_HOME"], !cache.isEmpty { return "\(cache)/cleave/models" }
-        return "\(environment["HOME"] ?? ".")/.cache/cleave/models"
-    }
-
-    /// The `--model-cache` option's meaning: a folder, or nil for "none" (memory only).
-    public static func modelCache(option: String) -> String? {
-        option == "none" ? nil : option
-    }
-
-    public init(
-        deviceID: String, profile: DeviceProfile, brokerHost: String = "127.0.0.1", brokerPort: Int = 1883, threads: Int? = nil,
-        requestTimeout: Duration = .seconds(10), username: String? = nil, password: String? = nil, modelCache: String? = nil
-    ) {
-        self.modelCache = modelCache
-        self.username = username
-        self.password = password
-        self.deviceID = deviceID
-        self.profile = profile
-        self.brokerHost = brokerHost
-        self.brokerPort = brokerPort
-        self.threads = threads
-        self.requestTimeout = requestTimeout
-    }
-}
-
-/// What happened to one request.
-public struct AgentOutcome: Sendable {
-    public var requestID: UInt64
-    public var mode: InferenceMode
-    /// Predicted class, or nil when the request failed.
-    public var prediction: Int?
-    /// Why it failed.
-    public var error: String?
-    /// Bytes published for it (the frame), 0 for local.
-    public var bytesSent: Int
-    /// Time from the call to the answer, in milliseconds.
-    public var latencyMilliseconds: Double
-    /// How many requests the coordinator batched with this one (1 for local).
-    public var batchSize: Int
-}
-
-/// Why an agent could not serve a request.
-public struct AgentError: Error, Sendable, CustomStringConvertible {
-    public let description: String
-}
-
 /// The device agent: announces itself, takes its assignment, fetches and verifies
 /// the models, and serves requests locally, split or offloaded.
 ///
-/// Follow one image: ``infer(_:mode:)`` runs the head, encodes the cut tensor as a
-/// feature frame, publishes it on `infer/{id}` with a response topic and the
-/// request id as correlation data, and resumes when the result arrives on
-/// `devices/{id}/results`.
+/// Follow one image: ``infer(_:)`` asks the ``AdaptivePolicy`` for a mode; a split request
+/// runs the head, encodes the cut tensor as a feature frame, publishes it on `infer/{id}`
+/// with a response topic and the request id as correlation data, and resumes when the
+/// result arrives on `devices/{id}/results` — or, if it has not arrived by the hedging
+/// deadline, computes the whole model locally instead. ``RemoteRequests`` keeps every
+/// unanswered request through broker restarts and link outages.
 public actor Agent {
     public let configuration: AgentConfiguration
     private let client: MQTTClient
@@ -88,13 +24,20 @@ public actor Agent {
     /// The whole model, loaded on the first local request (split serving never needs it in memory).
     private var fullSession: InferenceSession?
     private var headSession: InferenceSession?
-    private var pending: [UInt64: CheckedContinuation<InferenceResult, Error>] = [:]
+    private var remote: RemoteRequests<CheckedContinuation<InferenceResult, Error>>
+    /// Made when the models are loaded: it needs their FLOPs.
+    private var policy: AdaptivePolicy?
+    private var lastDecision: InferenceMode?
+    /// Device compute times to emulate (``AgentConfiguration/computeEmulation``).
+    private var emulated: ModeCosts?
+    private var counters = AgentStatistics()
     /// Request ids start from the clock so that a restarted agent (same device id) never reuses
     /// the id of a request the coordinator still holds in its duplicate cache.
     private var nextRequestID: UInt64 = Agent.firstRequestID()
     private var connectedWaiters: [CheckedContinuation<Void, Never>] = []
     private var connected = false
     private var eventTask: Task<Void, Never>?
+    private let epoch = ContinuousClock.now
 
     /// Milliseconds since 1970 shifted left by 20 bits: increasing across restarts, with room for
     /// a million requests per millisecond.
@@ -105,6 +48,7 @@ public actor Agent {
     public init(_ configuration: AgentConfiguration) throws {
         self.configuration = configuration
         artifacts = ArtifactStore(directory: configuration.modelCache)
+        remote = RemoteRequests(offlineLimit: configuration.offlineQueueLimit, retryAfter: configuration.retryInterval.milliseconds)
         var logger = Logger(label: "cleave.agent.\(configuration.deviceID)")
         logger.logLevel = .notice
         self.logger = logger
@@ -112,7 +56,22 @@ public actor Agent {
         client = try MQTTClient(
             MQTTConfiguration(
                 host: configuration.brokerHost, port: configuration.brokerPort, clientID: configuration.deviceID,
-                will: .init(topic: Topics.deviceState(configuration.deviceID), payload: [UInt8](offline), qos: 1, retain: true)))
+                username: configuration.username, password: configuration.password,
+                will: .init(topic: Topics.deviceState(configuration.deviceID), payload: [UInt8](offline), qos: 1, retain: true),
+                reconnectDelay: (1, 4)))
+    }
+
+    /// What the agent has done so far.
+    public var statistics: AgentStatistics {
+        var result = counters
+        result.retries = remote.retries
+        result.droppedAnswers = remote.droppedAnswers
+        return result
+    }
+
+    /// Milliseconds since the agent was made (the clock of ``RemoteRequests`` and the policy).
+    private func milliseconds(_ instant: ContinuousClock.Instant = .now) -> Double {
+        (instant - epoch).milliseconds
     }
 
     // MARK: - Lifecycle
@@ -141,85 +100,155 @@ public actor Agent {
         }
     }
 
-    /// Publishes the offline state and disconnects.
+    /// Waits until no remote request is waiting (at most `timeout`): before a planned restart, so
+    /// that every request is answered by this process.
+    public func drain(timeout: Duration = .seconds(30)) async {
+        let deadline = ContinuousClock.now + timeout
+        while remote.count > 0 && ContinuousClock.now < deadline { try? await Task.sleep(for: .milliseconds(10)) }
+    }
+
+    /// Publishes the offline state and disconnects; requests still waiting fail.
     public func stop() {
         if let payload = try? JSONEncoder().encode(DeviceState(id: configuration.deviceID, status: .offline, profile: nil)) {
             try? client.publish(MQTTMessage(topic: Topics.deviceState(configuration.deviceID), payload: [UInt8](payload), qos: 1, retain: true))
         }
         client.disconnect()
         eventTask?.cancel()
-        for (_, continuation) in pending { continuation.resume(throwing: AgentError(description: "agent stopped")) }
-        pending = [:]
+        for (id, entry) in remote.removeAll() { entry.waiter.resume(throwing: RemoteFailure.stopped(requestID: id)) }
     }
 
     // MARK: - Serving requests
 
-    /// Serves one input (`[1, …]` float32) in `mode`; never throws for a failed request,
-    /// it returns an outcome with the error instead.
+    /// Serves one input (`[1, …]` float32) in the mode the ``AdaptivePolicy`` predicts to be
+    /// fastest on the link of the moment, and logs each change of mode with its numbers.
+    ///
+    /// A remote request waits for its answer at most the policy's hedging delay (and never
+    /// longer than the request timeout); then the whole model runs locally and the outcome
+    /// says ``AgentOutcome/fallback``. Never throws: a failure is an outcome with an error.
+    public func infer(_ input: Tensor) async -> AgentOutcome {
+        guard policy != nil else { return await infer(input, mode: .split) }
+        let started = ContinuousClock.now
+        let decision = policy!.decide(now: milliseconds(started) / 1000)
+        if decision.mode != lastDecision {
+            logger.notice("mode \(decision)")
+            lastDecision = decision.mode
+        }
+        var outcome: AgentOutcome
+        if decision.mode == .local {
+            outcome = await runLocal(input, requestID: takeRequestID(), started: started)
+        } else {
+            let hedge = min(policy!.hedgeDelay(for: decision.mode), configuration.requestTimeout.milliseconds)
+            outcome = await serveRemote(input, mode: decision.mode, requestID: takeRequestID(), started: started, deadline: hedge)
+            let answered = outcome.fallback == nil && outcome.prediction != nil
+            policy?.record(mode: decision.mode, latency: answered ? outcome.latencyMilliseconds : nil, now: milliseconds() / 1000)
+        }
+        outcome.decision = decision.description
+        return outcome
+    }
+
+    /// Serves one input (`[1, …]` float32) in `mode`. A remote request waits up to the request
+    /// timeout, then falls back to local (``AgentConfiguration/fallbackToLocal``) or fails.
+    /// Never throws: a failure is an outcome with an error.
     public func infer(_ input: Tensor, mode: InferenceMode) async -> AgentOutcome {
         let started = ContinuousClock.now
-        let requestID = nextRequestID
-        nextRequestID += 1
-        func outcome(_ result: InferenceResult?, bytes: Int, error: String? = nil) -> AgentOutcome {
-            Self.outcome(requestID: requestID, mode: mode, started: started, result: result, bytes: bytes, error: error)
-        }
-        guard let assignment, headSession != nil else {
-            return outcome(nil, bytes: 0, error: "no assignment yet")
-        }
-        do {
-            switch mode {
-            case .local:
-                let output = try loadedFullSession(assignment).run([assignment.inputName: input])
-                guard let logits = output.values.first else { throw AgentError(description: "model produced no output") }
-                let (prediction, confidence) = Classification.top(logits)
-                return outcome(
-                    InferenceResult(
-                        requestID: requestID, prediction: prediction, confidence: confidence, error: nil, coordinator: "local", batchSize: 1),
-                    bytes: 0)
-            case .split:
-                return await sendSplit(try headFeatures(input), requestID: requestID, started: started)
-            case .offload:
-                let frame = BottleneckCodec.encode(input, requestID: requestID, options: FrameOptions(codec: .uint8, zstdLevel: assignment.zstdLevel))
-                let result = try await send(frame, requestID: requestID, mode: .offload)
-                return outcome(result, bytes: frame.count)
-            }
-        } catch {
-            return outcome(nil, bytes: 0, error: "\(error)")
-        }
+        let requestID = takeRequestID()
+        if mode == .local { return await runLocal(input, requestID: requestID, started: started) }
+        return await serveRemote(input, mode: mode, requestID: requestID, started: started, deadline: configuration.requestTimeout.milliseconds)
     }
 
     /// Sends features a head already computed (`[1, …]` at the assignment's cut) as a split
-    /// request. A split ``infer(_:mode:)`` ends in the same code; `cleave bench split` calls
-    /// this directly so that the benchmark's cores go to the coordinator, not to heads that
-    /// would run on the boards.
+    /// request, without a local fallback. `cleave bench split` calls this so that the
+    /// benchmark's cores go to the coordinator, not to heads that would run on the boards.
     public func inferSplit(features: Tensor) async -> AgentOutcome {
-        let requestID = nextRequestID
-        nextRequestID += 1
-        return await sendSplit(features, requestID: requestID, started: .now)
+        let requestID = takeRequestID()
+        let started = ContinuousClock.now
+        guard let assignment else { return Self.outcome(requestID, .split, started, error: "no assignment yet") }
+        do {
+            let frame = try encode(features, mode: .split, requestID: requestID, assignment: assignment)
+            let result = try await send(frame, requestID: requestID, mode: .split, deadline: configuration.requestTimeout.milliseconds)
+            return Self.outcome(requestID, .split, started, result: result, bytes: frame.count)
+        } catch {
+            return Self.outcome(requestID, .split, started, error: "\(error)")
+        }
     }
 
-    private func sendSplit(_ features: Tensor, requestID: UInt64, started: ContinuousClock.Instant) async -> AgentOutcome {
-        guard let assignment else {
-            return Self.outcome(requestID: requestID, mode: .split, started: started, result: nil, bytes: 0, error: "no assignment yet")
-        }
-        let codec = FrameCodec(named: assignment.codec) ?? .uint8
-        let frame = BottleneckCodec.encode(features, requestID: requestID, options: FrameOptions(codec: codec, zstdLevel: assignment.zstdLevel))
+    private func takeRequestID() -> UInt64 {
+        defer { nextRequestID += 1 }
+        return nextRequestID
+    }
+
+    /// The whole model on the device.
+    private func runLocal(_ input: Tensor, requestID: UInt64, started: ContinuousClock.Instant) async -> AgentOutcome {
+        guard let assignment, headSession != nil else { return fail(Self.outcome(requestID, .local, started, error: "no assignment yet")) }
+        await emulate(emulated?.localMilliseconds)
         do {
-            let result = try await send(frame, requestID: requestID, mode: .split)
-            return Self.outcome(requestID: requestID, mode: .split, started: started, result: result, bytes: frame.count, error: nil)
+            let output = try loadedFullSession(assignment).run([assignment.inputName: input])
+            guard let logits = output.values.first else { throw AgentError(description: "model produced no output") }
+            let (prediction, confidence) = Classification.top(logits)
+            counters.answered[.local, default: 0] += 1
+            let result = InferenceResult(
+                requestID: requestID, prediction: prediction, confidence: confidence, error: nil, coordinator: "local", batchSize: 1)
+            return Self.outcome(requestID, .local, started, result: result)
         } catch {
-            return Self.outcome(requestID: requestID, mode: .split, started: started, result: nil, bytes: 0, error: "\(error)")
+            return fail(Self.outcome(requestID, .local, started, error: "\(error)"))
         }
+    }
+
+    /// Split or offload: the frame to a coordinator, the answer back, or the local fallback
+    /// when none came within `deadline` milliseconds of `started`.
+    private func serveRemote(
+        _ input: Tensor, mode: InferenceMode, requestID: UInt64, started: ContinuousClock.Instant, deadline: Double
+    ) async -> AgentOutcome {
+        guard let assignment, headSession != nil else { return fail(Self.outcome(requestID, mode, started, error: "no assignment yet")) }
+        do {
+            var features = input
+            if mode == .split {
+                await emulate(emulated?.headMilliseconds)
+                features = try headFeatures(input)
+            }
+            let frame = try encode(features, mode: mode, requestID: requestID, assignment: assignment)
+            let remaining = deadline - (milliseconds() - milliseconds(started))
+            let result = try await send(frame, requestID: requestID, mode: mode, deadline: remaining)
+            if result.prediction != nil { counters.answered[mode, default: 0] += 1 } else { counters.failed += 1 }
+            return Self.outcome(requestID, mode, started, result: result, bytes: frame.count)
+        } catch let failure as RemoteFailure where configuration.fallbackToLocal {
+            logger.info("\(failure); computing it locally")
+            counters.fallbacks += 1
+            var outcome = await runLocal(input, requestID: requestID, started: started)
+            outcome.fallback = mode
+            return outcome
+        } catch {
+            return fail(Self.outcome(requestID, mode, started, error: "\(error)"))
+        }
+    }
+
+    private func fail(_ outcome: AgentOutcome) -> AgentOutcome {
+        counters.failed += 1
+        return outcome
+    }
+
+    /// The frame for a split (features at the cut, the assignment's codec) or offload (the
+    /// input, uint8) request; its size teaches the policy what each mode sends.
+    private func encode(_ tensor: Tensor, mode: InferenceMode, requestID: UInt64, assignment: Assignment) throws -> [UInt8] {
+        let codec = mode == .split ? FrameCodec(named: assignment.codec) ?? .uint8 : .uint8
+        let frame = BottleneckCodec.encode(tensor, requestID: requestID, options: FrameOptions(codec: codec, zstdLevel: assignment.zstdLevel))
+        policy?.observeFrame(mode: mode, bytes: frame.count)
+        return frame
     }
 
     private static func outcome(
-        requestID: UInt64, mode: InferenceMode, started: ContinuousClock.Instant, result: InferenceResult?, bytes: Int, error: String?
+        _ requestID: UInt64, _ mode: InferenceMode, _ started: ContinuousClock.Instant, result: InferenceResult? = nil, bytes: Int = 0,
+        error: String? = nil
     ) -> AgentOutcome {
-        let elapsed = ContinuousClock.now - started
-        return AgentOutcome(
-            requestID: requestID, mode: mode, prediction: result?.prediction, error: error ?? result?.error, bytesSent: bytes,
-            latencyMilliseconds: Double(elapsed.components.seconds) * 1e3 + Double(elapsed.components.attoseconds) / 1e15,
-            batchSize: result?.batchSize ?? 1)
+        AgentOutcome(
+            requestID: requestID, mode: mode, fallback: nil, prediction: result?.prediction, error: error ?? result?.error, bytesSent: bytes,
+            latencyMilliseconds: (ContinuousClock.now - started).milliseconds, batchSize: result?.batchSize ?? 1, decision: nil)
+    }
+
+    /// Waits out the emulated device time, if the agent emulates a board.
+    private func emulate(_ milliseconds: Double?) async {
+        guard let milliseconds, milliseconds > 0 else { return }
+        try? await Task.sleep(for: .microseconds(Int(milliseconds * 1000)))
     }
 
     private func loadedFullSession(_ assignment: Assignment) throws -> InferenceSession {
@@ -252,31 +281,49 @@ public actor Agent {
         return features
     }
 
-    private func send(_ frame: [UInt8], requestID: UInt64, mode: InferenceMode) async throws -> InferenceResult {
+    // MARK: - Remote requests
+
+    /// Publishes `frame` (or queues it while offline) and waits for the answer, at most
+    /// `deadline` milliseconds; retries and the offline queue are ``RemoteRequests``'s.
+    private func send(_ frame: [UInt8], requestID: UInt64, mode: InferenceMode, deadline: Double) async throws -> InferenceResult {
         let message = MQTTMessage(
             topic: Topics.infer(configuration.deviceID), payload: frame, qos: 1,
             responseTopic: Topics.results(configuration.deviceID), correlationData: RequestID.encode(requestID),
             userProperties: [Topics.modeProperty: mode.rawValue])
-        let timeout = configuration.requestTimeout
         return try await withCheckedThrowingContinuation { continuation in
-            pending[requestID] = continuation
-            do {
-                try client.publish(message)
-            } catch {
-                pending[requestID] = nil
-                continuation.resume(throwing: error)
-                return
+            let now = milliseconds()
+            let (publication, evicted) = remote.add(
+                requestID, message: message, now: now, deadline: now + max(0, deadline), connected: connected, waiter: continuation)
+            if let (id, entry) = evicted {
+                entry.waiter.resume(throwing: RemoteFailure.offlineQueueFull(requestID: id, limit: remote.offlineLimit))
             }
-            Task { [weak self] in
-                try? await Task.sleep(for: timeout)
-                await self?.expire(requestID, after: timeout)
+            if let publication { publish(publication) }
+            Task { [weak self] in await self?.watch(requestID, since: now) }
+        }
+    }
+
+    /// Retries `requestID` when its answer is late and fails it at its deadline.
+    private func watch(_ requestID: UInt64, since start: Double) async {
+        while let next = remote.nextEvent(for: requestID) {
+            // Wake at least every 200 ms: a queued request is published by the reconnect, and its
+            // retries must not wait for the deadline.
+            let wait = min(next - milliseconds(), 200)
+            if wait > 0 { try? await Task.sleep(for: .microseconds(Int(wait * 1000))) }
+            let (retry, expired) = remote.service(requestID, now: milliseconds(), connected: connected)
+            if let retry { publish(retry) }
+            if let expired {
+                expired.waiter.resume(throwing: RemoteFailure.noAnswer(requestID: requestID, afterMilliseconds: milliseconds() - start))
+                return
             }
         }
     }
 
-    private func expire(_ requestID: UInt64, after timeout: Duration) {
-        guard let continuation = pending.removeValue(forKey: requestID) else { return }
-        continuation.resume(throwing: AgentError(description: "no answer to request \(requestID) within \(timeout)"))
+    private func publish(_ publication: RemoteRequests<CheckedContinuation<InferenceResult, Error>>.Publication) {
+        do {
+            try client.publish(publication.message)
+        } catch {
+            remote.unsent(publication.requestID)
+        }
     }
 
     // MARK: - Events from the broker
@@ -285,6 +332,7 @@ public actor Agent {
         switch event {
         case .connected:
             connected = true
+            counters.connects += 1
             do {
                 try client.subscribe(Topics.deviceControl(configuration.deviceID), qos: 1)
                 try client.subscribe(Topics.results(configuration.deviceID), qos: 1)
@@ -299,13 +347,21 @@ public actor Agent {
             } catch {
                 logger.error("announcing failed: \(error)")
             }
+            // Whatever waited while offline goes out now, and so does whatever was in flight when
+            // the connection dropped (the coordinator answers repeats from its cache).
+            let waiting = remote.flush(now: milliseconds())
+            if !waiting.isEmpty { logger.notice("connected: sending \(waiting.count) waiting requests") }
+            waiting.forEach(publish)
+            if counters.connects > 1 { policy?.reconnected(now: milliseconds() / 1000) }
             let waiters = connectedWaiters
             connectedWaiters = []
             waiters.forEach { $0.resume() }
         case .refused(let code):
             logger.error("broker refused the connection (reason \(code))")
         case .disconnected(let code):
-            if code != 0 { logger.warning("connection lost (code \(code)); reconnecting") }
+            connected = false
+            remote.disconnected()
+            if code != 0 { logger.warning("connection lost (code \(code)); reconnecting, requests wait in the offline queue") }
         case .message(let message):
             if message.topic == Topics.results(configuration.deviceID) {
                 receiveResult(message)
@@ -322,8 +378,9 @@ public actor Agent {
             logger.warning("unreadable result on \(message.topic) (\(message.payload.count) bytes)")
             return
         }
-        // A duplicate answer (a redelivered QoS 1 message) finds no pending request and is dropped.
-        pending.removeValue(forKey: result.requestID)?.resume(returning: result)
+        // A duplicate answer (a retry's, or a redelivered QoS 1 message) finds no waiting request
+        // and is dropped: the application sees each request answered once.
+        remote.answer(result.requestID)?.waiter.resume(returning: result)
     }
 
     private func receiveControl(_ message: MQTTMessage) {
@@ -337,6 +394,7 @@ public actor Agent {
         self.assignment = assignment
         headSession = nil
         fullSession = nil
+        policy = nil
         for sha in [assignment.full.sha256, assignment.head.sha256] {
             if !artifacts.contains(sha) { try? client.subscribe(Topics.model(sha), qos: 1) }
         }
@@ -356,14 +414,39 @@ public actor Agent {
         loadSessionsIfComplete()
     }
 
+    /// What each mode costs on this device: FLOPs of the assigned models over the profile's
+    /// GFLOP/s (× `scale`); frame sizes are first guesses that the frames sent replace.
+    private func modeCosts(_ assignment: Assignment, scale: Double) throws -> ModeCosts {
+        let types = [assignment.inputName: TensorType([1] + assignment.inputShape, .float32)]
+        func flops(_ sha256: String) throws -> Int {
+            let model = try Model(serialized: Data(try artifacts.bytes(sha256)))
+            return try ModelSummary(session: InferenceSession(model: model, threads: 1), types: types).flops
+        }
+        return ModeCosts.emulated(
+            fullFLOPs: try flops(assignment.full.sha256), headFLOPs: try flops(assignment.head.sha256), profile: configuration.profile,
+            scale: scale, splitBytes: 40 + assignment.cutShape.reduce(1, *), offloadBytes: 40 + assignment.inputShape.reduce(1, *))
+    }
+
     private func loadSessionsIfComplete() {
         guard let assignment, headSession == nil, artifacts.contains(assignment.full.sha256), artifacts.contains(assignment.head.sha256)
         else { return }
         do {
             headSession = try loadSession(assignment.head.sha256, role: "head model")
-            logger.notice("models verified; head loaded (the full model loads on the first local request)")
+            let costs = try modeCosts(assignment, scale: configuration.computeEmulation ?? 1)
+            emulated = configuration.computeEmulation == nil ? nil : costs
+            policy = AdaptivePolicy(costs: costs, timeout: configuration.requestTimeout.milliseconds)
+            logger.notice(
+                "models verified; head loaded (the full model loads on the first local request); predicted local \(costs.localMilliseconds) ms, head \(costs.headMilliseconds) ms"
+            )
         } catch {
             logger.error("cannot load assigned models: \(error)")
         }
+    }
+}
+
+extension Duration {
+    /// The duration in milliseconds.
+    var milliseconds: Double {
+        Double(components.seconds) * 1e3 + Double(components.attoseconds) / 1e15
     }
 }

@@ -110,7 +110,7 @@ public actor Coordinator {
         client = try MQTTClient(
             MQTTConfiguration(
                 host: configuration.brokerHost, port: configuration.brokerPort, clientID: configuration.id,
-                username: configuration.username, password: configuration.password))
+                username: configuration.username, password: configuration.password, reconnectDelay: (1, 4)))
     }
 
     // MARK: - Lifecycle

@@ -94,24 +94,10 @@ struct HarnessRun: AsyncParsableCommand {
             CoordinatorConfiguration(id: "harness-coordinator", brokerHost: "127.0.0.1", brokerPort: broker.port), bundle: bundle)
         try await coordinator.start()
 
-        let flops = try Self.flops(bundle)
-        let costs = profiles.map { profile in
-            ModeCosts.emulated(
-                fullFLOPs: flops.full, headFLOPs: flops.head, profile: profile, scale: computeScale,
-                splitBytes: Int(bundle.manifest.frameBytes?[bundle.manifest.codec] ?? 48),
-                offloadBytes: bundle.manifest.inputShape.reduce(4, *) + 16)
-        }
-        for (profile, cost) in zip(profiles, costs) {
-            log(
-                String(
-                    format: "%@: local %.1f ms, head %.1f ms (emulated at %.1f GFLOP/s / %.1f)", profile.name, cost.localMilliseconds,
-                    cost.headMilliseconds, profile.gflops, computeScale))
-        }
-
         var reports: [HarnessReport] = []
         for mode in runModes {
             let name = mode?.rawValue ?? "adaptive"
-            let records = try await runOnce(mode: mode, scenario: played, brokerPort: broker.port, profiles: profiles, costs: costs, test: test)
+            let records = try await runOnce(mode: mode, scenario: played, brokerPort: broker.port, profiles: profiles, test: test)
             let report = HarnessReport(scenario: played, run: name, records: records, link: "a1")
             try report.csv.write(toFile: "\(folder)/\(name).csv", atomically: true, encoding: String.Encoding.utf8)
             try report.svg.write(toFile: "\(folder)/\(name).svg", atomically: true, encoding: String.Encoding.utf8)
@@ -139,19 +125,9 @@ struct HarnessRun: AsyncParsableCommand {
         }
     }
 
-    /// FLOPs of the whole model and of the head for one image.
-    static func flops(_ bundle: ModelBundle) throws -> (full: Int, head: Int) {
-        let manifest = bundle.manifest
-        let types = [manifest.inputName: TensorType([1] + manifest.inputShape, .float32)]
-        func count(_ bytes: [UInt8]) throws -> Int {
-            try ModelSummary(session: InferenceSession(model: try Model(serialized: Data(bytes))), types: types).flops
-        }
-        return (try count(bundle.full), try count(bundle.head))
-    }
-
     /// One run, fixed (`mode`) or adaptive (nil): fresh proxies and agents, the timeline, the request streams.
     private func runOnce(
-        mode: InferenceMode?, scenario: Scenario, brokerPort: Int, profiles: [DeviceProfile], costs: [ModeCosts], test: FashionMNIST
+        mode: InferenceMode?, scenario: Scenario, brokerPort: Int, profiles: [DeviceProfile], test: FashionMNIST
     ) async throws -> [RequestRecord] {
         let proxies = try (1...agents).map { index in
             try NetemProxy(
@@ -165,7 +141,7 @@ struct HarnessRun: AsyncParsableCommand {
                 AgentConfiguration(
                     deviceID: "harness-\(proxy.name)-\(profile.name)", profile: profile, brokerHost: "127.0.0.1", brokerPort: Int(proxy.listen.port),
                     threads: 1, requestTimeout: .milliseconds(Int((mode == nil ? adaptiveTimeout : timeout) * 1000)),
-                    modelCache: AgentConfiguration.defaultModelCache))
+                    modelCache: AgentConfiguration.defaultModelCache, fallbackToLocal: mode == nil, computeEmulation: computeScale))
             try await agent.start()
             fleet.append((proxy.name, agent))
         }
@@ -179,57 +155,37 @@ struct HarnessRun: AsyncParsableCommand {
         let end = start + .milliseconds(Int(scenario.duration))
         let rate = self.rate
         let agentsByName = fleet
-        let adaptiveTimeout = self.adaptiveTimeout
         let records = await withTaskGroup(of: [RequestRecord].self) { group in
             for (slot, (name, agent)) in agentsByName.enumerated() {
-                let cost = costs[slot % costs.count]
                 group.addTask {
                     var mine: [RequestRecord] = []
                     var index = slot
                     var next = start
-                    var policy = AdaptivePolicy(costs: cost, timeout: adaptiveTimeout * 1000)
                     var lastMode: InferenceMode?
                     while next < end {
                         try? await Task.sleep(until: next, clock: .continuous)
                         let sent = ContinuousClock.now
                         let image = index % test.count
-                        var chosen = mode ?? .split
-                        if mode == nil {
-                            let decision = policy.decide(now: (sent - start).seconds)
-                            chosen = decision.mode
-                            if chosen != lastMode {
-                                FileHandle.standardError.write(
-                                    Data("adaptive \(name) t=\(String(format: "%.1f", (sent - start).seconds))s: \(decision)\n".utf8))
-                                lastMode = chosen
-                            }
-                        }
-                        var outcome: AgentOutcome
-                        var fallback = false
-                        if mode == nil && chosen != .local {
-                            // Hedged: if the remote answer is late, compute locally as well and take the first.
-                            let (first, local) = await Self.hedgedInfer(
-                                agent, test.image(image), mode: chosen, cost: cost, hedge: policy.hedgeDelay(for: chosen))
-                            outcome = first
-                            let answered = !local && first.prediction != nil
-                            policy.record(
-                                mode: chosen, latency: answered ? first.latencyMilliseconds : nil, now: (ContinuousClock.now - start).seconds)
-                            if local {
-                                outcome.latencyMilliseconds = (ContinuousClock.now - sent).seconds * 1000
-                                chosen = .local
-                                fallback = true
-                            }
+                        let outcome: AgentOutcome
+                        if let mode {
+                            outcome = await agent.infer(test.image(image), mode: mode)
                         } else {
-                            outcome = await Self.emulatedInfer(agent, test.image(image), mode: chosen, cost: cost)
+                            outcome = await agent.infer(test.image(image))
+                        }
+                        if mode == nil, outcome.fallback == nil, outcome.mode != lastMode, let decision = outcome.decision {
+                            FileHandle.standardError.write(
+                                Data("adaptive \(name) t=\(String(format: "%.1f", (sent - start).seconds))s: \(decision)\n".utf8))
+                            lastMode = outcome.mode
                         }
                         let status: String
                         if let prediction = outcome.prediction {
-                            status = (prediction == Int(test.labels[image]) ? "ok" : "wrong") + (fallback ? "-fallback" : "")
+                            status = (prediction == Int(test.labels[image]) ? "ok" : "wrong") + (outcome.fallback != nil ? "-fallback" : "")
                         } else {
-                            status = (outcome.error ?? "error").contains("timed out") ? "timeout" : "error: \(outcome.error ?? "?")"
+                            status = (outcome.error ?? "error").contains("no answer") ? "timeout" : "error: \(outcome.error ?? "?")"
                         }
                         mine.append(
                             RequestRecord(
-                                time: (sent - start).seconds, agent: name, mode: chosen.rawValue, bytes: outcome.bytesSent,
+                                time: (sent - start).seconds, agent: name, mode: outcome.mode.rawValue, bytes: outcome.bytesSent,
                                 latencyMilliseconds: outcome.latencyMilliseconds, outcome: status))
                         index += agentsByName.count
                         next = max(next + .milliseconds(Int(1000 / rate)), ContinuousClock.now)
@@ -247,58 +203,7 @@ struct HarnessRun: AsyncParsableCommand {
         return records
     }
 
-    /// `agent.infer` after waiting for the device part's emulated compute time (included in the latency).
-    static func emulatedInfer(_ agent: Agent, _ image: Tensor, mode: InferenceMode, cost: ModeCosts) async -> AgentOutcome {
-        let device = mode == .local ? cost.localMilliseconds : mode == .split ? cost.headMilliseconds : 0
-        let start = ContinuousClock.now
-        if device > 0 { try? await Task.sleep(for: .microseconds(Int(device * 1000))) }
-        var outcome = await agent.infer(image, mode: mode)
-        outcome.latencyMilliseconds = (ContinuousClock.now - start).seconds * 1000
-        return outcome
-    }
-
-    /// Sends remotely; if no answer has come after `hedge` milliseconds (or the request failed),
-    /// computes locally too. Returns the first answer and whether it was the local one. The
-    /// remote request keeps going in the background until it is answered or times out.
-    static func hedgedInfer(_ agent: Agent, _ image: Tensor, mode: InferenceMode, cost: ModeCosts, hedge: Double) async -> (AgentOutcome, Bool) {
-        await withCheckedContinuation { (continuation: CheckedContinuation<(AgentOutcome, Bool), Never>) in
-            let race = HedgeRace(continuation)
-            Task {
-                let outcome = await emulatedInfer(agent, image, mode: mode, cost: cost)
-                if outcome.prediction != nil { race.finish(outcome, local: false) } else { race.remoteFailed() }
-            }
-            Task {
-                let deadline = ContinuousClock.now + .microseconds(Int(hedge * 1000))
-                while ContinuousClock.now < deadline, race.waitingForRemote {
-                    try? await Task.sleep(for: .milliseconds(1))
-                }
-                guard race.open else { return }
-                race.finish(await emulatedInfer(agent, image, mode: .local, cost: cost), local: true)
-            }
-        }
-    }
-
     private func log(_ line: String) {
         FileHandle.standardError.write(Data("harness: \(line)\n".utf8))
-    }
-}
-
-/// The first of a remote answer and a local computation wins; the other is dropped.
-private final class HedgeRace: Sendable {
-    private let continuation: Mutex<CheckedContinuation<(AgentOutcome, Bool), Never>?>
-    private let failed = Mutex(false)
-
-    init(_ continuation: CheckedContinuation<(AgentOutcome, Bool), Never>) { self.continuation = Mutex(continuation) }
-
-    var open: Bool { continuation.withLock { $0 != nil } }
-    var waitingForRemote: Bool { open && !failed.withLock { $0 } }
-
-    func remoteFailed() { failed.withLock { $0 = true } }
-
-    func finish(_ outcome: AgentOutcome, local: Bool) {
-        continuation.withLock { waiting in
-            waiting?.resume(returning: (outcome, local))
-            waiting = nil
-        }
     }
 }

@@ -150,7 +150,9 @@ import Testing
         let coordinator = try Coordinator(CoordinatorConfiguration(id: "c1", brokerPort: port), bundle: bundle)
         try await coordinator.start()
         let profile = try DeviceProfile.load("\(SplitServingTests.repository)/devices/generic.yaml")
-        let agent = try Agent(AgentConfiguration(deviceID: "device-d", profile: profile, brokerPort: port, threads: 1, requestTimeout: .seconds(2)))
+        let agent = try Agent(
+            AgentConfiguration(
+                deviceID: "device-d", profile: profile, brokerPort: port, threads: 1, requestTimeout: .seconds(2), fallbackToLocal: false))
         try await agent.start()
         try await agent.waitUntilReady()
         let image = Tensor(zeros: [1, 1, 28, 28])

@@ -1,0 +1,110 @@
+import CleaveProtocol
+import Foundation
+
+/// How an agent reaches the broker and what it runs.
+public struct AgentConfiguration: Sendable {
+    /// Unique device id (also the MQTT client id).
+    public var deviceID: String
+    public var profile: DeviceProfile
+    public var brokerHost: String
+    public var brokerPort: Int
+    /// Threads for local model execution (default: the profile's cores).
+    public var threads: Int?
+    /// How long a remote request waits for its answer (fixed modes; adaptive requests wait at
+    /// most this, usually much less: see ``Agent/infer(_:)``).
+    public var requestTimeout: Duration
+    /// Compute a remote request locally when it has no answer by its deadline or leaves a full
+    /// offline queue, instead of failing it. The outcome then says ``AgentOutcome/fallback``.
+    public var fallbackToLocal: Bool
+    /// Requests that wait while the broker is unreachable; when a new one arrives at a full
+    /// queue, the oldest waiting one is failed over (computed locally, or failed without
+    /// ``fallbackToLocal``).
+    public var offlineQueueLimit: Int
+    /// A published request without an answer is published again after this, doubling up to
+    /// eight times (the coordinator answers repeats from its result cache).
+    public var retryInterval: Duration
+    /// When set, the device part of every request (the whole model for local, the head for split)
+    /// takes at least FLOPs / profile GFLOP/s × this factor: the harness emulates a board this
+    /// way. Nil: real compute only, and the adaptive policy predicts from the same formula at 1.
+    public var computeEmulation: Double?
+    /// Broker credentials (the ACL in deploy/ expects username = device id).
+    public var username: String?
+    public var password: String?
+    /// Folder where verified model artifacts are cached by SHA-256 (nil: keep them in memory).
+    public var modelCache: String?
+
+    /// `$XDG_CACHE_HOME/cleave/models`, or `~/.cache/cleave/models`.
+    public static var defaultModelCache: String {
+        let environment = ProcessInfo.processInfo.environment
+        if let cache = environment["XDG_CACHE_HOME"], !cache.isEmpty { return "\(cache)/cleave/models" }
+        return "\(environment["HOME"] ?? ".")/.cache/cleave/models"
+    }
+
+    /// The `--model-cache` option's meaning: a folder, or nil for "none" (memory only).
+    public static func modelCache(option: String) -> String? {
+        option == "none" ? nil : option
+    }
+
+    public init(
+        deviceID: String, profile: DeviceProfile, brokerHost: String = "127.0.0.1", brokerPort: Int = 1883, threads: Int? = nil,
+        requestTimeout: Duration = .seconds(10), username: String? = nil, password: String? = nil, modelCache: String? = nil,
+        fallbackToLocal: Bool = true, offlineQueueLimit: Int = 64, retryInterval: Duration = .seconds(1), computeEmulation: Double? = nil
+    ) {
+        self.fallbackToLocal = fallbackToLocal
+        self.offlineQueueLimit = max(1, offlineQueueLimit)
+        self.retryInterval = retryInterval
+        self.computeEmulation = computeEmulation
+        self.modelCache = modelCache
+        self.username = username
+        self.password = password
+        self.deviceID = deviceID
+        self.profile = profile
+        self.brokerHost = brokerHost
+        self.brokerPort = brokerPort
+        self.threads = threads
+        self.requestTimeout = requestTimeout
+    }
+}
+
+/// What happened to one request.
+public struct AgentOutcome: Sendable {
+    public var requestID: UInt64
+    /// The mode that produced the answer (`local` for a fallback).
+    public var mode: InferenceMode
+    /// The remote mode that was tried first when the answer is a local fallback.
+    public var fallback: InferenceMode?
+    /// Predicted class, or nil when the request failed.
+    public var prediction: Int?
+    /// Why it failed.
+    public var error: String?
+    /// Bytes published for it (the frame), 0 for local.
+    public var bytesSent: Int
+    /// Time from the call to the answer, in milliseconds.
+    public var latencyMilliseconds: Double
+    /// How many requests the coordinator batched with this one (1 for local).
+    public var batchSize: Int
+    /// Why the adaptive policy chose the mode (nil for a fixed mode).
+    public var decision: String?
+}
+
+/// What an agent has done since it started (for logs, tests and the fault suite).
+public struct AgentStatistics: Sendable, Equatable {
+    /// Requests served, by the mode that answered them.
+    public var answered: [InferenceMode: Int] = [:]
+    /// Remote requests computed locally after their deadline or an offline-queue overflow.
+    public var fallbacks = 0
+    /// Requests that ended with an error (no answer and no fallback, or a failed computation).
+    public var failed = 0
+    /// Publications repeated because an answer was late or the connection was new.
+    public var retries = 0
+    /// Answers that found no waiting request (a retry's second answer or one after the
+    /// deadline): dropped, never delivered twice.
+    public var droppedAnswers = 0
+    /// Times the broker connection was (re)established.
+    public var connects = 0
+}
+
+/// Why an agent could not serve a request.
+public struct AgentError: Error, Sendable, CustomStringConvertible {
+    public let description: String
+}
