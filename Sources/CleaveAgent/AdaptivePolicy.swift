@@ -65,6 +65,11 @@ public struct AdaptivePolicy: Sendable {
         /// Predicted milliseconds per mode.
         public var predicted: [InferenceMode: Double]
         public var reason: String
+        /// Compute locally from the start as well and take the first answer: the request is
+        /// there to measure the remote path (the first one, a probe, or exploring while local is
+        /// the best mode), so it must not cost more than local; its remote answer still teaches
+        /// the policy when it comes late (``record(mode:latency:now:)``).
+        public var race = false
 
         public var description: String {
             let costs = [InferenceMode.local, .split, .offload].compactMap { mode in
@@ -94,7 +99,7 @@ public struct AdaptivePolicy: Sendable {
     private var lastProbe = -Double.infinity
     private var lastExploration = 0.0
     /// Whether any remote answer has been measured yet.
-    private var measured = false
+    private var everMeasured = false
     private var now = 0.0
     private(set) public var current: InferenceMode = .split
 
@@ -146,8 +151,7 @@ public struct AdaptivePolicy: Sendable {
     }
 
     /// How long to wait for a remote answer before computing locally as well (hedging):
-    /// half again the mode's predicted time, at least the local time, plus 10 ms (up to 500 ms
-    /// before the first remote answer).
+    /// half again the mode's predicted time, at least the local time, plus 10 ms.
     public func hedgeDelay(for mode: InferenceMode) -> Double {
         let estimate = link
         let network = recentNetwork(mode) ?? estimate.rtt.map { $0 + Double(bytes(mode) * 8) / estimate.bandwidth * 1000 }
@@ -155,10 +159,7 @@ public struct AdaptivePolicy: Sendable {
         // Never wait much longer than the best mode would take: an exploring or probing request
         // to a slow path must not cost more than a hedge on the best one.
         let best = predictions().values.min() ?? costs.localMilliseconds
-        let hedge = min(max(1.5 * answered, costs.localMilliseconds), max(1.5 * best, costs.localMilliseconds)) + 10
-        // The very first remote answer may include a cold coordinator: give it up to half a second
-        // (never more than the timeout) rather than trip the breaker before anything is known.
-        return measured ? hedge : max(hedge, min(timeout, 500))
+        return min(max(1.5 * answered, costs.localMilliseconds), max(1.5 * best, costs.localMilliseconds)) + 10
     }
 
     /// The mode for the next request at `time` (seconds on any monotonic clock).
@@ -171,12 +172,20 @@ public struct AdaptivePolicy: Sendable {
             let backoff = probeInterval * pow(2, Double(min(2, max(0, consecutiveFailures - breakerThreshold))))
             if now - lastProbe >= backoff {
                 lastProbe = now
-                return Decision(mode: current == .offload ? .offload : .split, predicted: predicted, reason: "remote path down: probing")
+                return Decision(
+                    mode: current == .offload ? .offload : .split, predicted: predicted, reason: "remote path down: probing", race: true)
             }
             return Decision(mode: .local, predicted: predicted, reason: "remote path down after \(consecutiveFailures) failures")
         }
-        guard predicted.count == 3 || predicted[.split] != nil || predicted[.offload] != nil else {
-            return Decision(mode: .split, predicted: predicted, reason: "first measurement")
+        guard predicted[.split] != nil || predicted[.offload] != nil else {
+            guard everMeasured else { return Decision(mode: .split, predicted: predicted, reason: "first measurement", race: true) }
+            // The remote estimates aged out while requests ran locally: look again at the usual pace.
+            current = .local
+            if now - lastExploration >= explorationInterval {
+                lastExploration = now
+                return Decision(mode: .split, predicted: predicted, reason: "exploring (estimates stale)", race: true)
+            }
+            return Decision(mode: .local, predicted: predicted, reason: "no recent remote measurement")
         }
         let best = predicted.min { $0.value < $1.value || ($0.value == $1.value && $0.key.rawValue < $1.key.rawValue) }!
         if best.key != current, best.value < (predicted[current] ?? .infinity) * (1 - hysteresis) {
@@ -188,7 +197,7 @@ public struct AdaptivePolicy: Sendable {
         let far = (predicted[explore] ?? .infinity) > 2 * best.value
         if now - lastExploration >= explorationInterval * (far ? 4 : 1) {
             lastExploration = now
-            return Decision(mode: explore, predicted: predicted, reason: "exploring")
+            return Decision(mode: explore, predicted: predicted, reason: "exploring", race: current == .local)
         }
         return Decision(mode: current, predicted: predicted, reason: current == best.key ? "cheapest" : "within hysteresis of the cheapest")
     }
@@ -206,7 +215,9 @@ public struct AdaptivePolicy: Sendable {
         if remoteDown { lastProbe = -Double.infinity }
     }
 
-    /// What happened to a request sent in `mode` at `time`: its latency (ms) when it was answered.
+    /// What happened to a request sent in `mode` at `time`: its latency (ms) when it was answered,
+    /// nil when it was not answered in time. An answer that comes after the request was given
+    /// up (and counted as a failure) is recorded as well: the path is alive, only slow.
     public mutating func record(mode: InferenceMode, latency: Double?, now time: Double) {
         now = time
         guard mode != .local else { return }
@@ -220,7 +231,7 @@ public struct AdaptivePolicy: Sendable {
             return
         }
         lossRate *= 0.5
-        measured = true
+        everMeasured = true
         consecutiveFailures = 0
         remoteDown = false
         samples[mode, default: []].append((now, max(0.05, latency - compute(mode))))

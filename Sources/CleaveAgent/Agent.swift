@@ -28,6 +28,9 @@ public actor Agent {
     /// Made when the models are loaded: it needs their FLOPs.
     private var policy: AdaptivePolicy?
     private var lastDecision: InferenceMode?
+    /// Adaptive requests computed locally because their answer was late, by id: a late answer
+    /// is still a measurement of the link.
+    private var abandoned: [UInt64: (mode: InferenceMode, started: ContinuousClock.Instant)] = [:]
     /// Device compute times to emulate (``AgentConfiguration/computeEmulation``).
     private var emulated: ModeCosts?
     private var counters = AgentStatistics()
@@ -58,7 +61,7 @@ public actor Agent {
                 host: configuration.brokerHost, port: configuration.brokerPort, clientID: configuration.deviceID,
                 username: configuration.username, password: configuration.password,
                 will: .init(topic: Topics.deviceState(configuration.deviceID), payload: [UInt8](offline), qos: 1, retain: true),
-                reconnectDelay: (1, 4)))
+                reconnectDelay: (1, 4), sessionExpiry: configuration.sessionExpiry))
     }
 
     /// What the agent has done so far.
@@ -124,11 +127,18 @@ public actor Agent {
     ///
     /// A remote request waits for its answer at most the policy's hedging delay (and never
     /// longer than the request timeout); then the whole model runs locally and the outcome
-    /// says ``AgentOutcome/fallback``. Never throws: a failure is an outcome with an error.
+    /// says ``AgentOutcome/fallback``. A request the policy sends to measure the remote path
+    /// (``AdaptivePolicy/Decision/race``) is computed locally at once. Answers that come
+    /// after their request was computed locally still teach the policy the link's latency.
+    /// Never throws: a failure is an outcome with an error.
     public func infer(_ input: Tensor) async -> AgentOutcome {
         guard policy != nil else { return await infer(input, mode: .split) }
         let started = ContinuousClock.now
-        let decision = policy!.decide(now: milliseconds(started) / 1000)
+        var decision = policy!.decide(now: milliseconds(started) / 1000)
+        if !connected && decision.mode != .local {
+            // Without a broker connection a remote request could only wait in the offline queue.
+            decision = AdaptivePolicy.Decision(mode: .local, predicted: decision.predicted, reason: "no broker connection")
+        }
         if decision.mode != lastDecision {
             logger.notice("mode \(decision)")
             lastDecision = decision.mode
@@ -137,10 +147,9 @@ public actor Agent {
         if decision.mode == .local {
             outcome = await runLocal(input, requestID: takeRequestID(), started: started)
         } else {
-            let hedge = min(policy!.hedgeDelay(for: decision.mode), configuration.requestTimeout.milliseconds)
-            outcome = await serveRemote(input, mode: decision.mode, requestID: takeRequestID(), started: started, deadline: hedge)
-            let answered = outcome.fallback == nil && outcome.prediction != nil
-            policy?.record(mode: decision.mode, latency: answered ? outcome.latencyMilliseconds : nil, now: milliseconds() / 1000)
+            let hedge = decision.race ? 0 : min(policy!.hedgeDelay(for: decision.mode), configuration.requestTimeout.milliseconds)
+            outcome = await serveRemote(
+                input, mode: decision.mode, requestID: takeRequestID(), started: started, deadline: hedge, learn: true, race: decision.race)
         }
         outcome.decision = decision.description
         return outcome
@@ -195,9 +204,13 @@ public actor Agent {
     }
 
     /// Split or offload: the frame to a coordinator, the answer back, or the local fallback
-    /// when none came within `deadline` milliseconds of `started`.
+    /// when none came within `deadline` milliseconds of `started`. With `learn`, the policy
+    /// records the outcome, and an answer that comes after the fallback is recorded too; a
+    /// `race` (deadline 0: a request sent to measure) counts as failed only if no answer comes
+    /// within the request timeout.
     private func serveRemote(
-        _ input: Tensor, mode: InferenceMode, requestID: UInt64, started: ContinuousClock.Instant, deadline: Double
+        _ input: Tensor, mode: InferenceMode, requestID: UInt64, started: ContinuousClock.Instant, deadline: Double, learn: Bool = false,
+        race: Bool = false
     ) async -> AgentOutcome {
         guard let assignment, headSession != nil else { return fail(Self.outcome(requestID, mode, started, error: "no assignment yet")) }
         do {
@@ -209,17 +222,39 @@ public actor Agent {
             let frame = try encode(features, mode: mode, requestID: requestID, assignment: assignment)
             let remaining = deadline - (milliseconds() - milliseconds(started))
             let result = try await send(frame, requestID: requestID, mode: mode, deadline: remaining)
+            let outcome = Self.outcome(requestID, mode, started, result: result, bytes: frame.count)
             if result.prediction != nil { counters.answered[mode, default: 0] += 1 } else { counters.failed += 1 }
-            return Self.outcome(requestID, mode, started, result: result, bytes: frame.count)
+            if learn { policy?.record(mode: mode, latency: result.prediction != nil ? outcome.latencyMilliseconds : nil, now: milliseconds() / 1000) }
+            return outcome
         } catch let failure as RemoteFailure where configuration.fallbackToLocal {
             logger.info("\(failure); computing it locally")
             counters.fallbacks += 1
+            if learn {
+                if !race { policy?.record(mode: mode, latency: nil, now: milliseconds() / 1000) }
+                if case .noAnswer = failure { rememberAbandoned(requestID, mode: mode, started: started, race: race) }
+            }
             var outcome = await runLocal(input, requestID: requestID, started: started)
             outcome.fallback = mode
             return outcome
         } catch {
             return fail(Self.outcome(requestID, mode, started, error: "\(error)"))
         }
+    }
+
+    /// Keeps a given-up request for one request timeout, so that its late answer can still be
+    /// measured; a race without an answer by then is recorded as a failure.
+    private func rememberAbandoned(_ requestID: UInt64, mode: InferenceMode, started: ContinuousClock.Instant, race: Bool) {
+        abandoned[requestID] = (mode, started)
+        let timeout = configuration.requestTimeout
+        Task { [weak self] in
+            try? await Task.sleep(until: started + timeout)
+            await self?.forgetAbandoned(requestID, failed: race)
+        }
+    }
+
+    private func forgetAbandoned(_ requestID: UInt64, failed: Bool) {
+        guard let entry = abandoned.removeValue(forKey: requestID), failed else { return }
+        policy?.record(mode: entry.mode, latency: nil, now: milliseconds() / 1000)
     }
 
     private func fail(_ outcome: AgentOutcome) -> AgentOutcome {
@@ -380,7 +415,11 @@ public actor Agent {
         }
         // A duplicate answer (a retry's, or a redelivered QoS 1 message) finds no waiting request
         // and is dropped: the application sees each request answered once.
-        remote.answer(result.requestID)?.waiter.resume(returning: result)
+        if let waiting = remote.answer(result.requestID) {
+            waiting.waiter.resume(returning: result)
+        } else if let late = abandoned.removeValue(forKey: result.requestID), result.prediction != nil {
+            policy?.record(mode: late.mode, latency: (ContinuousClock.now - late.started).milliseconds, now: milliseconds() / 1000)
+        }
     }
 
     private func receiveControl(_ message: MQTTMessage) {
@@ -441,12 +480,5 @@ public actor Agent {
         } catch {
             logger.error("cannot load assigned models: \(error)")
         }
-    }
-}
-
-extension Duration {
-    /// The duration in milliseconds.
-    var milliseconds: Double {
-        Double(components.seconds) * 1e3 + Double(components.attoseconds) / 1e15
     }
 }

@@ -23,6 +23,9 @@ public struct AgentConfiguration: Sendable {
     /// A published request without an answer is published again after this, doubling up to
     /// eight times (the coordinator answers repeats from its result cache).
     public var retryInterval: Duration
+    /// Seconds the broker keeps the agent's MQTT session (subscriptions, and answers that
+    /// arrive while it is disconnected) after the connection drops; nil: clean sessions.
+    public var sessionExpiry: Int?
     /// When set, the device part of every request (the whole model for local, the head for split)
     /// takes at least FLOPs / profile GFLOP/s × this factor: the harness emulates a board this
     /// way. Nil: real compute only, and the adaptive policy predicts from the same formula at 1.
@@ -48,8 +51,10 @@ public struct AgentConfiguration: Sendable {
     public init(
         deviceID: String, profile: DeviceProfile, brokerHost: String = "127.0.0.1", brokerPort: Int = 1883, threads: Int? = nil,
         requestTimeout: Duration = .seconds(10), username: String? = nil, password: String? = nil, modelCache: String? = nil,
-        fallbackToLocal: Bool = true, offlineQueueLimit: Int = 64, retryInterval: Duration = .seconds(1), computeEmulation: Double? = nil
+        fallbackToLocal: Bool = true, offlineQueueLimit: Int = 64, retryInterval: Duration = .seconds(1), sessionExpiry: Int? = 300,
+        computeEmulation: Double? = nil
     ) {
+        self.sessionExpiry = sessionExpiry
         self.fallbackToLocal = fallbackToLocal
         self.offlineQueueLimit = max(1, offlineQueueLimit)
         self.retryInterval = retryInterval

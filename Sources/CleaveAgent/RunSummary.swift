@@ -6,11 +6,15 @@ import Foundation
 extension Duration {
     /// The duration in seconds.
     public var seconds: Double { Double(components.seconds) + Double(components.attoseconds) / 1e18 }
+
+    /// The duration in milliseconds.
+    var milliseconds: Double { seconds * 1000 }
 }
 
 /// Accuracy, bytes and latency percentiles of a run, as one table row.
 public struct RunSummary: Sendable {
-    public let mode: InferenceMode
+    /// The fixed mode of the run, nil for adaptive.
+    public let mode: InferenceMode?
     public let count: Int
     public let failures: Int
     public let accuracy: Double
@@ -24,7 +28,7 @@ public struct RunSummary: Sendable {
     public let firstError: String?
 
     /// Summarizes `outcomes` against the true `labels` over a run of `seconds`.
-    public init(mode: InferenceMode, outcomes: [AgentOutcome], labels: [UInt8], seconds: Double) {
+    public init(mode: InferenceMode?, outcomes: [AgentOutcome], labels: [UInt8], seconds: Double) {
         self.mode = mode
         count = outcomes.count
         failures = outcomes.filter { $0.prediction == nil }.count
@@ -49,7 +53,7 @@ public struct RunSummary: Sendable {
     /// The summary as one table row.
     public var line: String {
         let accuracyText = accuracy.isNaN ? "     n/a" : String(format: "%7.2f%%", accuracy * 100)
-        return mode.rawValue.padding(toLength: 10, withPad: " ", startingAt: 0)
+        return (mode?.rawValue ?? "adaptive").padding(toLength: 10, withPad: " ", startingAt: 0)
             + String(format: "%8d  %6d  ", count, failures) + accuracyText
             + String(format: "  %12.1f  %6.2f  %6.2f  %6.2f  %6.0f  %10.2f", bytesPerSample, p50, p95, p99, throughput, meanBatch)
             + (firstError.map { "\n  first failure: \($0)" } ?? "")
@@ -78,7 +82,7 @@ public enum InputSource: Sendable {
 extension Agent {
     /// Serves `samples` inputs from `source` and prints what a user of the agent CLIs sees:
     /// one line per image for folders, a summary line per 1,000 requests, and the final table row.
-    public func serveAndReport(_ source: InputSource, samples: Int, mode: InferenceMode, rate: Double) async throws {
+    public func serveAndReport(_ source: InputSource, samples: Int, mode: InferenceMode?, rate: Double) async throws {
         let run = try await stream(source, samples: samples, mode: mode, rate: rate, report: { print($0.line) }) { index, outcome in
             guard case .folder(let paths) = source else { return }
             let label = outcome.prediction.map { FashionMNIST.classNames[$0] } ?? "failed: \(outcome.error ?? "")"
@@ -88,11 +92,11 @@ extension Agent {
         print(RunSummary(mode: mode, outcomes: run.outcomes, labels: run.labels, seconds: run.seconds).line)
     }
 
-    /// Sends `samples` inputs from `source` in `mode`, at `rate` requests per second (0: back to back),
+    /// Sends `samples` inputs from `source` in `mode` (nil: adaptive), at `rate` requests per second (0: back to back),
     /// calling `report` after every 1,000 and `each` after every request; returns the outcomes, the true
     /// labels (empty unless the source has them) and the duration.
     public func stream(
-        _ source: InputSource, samples: Int, mode: InferenceMode, rate: Double, report: (RunSummary) -> Void = { _ in },
+        _ source: InputSource, samples: Int, mode: InferenceMode?, rate: Double, report: (RunSummary) -> Void = { _ in },
         each: (Int, AgentOutcome) -> Void = { _, _ in }
     ) async throws -> (outcomes: [AgentOutcome], labels: [UInt8], seconds: Double) {
         var outcomes: [AgentOutcome] = []
@@ -111,7 +115,7 @@ extension Agent {
                 if index == 0 { generator = SeededGenerator(seed: seed) }
                 input = Tensor(shape: [1, 1, 28, 28], scalars: (0..<784).map { _ in Float(generator.next() % 256) / 255 })
             }
-            let outcome = await infer(input, mode: mode)
+            let outcome = if let mode { await infer(input, mode: mode) } else { await infer(input) }
             outcomes.append(outcome)
             each(index, outcome)
             if rate > 0 {

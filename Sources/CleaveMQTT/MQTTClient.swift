@@ -1,4 +1,5 @@
 import CMosquitto
+import Synchronization
 
 #if canImport(Glibc)
     import Glibc
@@ -8,36 +9,38 @@ import CMosquitto
 
 /// An MQTT v5 client over libmosquitto: the only Swift code that touches it.
 ///
-/// libmosquitto runs its own network thread (`mosquitto_loop_start`), reconnects
-/// with exponential back-off, and calls back on that thread; the callbacks only
-/// copy what they got and yield it into ``events``, so they never block it.
-/// libmosquitto's API is thread-safe in threaded mode, which is why the class is
-/// `@unchecked Sendable`: its only state is the handle and the event sink.
+/// A thread of ours runs libmosquitto's network loop: it connects, reconnects with
+/// exponential back-off, and sends the CONNECT properties every time (libmosquitto's own
+/// reconnect sends none, which would end an MQTT v5 persistent session at every
+/// disconnect). libmosquitto calls back on that thread; the callbacks only copy what they
+/// got and yield it into ``events``, so they never block it. libmosquitto's API is
+/// thread-safe in threaded mode, which is why the class is `@unchecked Sendable`: its only
+/// state is the connection, which owns the handle.
 public final class MQTTClient: @unchecked Sendable {
     /// Connection changes and received messages, in order.
     public let events: AsyncStream<MQTTEvent>
-    private let sink: EventSink
-    private let handle: OpaquePointer
-    private let configuration: MQTTConfiguration
+    private let connection: MosquittoConnection
+    private var handle: OpaquePointer { connection.handle }
 
     private static let libraryReady: Void = { mosquitto_lib_init() }()
 
     /// Creates a client; nothing touches the network until ``connect()``.
     public init(_ configuration: MQTTConfiguration) throws {
         _ = Self.libraryReady
-        self.configuration = configuration
         let (stream, continuation) = AsyncStream<MQTTEvent>.makeStream(bufferingPolicy: .unbounded)
         events = stream
-        sink = EventSink(continuation)
-        guard let handle = mosquitto_new(configuration.clientID, configuration.cleanSession, Unmanaged.passUnretained(sink).toOpaque()) else {
+        let sink = EventSink(continuation)
+        let persistent = configuration.sessionExpiry != nil
+        guard
+            let handle = mosquitto_new(
+                configuration.clientID, persistent ? false : configuration.cleanSession, Unmanaged.passUnretained(sink).toOpaque())
+        else {
             throw MQTTError(code: Int32(MOSQ_ERR_NOMEM.rawValue), operation: "create client \(configuration.clientID)")
         }
-        self.handle = handle
+        connection = MosquittoConnection(handle: handle, sink: sink, configuration: configuration)
         try MQTTError.check(mosquitto_int_option(handle, MOSQ_OPT_PROTOCOL_VERSION, MQTT_PROTOCOL_V5), "select MQTT v5")
         try MQTTError.check(mosquitto_int_option(handle, MOSQ_OPT_TCP_NODELAY, 1), "set TCP_NODELAY")
-        try MQTTError.check(
-            mosquitto_reconnect_delay_set(handle, UInt32(configuration.reconnectDelay.minimum), UInt32(configuration.reconnectDelay.maximum), true),
-            "set reconnect delay")
+        try MQTTError.check(mosquitto_threaded_set(handle, true), "select threaded mode")
         if configuration.username != nil || configuration.password != nil {
             try MQTTError.check(mosquitto_username_pw_set(handle, configuration.username, configuration.password), "set credentials")
         }
@@ -55,26 +58,27 @@ public final class MQTTClient: @unchecked Sendable {
     }
 
     deinit {
-        mosquitto_disconnect_v5(handle, 0, nil)
-        mosquitto_loop_stop(handle, false)
-        mosquitto_destroy(handle)
-        sink.continuation.finish()
+        // The network thread holds the connection until it has seen the stop and exits.
+        connection.stop(sendDisconnect: true)
     }
 
     // MARK: - Connection
 
-    /// Starts the network thread and connects; progress arrives as ``MQTTEvent/connected``.
+    /// Starts the network thread, which connects and keeps reconnecting; progress arrives as
+    /// ``MQTTEvent/connected`` and ``MQTTEvent/disconnected(code:)``.
     public func connect() throws {
-        try MQTTError.check(
-            mosquitto_connect_async(handle, configuration.host, Int32(configuration.port), Int32(configuration.keepAlive)),
-            "connect to \(configuration.host):\(configuration.port)")
-        try MQTTError.check(mosquitto_loop_start(handle), "start network thread")
+        guard connection.configuration.port > 0 && connection.configuration.port < 65536 else {
+            throw MQTTError(
+                code: Int32(MOSQ_ERR_INVAL.rawValue), operation: "connect to \(connection.configuration.host):\(connection.configuration.port)")
+        }
+        connection.start()
     }
 
-    /// Disconnects cleanly (the will is not sent) and stops the network thread.
+    /// Disconnects cleanly (the will is not sent) and stops the network thread (waits up to
+    /// two seconds for it: a TCP connect in progress cannot be interrupted).
     public func disconnect() {
-        mosquitto_disconnect_v5(handle, 0, nil)
-        mosquitto_loop_stop(handle, false)
+        connection.stop(sendDisconnect: true)
+        connection.waitUntilStopped(seconds: 2)
     }
 
     /// Stops the network thread and shuts the socket down without a DISCONNECT, as a
@@ -82,9 +86,10 @@ public final class MQTTClient: @unchecked Sendable {
     /// at once (waiting for the keep-alive to run out made the test depend on the
     /// broker's timer granularity). For fault tests.
     func abandonConnection() {
-        mosquitto_loop_stop(handle, true)
+        connection.stop(sendDisconnect: false)
         let socket = mosquitto_socket(handle)
         if socket >= 0 { shutdown(socket, Int32(SHUT_RDWR)) }
+        connection.waitUntilStopped(seconds: 2)
     }
 
     // MARK: - Messages
@@ -127,7 +132,9 @@ public final class MQTTClient: @unchecked Sendable {
 
     private func installCallbacks() {
         mosquitto_connect_v5_callback_set(handle) { _, context, code, _, _ in
-            EventSink.from(context).continuation.yield(code == 0 ? .connected : .refused(reasonCode: Int(code)))
+            let sink = EventSink.from(context)
+            if code == 0 { sink.established.store(true, ordering: .releasing) }
+            sink.continuation.yield(code == 0 ? .connected : .refused(reasonCode: Int(code)))
         }
         mosquitto_disconnect_v5_callback_set(handle) { _, context, code, _ in
             EventSink.from(context).continuation.yield(.disconnected(code: Int(code)))
@@ -139,9 +146,11 @@ public final class MQTTClient: @unchecked Sendable {
     }
 }
 
-/// Receives callbacks through libmosquitto's `obj` pointer; owned by the client, freed after the handle.
-private final class EventSink: Sendable {
+/// Receives callbacks through libmosquitto's `obj` pointer; owned by the connection, freed after the handle.
+final class EventSink: Sendable {
     let continuation: AsyncStream<MQTTEvent>.Continuation
+    /// Set when the broker accepted a connection; the network loop then resets its back-off.
+    let established = Atomic<Bool>(false)
 
     init(_ continuation: AsyncStream<MQTTEvent>.Continuation) { self.continuation = continuation }
 

@@ -44,13 +44,18 @@ public struct MQTTConfiguration: Sendable {
     public var tls: TLS?
     /// Reconnect back-off: first delay and ceiling, in seconds (doubling in between).
     public var reconnectDelay: (minimum: Int, maximum: Int)
+    /// Seconds the broker keeps this client's session (subscriptions and QoS 1 messages
+    /// for it) after a disconnect: an MQTT v5 persistent session, sent with every connect.
+    /// Nil: a clean session (and ``cleanSession`` applies).
+    public var sessionExpiry: Int?
 
     /// A configuration with defaults for a local broker.
     public init(
         host: String = "127.0.0.1", port: Int = 1883, clientID: String, cleanSession: Bool = true, keepAlive: Int = 10,
         username: String? = nil, password: String? = nil, will: Will? = nil, tls: TLS? = nil,
-        reconnectDelay: (minimum: Int, maximum: Int) = (1, 16)
+        reconnectDelay: (minimum: Int, maximum: Int) = (1, 16), sessionExpiry: Int? = nil
     ) {
+        self.sessionExpiry = sessionExpiry
         self.host = host
         self.port = port
         self.clientID = clientID

@@ -17,7 +17,7 @@ struct CleaveAgentMain: AsyncParsableCommand {
     @Option(help: "Broker port.") var port: Int = 1883
     @Option(help: "Device profile YAML.") var profile: String = "devices/generic.yaml"
     @Option(help: "Device id (default: the profile name and the process id).") var id: String?
-    @Option(help: "How to serve requests: local, split or offload.") var mode: String = "split"
+    @Option(help: "How to serve requests: adaptive, local, split or offload.") var mode: String = "adaptive"
     @Option(help: "How many Fashion-MNIST test images to send (0: stay online).") var samples: Int = 0
     @Option(help: "Requests per second (0: back to back).") var rate: Double = 0
     @Option(help: "Fashion-MNIST folder.") var dataset: String = FashionMNIST.defaultDirectory
@@ -30,7 +30,8 @@ struct CleaveAgentMain: AsyncParsableCommand {
     @Option(help: "File whose first line is the broker password.") var passwordFile: String?
 
     func run() async throws {
-        guard let inferenceMode = InferenceMode(rawValue: mode) else { throw ValidationError("--mode must be local, split or offload") }
+        let inferenceMode = InferenceMode(rawValue: mode)
+        guard inferenceMode != nil || mode == "adaptive" else { throw ValidationError("--mode must be adaptive, local, split or offload") }
         let deviceProfile = try DeviceProfile.load(profile)
         let agent = try Agent(
             AgentConfiguration(

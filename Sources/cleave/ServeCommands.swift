@@ -101,12 +101,24 @@ struct AgentCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "agent",
         abstract: "Run a device agent: announce, take the assignment, stream Fashion-MNIST test images.",
-        discussion: "Prints one summary line per 1,000 requests and a final summary. Modes: local, split, offload.")
+        discussion: """
+            Prints one summary line per 1,000 requests and a final summary. Modes: adaptive (the default: \
+            each request goes where the agent's policy predicts it is fastest, from the device profile, \
+            the models' FLOPs and the agent's own measurements of the link; a remote request without an \
+            answer by its hedging delay is computed locally), or a fixed local, split or offload. Remote \
+            requests made while the broker is unreachable wait in an offline queue (--offline-queue \
+            requests; when it is full the oldest is computed locally) and go out when the connection is \
+            back; unanswered ones are sent again after 1, 2, 4, 8 s (the coordinator answers repeats \
+            from its cache).
+            """)
 
     @Option(help: "Broker as HOST:PORT.") var broker: BrokerAddress = BrokerAddress(host: "127.0.0.1", port: 1883)
     @Option(help: "Device profile YAML.") var profile: String = "devices/generic.yaml"
     @Option(help: "Device id (default: the profile name and the process id).") var id: String?
-    @Option(help: "How to serve requests.") var mode: InferenceMode = .split
+    @Option(help: "How to serve requests: adaptive, local, split or offload.") var mode: String = "adaptive"
+    @Option(help: "Seconds a remote request waits for its answer before it is computed locally.") var timeout: Double = 10
+    @Option(help: "Requests that wait while the broker is unreachable.") var offlineQueue: Int = 64
+    @Flag(help: "Fail a remote request without an answer instead of computing it locally.") var noFallback = false
     @Option(help: "How many test images to send (0: serve until interrupted without sending).") var samples: Int = 1000
     @Option(help: "Requests per second (0: as fast as answers come).") var rate: Double = 0
     @Option(help: "Fashion-MNIST folder.") var dataset: String = FashionMNIST.defaultDirectory
@@ -118,12 +130,16 @@ struct AgentCommand: AsyncParsableCommand {
     @OptionGroup var credentials: CredentialOptions
 
     func run() async throws {
+        let fixedMode = InferenceMode(rawValue: mode)
+        guard fixedMode != nil || mode == "adaptive" else { throw ValidationError("--mode must be adaptive, local, split or offload") }
+        guard timeout > 0, offlineQueue > 0 else { throw ValidationError("--timeout and --offline-queue must be positive") }
         let deviceProfile = try DeviceProfile.load(profile)
         let agent = try Agent(
             AgentConfiguration(
                 deviceID: id ?? "\(deviceProfile.name)-\(ProcessInfo.processInfo.processIdentifier)", profile: deviceProfile,
-                brokerHost: broker.host, brokerPort: broker.port, username: credentials.username, password: try credentials.password(),
-                modelCache: AgentConfiguration.modelCache(option: modelCache)))
+                brokerHost: broker.host, brokerPort: broker.port, requestTimeout: .milliseconds(Int(timeout * 1000)),
+                username: credentials.username, password: try credentials.password(), modelCache: AgentConfiguration.modelCache(option: modelCache),
+                fallbackToLocal: !noFallback, offlineQueueLimit: offlineQueue))
         try await agent.start()
         try await agent.waitUntilReady()
         let signals = onInterrupt {}
@@ -131,7 +147,7 @@ struct AgentCommand: AsyncParsableCommand {
             while true { try await Task.sleep(for: .seconds(60)) }
         }
         let input = try InputSource.named(source, datasetDirectory: dataset)
-        try await agent.serveAndReport(input, samples: samples, mode: mode, rate: rate)
+        try await agent.serveAndReport(input, samples: samples, mode: fixedMode, rate: rate)
         await agent.stop()
         _ = signals
     }

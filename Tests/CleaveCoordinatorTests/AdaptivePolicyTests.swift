@@ -43,6 +43,40 @@ import Testing
         #expect(policy.decide(now: 7.6).mode != .local, "an answered probe closes the breaker")
     }
 
+    /// Requests that only measure the remote path race a local computation, so they cost no more
+    /// than local; requests on the chosen remote mode do not.
+    @Test func measuringRequestsRaceLocalAndChosenOnesDoNot() {
+        var policy = AdaptivePolicy(costs: Self.costs, timeout: 1000)
+        let first = policy.decide(now: 0)
+        #expect(first.race && first.mode != .local, "nothing measured yet: \(first)")
+        _ = Self.run(&policy, from: 0, count: 30) { $0 == .split ? 6.3 + 4 : 0.3 + 4.5 }
+        #expect(policy.current == .offload && !policy.decide(now: 6.1).race)
+        _ = Self.run(&policy, from: 10, count: 60) { $0 == .split ? 6.3 + 90 : 0.3 + 140 }
+        #expect(policy.current == .local)
+        var exploring: [AdaptivePolicy.Decision] = []
+        for i in 0..<200 {
+            let decision = policy.decide(now: 30 + Double(i) * 0.2)
+            if decision.mode != .local { exploring.append(decision) }
+        }
+        #expect(!exploring.isEmpty && exploring.allSatisfy(\.race), "exploring while local is best races: \(exploring)")
+        policy.record(mode: .split, latency: nil, now: 80)
+        policy.record(mode: .split, latency: nil, now: 80.1)
+        let probes = (0..<30).map { policy.decide(now: 80.2 + Double($0) * 0.2) }.filter { $0.mode != .local }
+        #expect(!probes.isEmpty && probes.allSatisfy(\.race), "probes race: \(probes)")
+    }
+
+    /// A late answer (after the request was computed locally) shows a slow path, not a dead one.
+    @Test func aLateAnswerClosesTheBreakerAndTeachesTheLatency() {
+        var policy = AdaptivePolicy(costs: Self.costs, timeout: 1000)
+        _ = Self.run(&policy, from: 0, count: 20) { _ in 10 }
+        policy.record(mode: .split, latency: nil, now: 10)
+        policy.record(mode: .split, latency: nil, now: 10.1)
+        #expect(policy.decide(now: 10.15).reason.contains("down"))
+        policy.record(mode: .split, latency: 400, now: 10.2)
+        let decision = policy.decide(now: 10.3)
+        #expect(!decision.reason.contains("down") && (decision.predicted[.split] ?? 0) > 300, "\(decision)")
+    }
+
     @Test func hedgingWaitsAtLeastTheLocalTimeAndBoundsTheWait() {
         var policy = AdaptivePolicy(costs: Self.costs, timeout: 1000)
         _ = Self.run(&policy, from: 0, count: 20) { _ in 10 }

@@ -53,6 +53,38 @@ import Testing
         #expect(reply.correlationData == [0, 42])
     }
 
+    /// With a session-expiry interval the broker keeps the subscription and the QoS 1 messages
+    /// that arrive while the client is away; a clean session gets nothing.
+    @Test func persistentSessionKeepsMessagesWhileAway() async throws {
+        let broker = try LocalBroker()
+        let sender = try MQTTClient(MQTTConfiguration(port: broker.port, clientID: "sender"))
+        try sender.connect()
+        #expect(await waitFor(sender) { if case .connected = $0 { true } else { false } } != nil)
+        for (id, expiry) in [("keeper", 60), ("forgetter", nil)] as [(String, Int?)] {
+            let first = try MQTTClient(MQTTConfiguration(port: broker.port, clientID: id, sessionExpiry: expiry))
+            try first.connect()
+            #expect(await waitFor(first) { if case .connected = $0 { true } else { false } } != nil)
+            try first.subscribe("box/\(id)", qos: 1)
+            try await Task.sleep(for: .milliseconds(200))
+            first.disconnect()
+            try sender.publish(MQTTMessage(topic: "box/\(id)", payload: [7], qos: 1))
+            try await Task.sleep(for: .milliseconds(200))
+            let again = try MQTTClient(MQTTConfiguration(port: broker.port, clientID: id, sessionExpiry: expiry))
+            try again.connect()
+            let message = await waitFor(again, seconds: 2) { if case .message = $0 { true } else { false } }
+            if expiry != nil {
+                guard case .message(let kept)? = message else {
+                    Issue.record("the persistent session lost the message")
+                    continue
+                }
+                #expect(kept.payload == [7] && kept.topic == "box/keeper")
+            } else {
+                #expect(message == nil, "a clean session starts empty")
+            }
+            again.disconnect()
+        }
+    }
+
     @Test func willIsPublishedWhenAClientVanishes() async throws {
         let broker = try LocalBroker()
         let watcher = try MQTTClient(MQTTConfiguration(port: broker.port, clientID: "watcher"))

@@ -1,0 +1,120 @@
+import CMosquitto
+import Dispatch
+import Synchronization
+
+#if canImport(Glibc)
+    import Glibc
+#elseif canImport(Darwin)
+    import Darwin
+#endif
+
+/// Owns a libmosquitto handle and runs its network loop on a thread of its own.
+///
+/// The loop connects with the configured CONNECT properties (the session-expiry
+/// interval of a persistent session), runs `mosquitto_loop` until the connection drops,
+/// waits the back-off (doubling from the configured minimum to the maximum, reset when
+/// the broker accepts a connection) and connects again, until ``stop(sendDisconnect:)``.
+/// The thread keeps the connection alive while it runs, so the handle is destroyed only
+/// after the loop has let go of it.
+final class MosquittoConnection: @unchecked Sendable {
+    let handle: OpaquePointer
+    let sink: EventSink
+    let configuration: MQTTConfiguration
+    private let stopping = Atomic<Bool>(false)
+    private let started = Atomic<Bool>(false)
+    /// Signalled to cut a back-off wait short when stopping.
+    private let wake = DispatchSemaphore(value: 0)
+    /// Signalled once when the loop has exited.
+    private let exited = DispatchSemaphore(value: 0)
+
+    init(handle: OpaquePointer, sink: EventSink, configuration: MQTTConfiguration) {
+        self.handle = handle
+        self.sink = sink
+        self.configuration = configuration
+    }
+
+    deinit {
+        mosquitto_destroy(handle)
+        sink.continuation.finish()
+    }
+
+    /// Starts the network thread (once).
+    func start() {
+        guard !started.exchange(true, ordering: .acquiringAndReleasing) else { return }
+        // The thread owns a retain of the connection until `run` returns.
+        let context = Unmanaged.passRetained(self).toOpaque()
+        var thread = pthread_t()
+        let created = pthread_create(
+            &thread, nil,
+            { context in
+                let connection = Unmanaged<MosquittoConnection>.fromOpaque(context!).takeRetainedValue()
+                connection.run()
+                return nil
+            }, context)
+        if created == 0 {
+            pthread_detach(thread)
+        } else {
+            Unmanaged<MosquittoConnection>.fromOpaque(context).release()
+            sink.continuation.yield(.disconnected(code: Int(created)))
+        }
+    }
+
+    /// Asks the loop to end; with `sendDisconnect` the broker gets a DISCONNECT first (so it
+    /// does not publish the will).
+    func stop(sendDisconnect: Bool) {
+        guard !stopping.exchange(true, ordering: .acquiringAndReleasing) else { return }
+        if sendDisconnect { mosquitto_disconnect_v5(handle, 0, nil) }
+        wake.signal()
+    }
+
+    /// Waits until the loop has exited, at most `seconds`.
+    func waitUntilStopped(seconds: Double) {
+        guard started.load(ordering: .acquiring) else { return }
+        if exited.wait(timeout: .now() + seconds) == .success { exited.signal() }
+    }
+
+    // MARK: - The loop (on its own thread)
+
+    private func run() {
+        var delay = Double(max(1, configuration.reconnectDelay.minimum))
+        let longest = Double(max(configuration.reconnectDelay.minimum, configuration.reconnectDelay.maximum))
+        var linked = false
+        while !stopping.load(ordering: .acquiring) {
+            if !linked {
+                linked = connectOnce() == MOSQ_ERR_SUCCESS.rawValue
+                if !linked {
+                    pause(delay)
+                    delay = min(2 * delay, longest)
+                    continue
+                }
+            }
+            let code = mosquitto_loop(handle, 100, 1)
+            if sink.established.exchange(false, ordering: .acquiringAndReleasing) {
+                delay = Double(max(1, configuration.reconnectDelay.minimum))
+            }
+            guard code != MOSQ_ERR_SUCCESS.rawValue else { continue }
+            linked = false
+            if stopping.load(ordering: .acquiring) { break }
+            pause(delay)
+            delay = min(2 * delay, longest)
+        }
+        // Whatever DISCONNECT `stop` queued goes out before the socket closes.
+        _ = mosquitto_loop(handle, 10, 1)
+        exited.signal()
+    }
+
+    /// One blocking connect with the CONNECT properties; the CONNACK arrives in the loop.
+    private func connectOnce() -> Int32 {
+        var properties: OpaquePointer? = nil
+        defer { mosquitto_property_free_all(&properties) }
+        if let expiry = configuration.sessionExpiry {
+            _ = mosquitto_property_add_int32(&properties, Int32(MQTT_PROP_SESSION_EXPIRY_INTERVAL.rawValue), UInt32(clamping: expiry))
+        }
+        return mosquitto_connect_bind_v5(handle, configuration.host, Int32(configuration.port), Int32(configuration.keepAlive), nil, properties)
+    }
+
+    /// Sleeps `seconds` unless ``stop(sendDisconnect:)`` comes first.
+    private func pause(_ seconds: Double) {
+        if wake.wait(timeout: .now() + seconds) == .success { wake.signal() }
+    }
+}
