@@ -49,15 +49,18 @@ public struct ModeCosts: Sendable, Equatable {
 /// `rtt + bytes·8 / bandwidth` (bandwidth from the two modes' medians when both are known,
 /// else a prior). Failures raise a loss estimate `p`, and a remote mode then costs
 /// `(1 − p)·t + p·(hedge + local)` with `t = compute + network`, since a request whose
-/// answer is late is computed locally after ``hedgeDelay(for:)``. The policy switches only when another mode is predicted at least `hysteresis`
-/// cheaper. It explores with real requests, not extra probes: every `explorationInterval`
-/// seconds (four times that when the other mode is predicted at more than twice the best)
-/// one request goes to the remote mode it is not using (the better of the two when it runs
-/// locally). After `breakerThreshold` consecutive failures the remote path counts as gone:
-/// requests run locally and probes try it again after 1, 2, then every 4 ×
-/// `probeInterval` seconds.
-/// ``hedgeDelay(for:)`` tells the caller when to stop waiting for a remote answer and
-/// compute locally too, so a bad link costs a bounded delay rather than a timeout.
+/// answer is late is computed locally after ``hedgeDelay(for:)``. The policy switches only
+/// when another mode is predicted at least `hysteresis` cheaper.
+///
+/// It explores with real requests, not extra probes: one request goes to the remote mode it
+/// is not using (the better of the two when it runs locally) every `explorationInterval`
+/// seconds (four times that when that mode is predicted at more than twice the best), and
+/// never more often than one request in `explorationSpacing`. After `breakerThreshold`
+/// consecutive failures the remote path counts as gone: requests run locally and probes try
+/// it again after 1, 2, then every 4 × `probeInterval` seconds. A request sent only to
+/// measure (the first, a probe, or exploring while local is best) races a local computation
+/// (``Decision/race``), so measuring never costs more than local; its answer, like any
+/// answer that comes after its request was given up, is still recorded.
 public struct AdaptivePolicy: Sendable {
     /// One decision and the numbers behind it.
     public struct Decision: Sendable, CustomStringConvertible {
@@ -83,6 +86,9 @@ public struct AdaptivePolicy: Sendable {
     public var hysteresis = 0.2
     /// Seconds between exploring requests.
     public var explorationInterval: Double = 4
+    /// At least this many requests between exploring ones: at most 2.5% of requests look
+    /// elsewhere, so exploration stays out of the 95th percentile at any request rate.
+    public var explorationSpacing = 40
     public var breakerThreshold = 2
     public var probeInterval: Double = 1
     /// Seconds a network sample stays relevant.
@@ -98,6 +104,7 @@ public struct AdaptivePolicy: Sendable {
     private var remoteDown = false
     private var lastProbe = -Double.infinity
     private var lastExploration = 0.0
+    private var requestsSinceExploration = 0
     /// Whether any remote answer has been measured yet.
     private var everMeasured = false
     private var now = 0.0
@@ -183,6 +190,7 @@ public struct AdaptivePolicy: Sendable {
             current = .local
             if now - lastExploration >= explorationInterval {
                 lastExploration = now
+                requestsSinceExploration = 0
                 return Decision(mode: .split, predicted: predicted, reason: "exploring (estimates stale)", race: true)
             }
             return Decision(mode: .local, predicted: predicted, reason: "no recent remote measurement")
@@ -195,8 +203,10 @@ public struct AdaptivePolicy: Sendable {
         let explore = candidates.min { (predicted[$0] ?? 0) < (predicted[$1] ?? 0) }!
         // A mode predicted at more than twice the best is looked at four times less often.
         let far = (predicted[explore] ?? .infinity) > 2 * best.value
-        if now - lastExploration >= explorationInterval * (far ? 4 : 1) {
+        requestsSinceExploration += 1
+        if now - lastExploration >= explorationInterval * (far ? 4 : 1) && requestsSinceExploration > explorationSpacing {
             lastExploration = now
+            requestsSinceExploration = 0
             return Decision(mode: explore, predicted: predicted, reason: "exploring", race: current == .local)
         }
         return Decision(mode: current, predicted: predicted, reason: current == best.key ? "cheapest" : "within hysteresis of the cheapest")

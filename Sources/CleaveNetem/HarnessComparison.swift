@@ -80,16 +80,17 @@ public struct HarnessComparison: Sendable {
             }
         }
         let overall = statistics(adaptive.records, from: 0, to: .infinity)
-        let beaten = fixed.filter {
-            let s = statistics($0.records, from: 0, to: .infinity)
-            return !(overall.mean < s.mean && overall.p95 < s.p95)
-        }.map(\.run)
+        let notBeaten = fixed.compactMap { report -> String? in
+            let s = statistics(report.records, from: 0, to: .infinity)
+            guard !(overall.mean < s.mean && overall.p95 < s.p95) else { return nil }
+            return String(format: "%@ (mean %.1f vs %.1f, p95 %.1f vs %.1f ms)", report.run, overall.mean, s.mean, overall.p95, s.p95)
+        }
         var text =
             misses.isEmpty
             ? "within 10% of the best fixed mode in every phase" : "more than 10% off the best fixed mode in " + misses.joined(separator: "; ")
         text +=
-            beaten.isEmpty
-            ? "; better than every fixed mode over the whole run" : "; not better than \(beaten.joined(separator: ", ")) over the whole run"
+            notBeaten.isEmpty
+            ? "; better than every fixed mode over the whole run" : "; not better than \(notBeaten.joined(separator: ", ")) over the whole run"
         return text
     }
 }
