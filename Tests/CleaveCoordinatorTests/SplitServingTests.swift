@@ -87,7 +87,12 @@ import Testing
         let b = await second.statistics
         #expect(answered == requests)
         #expect(a.answered > 0 && b.answered > 0, "both coordinators must receive work: \(a.answered) and \(b.answered)")
-        #expect(a.answered + b.answered == requests, "every request answered exactly once")
+        // A request is computed once, unless the agent published it again because its answer was
+        // late (a loaded machine) and the repeat went to the other coordinator, whose cache does
+        // not hold it; the agent still delivers one answer per request.
+        let retries = await agent.statistics.retries
+        #expect(
+            a.answered + b.answered >= requests && a.answered + b.answered <= requests + retries, "\(a.answered) + \(b.answered), \(retries) retries")
         await agent.stop()
         await first.stop()
         await second.stop()
