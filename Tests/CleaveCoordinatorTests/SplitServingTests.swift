@@ -157,7 +157,7 @@ import Testing
         let profile = try DeviceProfile.load("\(SplitServingTests.repository)/devices/generic.yaml")
         let agent = try Agent(
             AgentConfiguration(
-                deviceID: "device-d", profile: profile, brokerPort: port, threads: 1, requestTimeout: .seconds(2), fallbackToLocal: false))
+                deviceID: "device-d", profile: profile, brokerPort: port, threads: 1, requestTimeout: .seconds(5), fallbackToLocal: false))
         try await agent.start()
         try await agent.waitUntilReady()
         let image = Tensor(zeros: [1, 1, 28, 28])
