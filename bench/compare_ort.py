@@ -46,7 +46,7 @@ def main():
     parser.add_argument("--runs", type=int, default=15)
     args = parser.parse_args()
     models = [os.path.join(args.models, f) for f in ("mobilenetv2_224.onnx", "mobilenetv2_96.onnx", "resnet18_224.onnx")]
-    models.append(os.path.join(os.path.dirname(__file__), "..", "models", "fmnist-rf-c4", "full.onnx"))
+    models.append(os.path.join(os.path.dirname(__file__), "..", "models", "fmnist", "c4", "full.onnx"))
     print("| model | threads | cleave median ms | onnxruntime median ms | ratio (cleave / ort) |")
     print("|---|---|---|---|---|")
     for model in models:
@@ -56,7 +56,7 @@ def main():
                 ours.append(cleave_ms(args.binary, model, threads, args.runs))
                 theirs.append(ort_ms(model, threads, args.runs))
             a, b = statistics.median(ours), statistics.median(theirs)
-            print(f"| {os.path.basename(os.path.dirname(model)) + '/' if 'fmnist' in model else ''}{os.path.basename(model)} | {threads} | {a:.2f} | {b:.2f} | {a / b:.2f} |")
+            print(f"| {'fmnist/c4/' if 'fmnist' in model else ''}{os.path.basename(model)} | {threads} | {a:.2f} | {b:.2f} | {a / b:.2f} |")
 
 
 if __name__ == "__main__":

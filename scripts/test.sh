@@ -36,6 +36,9 @@ swift build -c release --product cleave
 python3 bench/make_models.py bench/out
 python3 bench/check_split.py .build/release/cleave bench/out
 
+echo "== fused graphs (the default) against the graphs as written, four benchmark models"
+python3 bench/check_optimized.py .build/release/cleave bench/out
+
 echo "== trained Fashion-MNIST models against onnxruntime (and manifest hashes)"
 python3 bench/check_fmnist_ort.py .build/release/cleave models/fmnist/c4
 

@@ -130,9 +130,12 @@ public struct ExecutionPlan: Sendable {
 
     // MARK: - Running
 
-    /// Runs the steps; `timings`, when given, receives each step's index and duration.
-    func run(_ inputs: [String: Tensor], pool: ThreadPool, timings: ((Int, Duration) -> Void)? = nil) throws -> [String: Tensor] {
-        let arena = TensorStorage(byteCount: arenaBytes)
+    /// Runs the steps in `workspace`'s memory; `timings`, when given, receives each step's index
+    /// and duration.
+    func run(
+        _ inputs: [String: Tensor], pool: ThreadPool, workspace: Workspace = Workspace(), timings: ((Int, Duration) -> Void)? = nil
+    ) throws -> [String: Tensor] {
+        let arena = workspace.arena(bytes: arenaBytes)
         var tensors = [Tensor?](repeating: nil, count: values.count)
         for (id, value) in values.enumerated() {
             switch value.location {
@@ -143,8 +146,8 @@ public struct ExecutionPlan: Sendable {
                 tensors[id] = Tensor(shape: value.type.shape, dtype: value.type.dtype, storage: storage)
             }
         }
-        pool.configureBLAS()
-        let context = ExecutionContext(pool: pool)
+        pool.configureBLASForOwnThreads()
+        let context = ExecutionContext(pool: pool, scratch: workspace.scratch)
         let clock = ContinuousClock()
         for (index, step) in steps.enumerated() {
             let inputs = step.inputs.map { $0.flatMap { tensors[$0] } }
@@ -159,5 +162,27 @@ public struct ExecutionPlan: Sendable {
         var result: [String: Tensor] = [:]
         for id in outputIDs { result[values[id].name] = tensors[id]!.copy() }
         return result
+    }
+}
+
+/// The memory one run works in: the activation arena and the kernels' scratch buffer. A
+/// session keeps them between runs, so that steady-state inference allocates nothing.
+final class Workspace: @unchecked Sendable {
+    private var storage: TensorStorage?
+    let scratch = ScratchBuffer()
+
+    /// An arena of at least `bytes` (its contents are whatever the last run left).
+    func arena(bytes: Int) -> TensorStorage {
+        if let storage, storage.byteCount >= bytes { return storage }
+        let grown = TensorStorage(byteCount: bytes)
+        storage = grown
+        return grown
+    }
+
+    /// Fills the arena with NaNs, so that a test can show no kernel relies on what the last
+    /// run left there (or on zeros).
+    func poison() {
+        guard let storage else { return }
+        storage.fill(byte: 0xFF)
     }
 }

@@ -19,16 +19,21 @@ public final class InferenceSession: Sendable {
     /// values are part of the plan key.
     let valueInputNames: Set<String>
     private let plans = Mutex<[PlanKey: ExecutionPlan]>([:])
+    /// Whether the executed graph is the fused one.
+    public let isOptimized: Bool
+    /// Arenas and scratch buffers of finished runs, reused by the next ones (one per concurrent run).
+    private let workspaces = Mutex<[Workspace]>([])
 
     /// A session for `model` using `threads` threads (`nil`: one per core).
     ///
-    /// With `optimize` it runs the graph with BatchNormalization folded into convolutions
-    /// and activations fused; tensors between fused nodes then do not exist in plans.
-    /// It is off by default: on ResNet-18 the fused graph measured 25% slower (72 → 90 ms,
-    /// one thread) for a reason not yet found, see docs/benchmarks.md.
-    public init(model: Model, threads: Int? = nil, optimize: Bool = false) {
+    /// With `optimize` (the default) it runs the graph with BatchNormalization folded into
+    /// convolutions and activations fused; tensors between fused nodes then do not exist in
+    /// plans (graph outputs always do). `optimize: false` runs the graph as written: the
+    /// reference the fused path is tested against.
+    public init(model: Model, threads: Int? = nil, optimize: Bool = true) {
         let (rewritten, report) = optimize ? GraphOptimizer.optimize(model) : (model, GraphOptimizer.Report())
         executionModel = rewritten
+        isOptimized = optimize
         foldedBatchNorms = report.foldedBatchNorms
         fusedActivations = report.fusedActivations
         pool = ThreadPool(threads: threads)
@@ -36,7 +41,7 @@ public final class InferenceSession: Sendable {
     }
 
     /// Loads the model at `path` and makes a session for it.
-    public convenience init(contentsOf path: String, threads: Int? = nil, optimize: Bool = false) throws {
+    public convenience init(contentsOf path: String, threads: Int? = nil, optimize: Bool = true) throws {
         self.init(model: try Model(contentsOf: path), threads: threads, optimize: optimize)
     }
 
@@ -94,7 +99,19 @@ public final class InferenceSession: Sendable {
             }
             types[declared.name] = TensorType(tensor.shape, tensor.dtype)
         }
-        return try plan(for: types, values: inputs).run(inputs, pool: pool)
+        return try withWorkspace { try plan(for: types, values: inputs).run(inputs, pool: pool, workspace: $0) }
+    }
+
+    /// Fills the kept arenas with NaNs (tests: the next run must not depend on their contents).
+    func poisonWorkspaces() {
+        workspaces.withLock { $0.forEach { $0.poison() } }
+    }
+
+    /// Runs `body` with a workspace of an earlier run (or a new one) and keeps it afterwards.
+    private func withWorkspace<T>(_ body: (Workspace) throws -> T) rethrows -> T {
+        let workspace = workspaces.withLock { $0.popLast() } ?? Workspace()
+        defer { workspaces.withLock { $0.append(workspace) } }
+        return try body(workspace)
     }
 
     // MARK: - Profiling
@@ -116,7 +133,7 @@ public final class InferenceSession: Sendable {
         let plan = try plan(for: types, values: inputs)
         var totals = [Duration](repeating: .zero, count: plan.steps.count)
         for _ in 0..<max(runs, 1) {
-            _ = try plan.run(inputs, pool: pool) { index, elapsed in totals[index] += elapsed }
+            _ = try withWorkspace { try plan.run(inputs, pool: pool, workspace: $0) { index, elapsed in totals[index] += elapsed } }
         }
         return plan.steps.enumerated().map { index, step in
             let node = executionModel.graph.nodes[step.node]

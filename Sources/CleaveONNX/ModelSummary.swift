@@ -31,20 +31,23 @@ public struct ModelSummary: Sendable {
     /// Summarizes `session`'s model for inputs of `types`.
     public init(session: InferenceSession, types: [String: TensorType]) throws {
         let model = session.model
+        // Memory is what the session runs (fused or not); FLOPs and cut sizes come from every
+        // tensor of the model as written, which a fused plan no longer has.
         let plan = try session.plan(for: types)
+        let reference = session.isOptimized ? try InferenceSession(model: model, threads: 1, optimize: false).plan(for: types) : plan
         var counts: [String: Int] = [:]
         for node in model.graph.nodes { counts[node.opType, default: 0] += 1 }
         operators = counts.sorted { $0.key < $1.key }
         parameters = model.graph.initializers.values.reduce(0) { $0 + $1.count }
-        let perNode = model.graph.nodes.map { Self.flops(of: $0, types: plan.types) }
+        let perNode = model.graph.nodes.map { Self.flops(of: $0, types: reference.types) }
         flops = perNode.reduce(0, +)
         arenaBytes = plan.arenaBytes
         peakLiveBytes = plan.peakLiveBytes
         inputs = model.graph.inputs.map { ($0.name, types[$0.name]!) }
-        outputs = model.graph.outputs.compactMap { output in plan.types[output.name].map { (output.name, $0) } }
+        outputs = model.graph.outputs.compactMap { output in reference.types[output.name].map { (output.name, $0) } }
         let total = max(flops, 1)
         cuts = GraphCut.candidates(in: model).compactMap { name in
-            guard let cut = try? GraphCut(model: model, at: name), let type = plan.types[name] else { return nil }
+            guard let cut = try? GraphCut(model: model, at: name), let type = reference.types[name] else { return nil }
             let head = cut.headNodes.reduce(0) { $0 + perNode[$1] }
             return CutCandidate(tensor: name, type: type, headFLOPShare: Double(head) / Double(total))
         }

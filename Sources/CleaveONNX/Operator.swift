@@ -29,6 +29,8 @@ struct InputInfo {
 /// Shared state of one executor run.
 struct ExecutionContext {
     let pool: ThreadPool
+    /// Working memory kernels reuse (im2col matrices), kept between runs.
+    var scratch = ScratchBuffer()
 }
 
 /// A node's operator, configured from its attributes at load time.

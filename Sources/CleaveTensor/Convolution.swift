@@ -49,10 +49,11 @@ public enum Convolution {
     /// Convolves `input` `[N, C, S…]` with `weight` `[M, C/group, K…]`, adds `bias` `[M]`, writes `output` `[N, M, O…]`.
     ///
     /// Uses a direct loop for depthwise convolutions, plain GEMM for 1×1 stride-1
-    /// unpadded ones, and im2col + GEMM otherwise.
+    /// unpadded ones, and im2col + GEMM otherwise; the im2col matrix and padded planes live
+    /// in `scratch`.
     public static func forward(
         input: Tensor, weight: Tensor, bias: Tensor?, geometry: WindowGeometry,
-        into output: Tensor, pool: ThreadPool = ThreadPool(threads: 1)
+        into output: Tensor, pool: ThreadPool = ThreadPool(threads: 1), scratch: ScratchBuffer = ScratchBuffer()
     ) {
         let g = geometry.promoted
         let batch = input.shape[0]
@@ -80,30 +81,29 @@ public enum Convolution {
 
         let pointwise = taps == 1 && g.strides == [1, 1, 1] && g.padsBegin == [0, 0, 0] && g.padsEnd == [0, 0, 0]
         let rowsPerGroup = channelsPerGroup * taps
-        var columns = pointwise ? [] : [Float](repeating: 0, count: rowsPerGroup * outSpatial)
-        columns.withUnsafeMutableBufferPointer { columnBuffer in
-            for n in 0..<batch {
-                // The bias seeds the output and GEMM accumulates onto it (beta = 1): no extra pass.
-                if let b {
-                    for m in 0..<outChannels { (y + (n * outChannels + m) * outSpatial).update(repeating: b[m], count: outSpatial) }
+        // Every element of the im2col matrix is written (padding explicitly), so it needs no clearing.
+        let columns = pointwise ? nil : scratch.floats(rowsPerGroup * outSpatial)
+        for n in 0..<batch {
+            // The bias seeds the output and GEMM accumulates onto it (beta = 1): no extra pass.
+            if let b {
+                for m in 0..<outChannels { (y + (n * outChannels + m) * outSpatial).update(repeating: b[m], count: outSpatial) }
+            }
+            for group in 0..<groups {
+                let groupInput = x + (n * channels + group * channelsPerGroup) * inSpatial
+                let source: UnsafePointer<Float>
+                if let columns {
+                    imageToColumns(
+                        groupInput, channels: channelsPerGroup, inSize: inSize,
+                        outSize: outSize, g: g, columns: columns, pool: pool)
+                    source = UnsafePointer(columns)
+                } else {
+                    source = UnsafePointer(groupInput)
                 }
-                for group in 0..<groups {
-                    let groupInput = x + (n * channels + group * channelsPerGroup) * inSpatial
-                    let source: UnsafePointer<Float>
-                    if pointwise {
-                        source = UnsafePointer(groupInput)
-                    } else {
-                        imageToColumns(
-                            groupInput, channels: channelsPerGroup, inSize: inSize,
-                            outSize: outSize, g: g, columns: columnBuffer.baseAddress!, pool: pool)
-                        source = UnsafePointer(columnBuffer.baseAddress!)
-                    }
-                    GEMM.multiply(
-                        m: outPerGroup, n: outSpatial, k: rowsPerGroup,
-                        a: w + group * outPerGroup * rowsPerGroup, lda: rowsPerGroup,
-                        b: source, ldb: outSpatial,
-                        c: y + (n * outChannels + group * outPerGroup) * outSpatial, ldc: outSpatial, beta: b == nil ? 0 : 1)
-                }
+                GEMM.multiply(
+                    m: outPerGroup, n: outSpatial, k: rowsPerGroup,
+                    a: w + group * outPerGroup * rowsPerGroup, lda: rowsPerGroup,
+                    b: source, ldb: outSpatial,
+                    c: y + (n * outChannels + group * outPerGroup) * outSpatial, ldc: outSpatial, beta: b == nil ? 0 : 1, pool: pool)
             }
         }
     }
@@ -170,8 +170,10 @@ public enum Convolution {
 
     /// One filter per channel: each output channel reads only its own input channel.
     ///
-    /// Each plane is copied once into a zero-padded scratch plane, so the inner loop over
-    /// output columns has no bounds checks (and vectorizes for stride 1).
+    /// Each plane is copied once into a zero-padded scratch plane whose rows are split into
+    /// `stride` phases (columns 0, s, 2s, … then 1, 1+s, …), so that for any stride the
+    /// inner loop over output columns reads consecutive floats with no bounds checks and
+    /// vectorizes. 3×3 filters (most of MobileNet) add all nine taps in one pass over a row.
     static func depthwise(
         x: UnsafeMutablePointer<Float>, w: UnsafeMutablePointer<Float>, b: UnsafeMutablePointer<Float>?,
         y: UnsafeMutablePointer<Float>, batch: Int, channels: Int, inSize: [Int], outSize: [Int],
@@ -187,37 +189,76 @@ public enum Convolution {
         let padW = max(inW + g.padsBegin[2], (outW - 1) * g.strides[2] + (kW - 1) * g.dilations[2] + 1)
         let (sD, sH, sW) = (g.strides[0], g.strides[1], g.strides[2])
         let (dD, dH, dW) = (g.dilations[0], g.dilations[1], g.dilations[2])
+        // A padded row is stored as `sW` phases of `phaseW` columns: padded column p sits in phase
+        // p % sW at index p / sW, so output column x with tap offset t reads phase t % sW at x + t / sW.
+        let phaseW = (padW + sW - 1) / sW
+        let rowStride = sW * phaseW
+        let planeSize = padD * padH * rowStride
+        let threeByThree = kD == 1 && kH == 3 && kW == 3
         pool.parallelFor(batch * channels) { range in
-            let scratch = UnsafeMutablePointer<Float>.allocate(capacity: padD * padH * padW)
+            let scratch = UnsafeMutablePointer<Float>.allocate(capacity: planeSize)
             defer { scratch.deallocate() }
             for plane in range {
                 let c = plane % channels
                 let source = x + plane * inD * inH * inW
-                scratch.initialize(repeating: 0, count: padD * padH * padW)
+                scratch.initialize(repeating: 0, count: planeSize)
                 for z in 0..<inD {
                     for row in 0..<inH {
-                        (scratch + ((z + g.padsBegin[0]) * padH + row + g.padsBegin[1]) * padW + g.padsBegin[2])
-                            .update(from: source + (z * inH + row) * inW, count: inW)
+                        let padded = scratch + ((z + g.padsBegin[0]) * padH + row + g.padsBegin[1]) * rowStride
+                        let from = source + (z * inH + row) * inW
+                        if sW == 1 {
+                            (padded + g.padsBegin[2]).update(from: from, count: inW)
+                        } else {
+                            // Phase `phase` holds padded columns phase, phase + sW, …; the first one
+                            // inside the input is at index `first` (no division per element).
+                            for phase in 0..<sW {
+                                let shift = phase - g.padsBegin[2]
+                                var index = shift >= 0 ? 0 : (-shift + sW - 1) / sW
+                                var column = index * sW + shift
+                                let destination = padded + phase * phaseW
+                                while column < inW {
+                                    destination[index] = from[column]
+                                    index += 1
+                                    column += sW
+                                }
+                            }
+                        }
                     }
                 }
                 let filter = w + c * taps
                 let initial = b?[c] ?? 0
                 let destination = y + plane * outD * outH * outW
+                /// Where tap `kw` of padded row `base` starts for output column 0.
+                func tap(_ base: UnsafeMutablePointer<Float>, _ kw: Int) -> UnsafeMutablePointer<Float> {
+                    base + ((kw * dW) % sW) * phaseW + (kw * dW) / sW
+                }
                 for z in 0..<outD {
                     for row in 0..<outH {
                         let out = destination + (z * outH + row) * outW
+                        let rowBase = { (kd: Int, kh: Int) in scratch + ((z * sD + kd * dD) * padH + row * sH + kh * dH) * rowStride }
+                        if threeByThree {
+                            let (r0, r1, r2) = (rowBase(0, 0), rowBase(0, 1), rowBase(0, 2))
+                            let (a0, a1, a2) = (tap(r0, 0), tap(r0, 1), tap(r0, 2))
+                            let (b0, b1, b2) = (tap(r1, 0), tap(r1, 1), tap(r1, 2))
+                            let (c0, c1, c2) = (tap(r2, 0), tap(r2, 1), tap(r2, 2))
+                            let (w0, w1, w2, w3, w4) = (filter[0], filter[1], filter[2], filter[3], filter[4])
+                            let (w5, w6, w7, w8) = (filter[5], filter[6], filter[7], filter[8])
+                            for column in 0..<outW {
+                                var sum = initial + a0[column] * w0 + a1[column] * w1 + a2[column] * w2
+                                sum += b0[column] * w3 + b1[column] * w4 + b2[column] * w5
+                                sum += c0[column] * w6 + c1[column] * w7 + c2[column] * w8
+                                out[column] = sum
+                            }
+                            continue
+                        }
                         out.update(repeating: initial, count: outW)
                         for kd in 0..<kD {
                             for kh in 0..<kH {
-                                let base = scratch + ((z * sD + kd * dD) * padH + row * sH + kh * dH) * padW
+                                let base = rowBase(kd, kh)
                                 for kw in 0..<kW {
                                     let weight = filter[(kd * kH + kh) * kW + kw]
-                                    let input = base + kw * dW
-                                    if sW == 1 {
-                                        for column in 0..<outW { out[column] += input[column] * weight }
-                                    } else {
-                                        for column in 0..<outW { out[column] += input[column * sW] * weight }
-                                    }
+                                    let input = tap(base, kw)
+                                    for column in 0..<outW { out[column] += input[column] * weight }
                                 }
                             }
                         }

@@ -11,9 +11,42 @@ package enum GEMM {
         a: UnsafePointer<Float>, lda: Int, transposeA: Bool = false,
         b: UnsafePointer<Float>, ldb: Int, transposeB: Bool = false,
         c: UnsafeMutablePointer<Float>, ldc: Int,
-        alpha: Float = 1, beta: Float = 0
+        alpha: Float = 1, beta: Float = 0, pool: ThreadPool? = nil
     ) {
         guard m > 0, n > 0 else { return }
+        // Large products: OpenBLAS's own threads (it shares packed panels between them).
+        if let pool, pool.threads > 1, k > 0, m * n * k >= 1 << 25 {
+            openblas_set_num_threads(Int32(pool.threads))
+            defer { openblas_set_num_threads(1) }
+            multiply(
+                m: m, n: n, k: k, a: a, lda: lda, transposeA: transposeA, b: b, ldb: ldb, transposeB: transposeB, c: c, ldc: ldc, alpha: alpha,
+                beta: beta)
+            return
+        }
+        // Smaller ones: split across the pool, by column blocks when C is wide, else by row
+        // blocks, each a single-threaded OpenBLAS call on its own part of C.
+        if let pool, pool.threads > 1, k > 0, m * n * k >= 1 << 18 {
+            let byColumns = n >= m
+            let extent = byColumns ? n : m
+            let step = 16
+            let blocks = (extent + step - 1) / step
+            pool.parallelFor(blocks) { range in
+                let start = range.lowerBound * step
+                let end = min(extent, range.upperBound * step)
+                guard start < end else { return }
+                if byColumns {
+                    multiply(
+                        m: m, n: end - start, k: k, a: a, lda: lda, transposeA: transposeA,
+                        b: transposeB ? b + start * ldb : b + start, ldb: ldb, transposeB: transposeB,
+                        c: c + start, ldc: ldc, alpha: alpha, beta: beta)
+                } else {
+                    multiply(
+                        m: end - start, n: n, k: k, a: transposeA ? a + start : a + start * lda, lda: lda, transposeA: transposeA,
+                        b: b, ldb: ldb, transposeB: transposeB, c: c + start * ldc, ldc: ldc, alpha: alpha, beta: beta)
+                }
+            }
+            return
+        }
         if k == 0 {
             for row in 0..<m {
                 for column in 0..<n { c[row * ldc + column] = beta == 0 ? 0 : beta * c[row * ldc + column] }

@@ -34,4 +34,9 @@ public final class TensorStorage: @unchecked Sendable {
     deinit {
         if parent == nil { base.deallocate() }
     }
+
+    /// Sets every byte to `byte` (0xFF makes every float a NaN: tests poison reused memory so).
+    public func fill(byte: UInt8) {
+        base.initializeMemory(as: UInt8.self, repeating: byte, count: byteCount)
+    }
 }

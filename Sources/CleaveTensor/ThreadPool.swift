@@ -1,5 +1,4 @@
 import COpenBLAS
-import Dispatch
 
 #if canImport(Glibc)
     import Glibc
@@ -9,23 +8,33 @@ import Dispatch
 
 /// Splits loops across a fixed number of threads.
 ///
-/// Work runs on Dispatch's worker threads, never more than ``threads`` at a
-/// time for one loop; with one thread the loop runs inline. OpenBLAS keeps one
-/// process-wide thread count; ``configureBLAS()`` sets it to this pool's, and the
-/// executor calls it at the start of every run, so that GEMM and our loops use
-/// the same number of cores.
+/// A pool of more than one thread owns a ``WorkerTeam``: persistent threads that
+/// start a loop at once (an inference is dozens of loops of well under a
+/// millisecond; waking Dispatch workers for each cost more than the work). With
+/// one thread a loop runs inline. The ONNX executor also splits matrix products
+/// across the team and keeps OpenBLAS on one thread (``configureBLASForOwnThreads()``),
+/// so that the two never compete for the cores; training, whose products are large,
+/// lets OpenBLAS use ``threads`` threads instead (``configureBLAS()``).
 public struct ThreadPool: Sendable {
     /// Number of threads one loop may use (at least 1).
     public let threads: Int
+    /// The pool's threads (nil for one thread).
+    let team: WorkerTeam?
 
     /// A pool that uses `threads` threads; `nil` means one per core.
     public init(threads: Int? = nil) {
         self.threads = max(1, threads ?? ThreadPool.coreCount)
+        team = self.threads > 1 ? WorkerTeam(threads: self.threads) : nil
     }
 
     /// Sets OpenBLAS's process-wide thread count to ``threads``.
     public func configureBLAS() {
         openblas_set_num_threads(Int32(threads))
+    }
+
+    /// Sets OpenBLAS to one thread: products are split across this pool's threads instead.
+    public func configureBLASForOwnThreads() {
+        openblas_set_num_threads(1)
     }
 
     /// The number of cores Dispatch sees.
@@ -41,20 +50,6 @@ public struct ThreadPool: Sendable {
             body(0..<count)
             return
         }
-        withoutActuallyEscaping(body) { body in
-            let box = UnsafeSendableBox(body)
-            DispatchQueue.concurrentPerform(iterations: chunks) { chunk in
-                let start = count * chunk / chunks
-                let end = count * (chunk + 1) / chunks
-                if start < end { box.value(start..<end) }
-            }
-        }
+        team!.parallelFor(count, minimumChunk: minimumChunk, body)
     }
-}
-
-/// Carries a non-`Sendable` closure into `concurrentPerform`, whose iterations
-/// touch disjoint data by construction.
-private struct UnsafeSendableBox<Value>: @unchecked Sendable {
-    let value: Value
-    init(_ value: Value) { self.value = value }
 }

@@ -93,7 +93,8 @@ struct Split: ParsableCommand {
     @OptionGroup var shape: ShapeOptions
 
     func run() throws {
-        let session = try InferenceSession(contentsOf: model, threads: 1)
+        // Unfused: the cut tensor may sit between nodes that fusion would merge.
+        let session = try InferenceSession(contentsOf: model, threads: 1, optimize: false)
         let plan = try session.plan(for: shape.types(for: session))
         let cut = try GraphCut(model: session.model, at: at)
         guard let type = plan.types[at] else { throw ValidationError("no type could be inferred for '\(at)'") }
@@ -116,9 +117,11 @@ struct Run: ParsableCommand {
     var inputs: [String] = []
     @Option(help: "Folder for the outputs (created if missing).") var outputDir: String
     @Option(help: "Threads per operator (default: one per core).") var threads: Int?
+    @Flag(inversion: .prefixedNo, help: "Fold BatchNormalization into convolutions and fuse activations (--no-optimize: the graph as written).")
+    var optimize = true
 
     func run() throws {
-        let session = try InferenceSession(contentsOf: model, threads: threads)
+        let session = try InferenceSession(contentsOf: model, threads: threads, optimize: optimize)
         var tensors: [String: Tensor] = [:]
         for entry in inputs {
             let parts = entry.split(separator: "=", maxSplits: 1).map(String.init)
@@ -149,7 +152,10 @@ struct Bench: ParsableCommand {
     @Option(help: "Timed runs.") var runs: Int = 20
     @Option(help: "Untimed runs before timing.") var warmup: Int = 3
     @Flag(help: "Also print the time per operator type and the slowest nodes, with their share of the total.") var profile = false
-    @Flag(help: "Fold BatchNormalization into convolutions and fuse activations before running (experimental).") var optimize = false
+    @Flag(
+        inversion: .prefixedNo,
+        help: "Fold BatchNormalization into convolutions and fuse activations (the default; --no-optimize runs the graph as written).")
+    var optimize = true
     @OptionGroup var shape: ShapeOptions
 
     func run() throws {

@@ -79,7 +79,8 @@ struct RandomFeatures: ParsableCommand {
         let fullData = try recipe.fit(train: train, threads: threads) { done, _ in bar.update(done) }
         bar.finish("classifier solved")
         let full = try Model(serialized: fullData)
-        let session = InferenceSession(model: full, threads: threads)
+        // Unfused: the cut tensor must exist in the plan to have a type.
+        let session = InferenceSession(model: full, threads: threads, optimize: false)
         let plan = try session.plan(for: ["image": TensorType([1, 1, 28, 28], .float32)])
         let cut = try GraphCut(model: full, at: "bottleneck")
         let (headData, tailData) = try cut.serializedModels(of: full, cutType: plan.types["bottleneck"]!)

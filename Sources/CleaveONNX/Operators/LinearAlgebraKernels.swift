@@ -57,7 +57,7 @@ struct GemmKernel: OperatorKernel {
             m: m, n: n, k: k,
             a: a.pointer(as: Float.self), lda: a.shape[1], transposeA: transposeA,
             b: b.pointer(as: Float.self), ldb: b.shape[1], transposeB: transposeB,
-            c: y, ldc: n, alpha: alpha, beta: gemmBeta)
+            c: y, ldc: n, alpha: alpha, beta: gemmBeta, pool: context.pool)
     }
 }
 
@@ -139,7 +139,7 @@ struct MatMulKernel: OperatorKernel {
             }
             GEMM.multiply(
                 m: plan.m, n: plan.n, k: plan.k, a: a + aOffset, lda: plan.k, b: b + bOffset, ldb: plan.n,
-                c: y + batch * plan.m * plan.n, ldc: plan.n)
+                c: y + batch * plan.m * plan.n, ldc: plan.n, pool: context.pool)
         }
     }
 }
