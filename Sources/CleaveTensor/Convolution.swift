@@ -48,9 +48,9 @@ func promoted3(_ spatial: ArraySlice<Int>) -> [Int] {
 public enum Convolution {
     /// Convolves `input` `[N, C, S…]` with `weight` `[M, C/group, K…]`, adds `bias` `[M]`, writes `output` `[N, M, O…]`.
     ///
-    /// Uses a direct loop for depthwise convolutions, plain GEMM for 1×1 stride-1
-    /// unpadded ones, and im2col + GEMM otherwise; the im2col matrix and padded planes live
-    /// in `scratch`.
+    /// Uses a direct loop for depthwise convolutions, Winograd F(2×2, 3×3) for 3×3 stride-1
+    /// ones with at least 16 channels in and out, plain GEMM for 1×1 stride-1 unpadded ones,
+    /// and im2col + GEMM otherwise; transforms and the im2col matrix live in `scratch`.
     public static func forward(
         input: Tensor, weight: Tensor, bias: Tensor?, geometry: WindowGeometry,
         into output: Tensor, pool: ThreadPool = ThreadPool(threads: 1), scratch: ScratchBuffer = ScratchBuffer()
@@ -76,6 +76,13 @@ public enum Convolution {
             depthwise(
                 x: x, w: w, b: b, y: y, batch: batch, channels: channels,
                 inSize: inSize, outSize: outSize, g: g, pool: pool)
+            return
+        }
+
+        if winogradApplies(g, inDepth: inSize[0], channels: channels, outChannels: outChannels, outSpatial: outSpatial) {
+            winograd(
+                x: x, w: w, b: b, y: y, batch: batch, channels: channels, outChannels: outChannels, inSize: inSize, outSize: outSize,
+                g: g, pool: pool, scratch: scratch)
             return
         }
 

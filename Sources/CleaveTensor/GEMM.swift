@@ -6,6 +6,7 @@ import COpenBLAS
 /// `A` is `m×k` after `op`, `B` is `k×n` after `op`, `C` is `m×n`; the leading
 /// dimensions are the row lengths as stored.
 package enum GEMM {
+
     package static func multiply(
         m: Int, n: Int, k: Int,
         a: UnsafePointer<Float>, lda: Int, transposeA: Bool = false,
@@ -14,17 +15,9 @@ package enum GEMM {
         alpha: Float = 1, beta: Float = 0, pool: ThreadPool? = nil
     ) {
         guard m > 0, n > 0 else { return }
-        // Large products: OpenBLAS's own threads (it shares packed panels between them).
-        if let pool, pool.threads > 1, k > 0, m * n * k >= 1 << 25 {
-            openblas_set_num_threads(Int32(pool.threads))
-            defer { openblas_set_num_threads(1) }
-            multiply(
-                m: m, n: n, k: k, a: a, lda: lda, transposeA: transposeA, b: b, ldb: ldb, transposeB: transposeB, c: c, ldc: ldc, alpha: alpha,
-                beta: beta)
-            return
-        }
-        // Smaller ones: split across the pool, by column blocks when C is wide, else by row
-        // blocks, each a single-threaded OpenBLAS call on its own part of C.
+        // Split across the pool, by column blocks when C is wide, else by row blocks, each a
+        // single-threaded OpenBLAS call on its own part of C (OpenBLAS's own threads would
+        // compete with the pool's for the same cores).
         if let pool, pool.threads > 1, k > 0, m * n * k >= 1 << 18 {
             let byColumns = n >= m
             let extent = byColumns ? n : m

@@ -53,6 +53,31 @@ import Testing
         for index in expected.indices { #expect(abs(actual[index] - expected[index]) < 1e-4) }
     }
 
+    /// The Winograd path (3×3, stride 1, ≥ 16 channels, ≥ 784 outputs) against the direct sum,
+    /// on odd sizes (edge tiles), with and without padding, with a bias, on one and two threads.
+    @Test(arguments: [(29, 31, 1, 1), (31, 30, 0, 1), (33, 29, 1, 2)])
+    func winogradMatchesReference(h: Int, wd: Int, pad: Int, threads: Int) {
+        let (c, m) = (17, 20)
+        let geometry = WindowGeometry(kernel: [3, 3], padsBegin: [pad, pad], padsEnd: [pad, pad])
+        let oh = h + 2 * pad - 2
+        let ow = wd + 2 * pad - 2
+        #expect(Convolution.winogradApplies(geometry.promoted, inDepth: 1, channels: c, outChannels: m, outSpatial: oh * ow))
+        let x = values(c * h * wd, seed: 5)
+        let w = values(m * c * 9, seed: 6)
+        let bias = values(m, seed: 7)
+        let expected = referenceConv(x, w, c: c, h: h, wd: wd, m: m, k: 3, stride: 1, pad: pad, group: 1)
+        let output = Tensor(zeros: [1, m, oh, ow])
+        Convolution.forward(
+            input: Tensor(shape: [1, c, h, wd], scalars: x), weight: Tensor(shape: [m, c, 3, 3], scalars: w),
+            bias: Tensor(shape: [m], scalars: bias), geometry: geometry, into: output, pool: ThreadPool(threads: threads))
+        let actual = output.scalars(as: Float.self)
+        var worst: Float = 0
+        for index in expected.indices {
+            worst = max(worst, abs(actual[index] - expected[index] - bias[index / (oh * ow)]) / (1 + abs(expected[index])))
+        }
+        #expect(worst < 1e-5, "worst relative difference \(worst)")
+    }
+
     @Test func broadcastAddAlongChannels() {
         let a = Tensor(shape: [2, 3, 2], scalars: values(12, seed: 3))
         let b = Tensor(shape: [3, 1], scalars: [10, 20, 30] as [Float])
