@@ -8,7 +8,8 @@ import COpenBLAS
 
 /// Splits loops across a fixed number of threads.
 ///
-/// A pool of more than one thread owns a ``WorkerTeam``: persistent threads that
+/// A pool of more than one thread uses the process's ``WorkerTeam`` of that size
+/// (``WorkerTeam/shared(threads:)``): persistent threads that
 /// start a loop at once (an inference is dozens of loops of well under a
 /// millisecond; waking Dispatch workers for each cost more than the work). With
 /// one thread a loop runs inline. The ONNX executor also splits matrix products
@@ -24,7 +25,7 @@ public struct ThreadPool: Sendable {
     /// A pool that uses `threads` threads; `nil` means one per core.
     public init(threads: Int? = nil) {
         self.threads = max(1, threads ?? ThreadPool.coreCount)
-        team = self.threads > 1 ? WorkerTeam(threads: self.threads) : nil
+        team = self.threads > 1 ? WorkerTeam.shared(threads: self.threads) : nil
     }
 
     /// Sets OpenBLAS's process-wide thread count to ``threads``.

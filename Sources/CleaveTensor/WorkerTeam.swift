@@ -37,6 +37,20 @@ public final class WorkerTeam: @unchecked Sendable {
     /// thread it waits for may be the one that needs the core.
     private static let spinsBeforeYield = 1 << 10
 
+    private static let teams = Mutex<[Int: WorkerTeam]>([:])
+
+    /// The process's team of `threads` threads, started on first use and shared by every
+    /// ``ThreadPool`` of that size (sessions come and go; their threads need not).
+    /// Callers that overlap take turns loop by loop.
+    public static func shared(threads: Int) -> WorkerTeam {
+        teams.withLock { teams in
+            if let team = teams[threads] { return team }
+            let team = WorkerTeam(threads: threads)
+            teams[threads] = team
+            return team
+        }
+    }
+
     /// A team of `threads` threads (default: one per core); `threads - 1` are started.
     public init(threads: Int? = nil) {
         self.threads = max(1, threads ?? ThreadPool.coreCount)

@@ -65,6 +65,9 @@ struct Inspect: ParsableCommand {
         for (name, type) in summary.inputs { print("input      \(name)  \(type)") }
         for (name, type) in summary.outputs { print("output     \(name)  \(type)") }
         print("operators  " + summary.operators.map { "\($0.0)×\($0.1)" }.joined(separator: " "))
+        print(
+            "executed   " + session.executedOperatorCounts.sorted { $0.key < $1.key }.map { "\($0.key)×\($0.value)" }.joined(separator: " ")
+                + "  (\(session.foldedBatchNorms) BatchNormalization folded, \(session.fusedActivations) activations fused)")
         print("parameters \(formatCount(summary.parameters))")
         print("FLOPs      \(formatCount(summary.flops))")
         print(
