@@ -240,7 +240,9 @@ public struct AdaptivePolicy: Sendable {
             }
             return
         }
-        lossRate *= 0.5
+        // An answer after the path counted as down ends an outage, which is not packet loss:
+        // the loss estimate starts again (it kept a recovered link predicted slow for seconds).
+        lossRate = remoteDown ? 0 : lossRate * 0.5
         everMeasured = true
         consecutiveFailures = 0
         remoteDown = false
