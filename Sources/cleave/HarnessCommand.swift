@@ -35,10 +35,11 @@ struct HarnessRun: AsyncParsableCommand {
             rate shaded and outages in grey), and prints a summary table. --time-scale 0.25 plays the \
             scenario four times faster (a 120 s scenario in 30 s).
 
-            Mode `adaptive` lets each agent choose per request with `AdaptivePolicy` (its decisions \
-            and the numbers behind them are logged when the mode changes); a remote request that \
-            fails or times out (--adaptive-timeout) is computed locally instead, so it is answered \
-            late rather than lost. The fixed modes have no fallback.
+            Mode `adaptive` runs each agent's own policy, as `cleave agent --mode adaptive` does \
+            (its decisions and the numbers behind them are logged when the mode changes): a remote \
+            request whose answer is later than the policy's hedging delay (at most \
+            --adaptive-timeout) is computed locally instead, so it is answered late rather than \
+            lost. The fixed modes keep the agent's offline queue and retries but have no fallback.
 
             The boards' compute is emulated: before a request, the agent waits for the time the \
             device part would take on the board, FLOPs / (profile gflops) × --compute-scale (the \
