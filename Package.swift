@@ -55,7 +55,8 @@ let hostCPUKernels: [SwiftSetting] =
 let modules: [Target] = [
     .target(
         name: "CleaveTensor",
-        dependencies: ["COpenBLAS"]),
+        dependencies: ["COpenBLAS"],
+        swiftSettings: hostCPUKernels),
     .target(
         name: "CleaveCodec",
         dependencies: ["CleaveTensor", "CZstd"]),

@@ -1,9 +1,13 @@
 import CleaveTensor
 
 /// Rewrites a graph for execution: folds inference-mode BatchNormalization into the
-/// preceding convolution's weights and bias, and fuses a following activation
-/// (Relu, LeakyRelu, Clip with constant bounds, Sigmoid, Tanh, HardSigmoid, HardSwish)
-/// into the convolution's epilogue.
+/// preceding convolution's weights and bias, and fuses what follows into the
+/// convolution's epilogue: an activation (Relu, LeakyRelu, Clip with constant bounds,
+/// Sigmoid, Tanh, HardSigmoid, HardSwish), or a float Add (a residual shortcut) and the
+/// activation after it.
+///
+/// A convolution fused with an Add takes the Add's place in the node order, because the
+/// Add's other operand (the shortcut) may be computed after the convolution.
 ///
 /// Only tensors with a single consumer that are not graph outputs disappear, so the
 /// graph computes the same outputs; the tensors between fused nodes no longer exist,
@@ -13,6 +17,18 @@ enum GraphOptimizer {
     struct Report: Sendable, Equatable {
         var foldedBatchNorms = 0
         var fusedActivations = 0
+        var fusedResiduals = 0
+        var winogradFilters = 0
+    }
+
+    /// Whether a convolution runs by Winograd F(2×2, 3×3) on filters transformed here, once:
+    /// 2-D, 3×3, stride and dilation 1, one group, at least 16 channels in and out (fewer
+    /// make the transforms cost more than they save).
+    static func winogradQualifies(_ conv: ConvKernel, _ weight: [Int]) -> Bool {
+        let window = conv.window
+        return weight.count == 4 && weight[2] == 3 && weight[3] == 3 && weight[0] >= 16 && weight[1] >= 16 && window.group == 1
+            && (window.strides ?? [1, 1]) == [1, 1] && (window.dilations ?? [1, 1]) == [1, 1]
+            && (window.kernel ?? [3, 3]) == [3, 3]
     }
 
     static func optimize(_ model: Model) -> (Model, Report) {
@@ -33,7 +49,9 @@ enum GraphOptimizer {
         }
 
         for index in nodes.indices {
-            guard !removed.contains(index), var conv = kernels[index] as? ConvKernel, conv.epilogue == nil else { continue }
+            guard !removed.contains(index), var conv = kernels[index] as? ConvKernel, conv.epilogue == nil, !conv.addsResidual else {
+                continue
+            }
             let node = nodes[index]
             guard node.inputs.count >= 2, let weight = initializers[node.inputs[1]], weight.dtype == .float32 else { continue }
             let biasName = node.inputs.count > 2 ? node.inputs[2] : ""
@@ -61,6 +79,23 @@ enum GraphOptimizer {
                 report.foldedBatchNorms += 1
                 changed = true
             }
+            // The fused node's place in the order, and the Add's other operand if an Add is fused.
+            var position = index
+            var residual: String?
+            if let next = soleConsumer(of: output), let add = kernels[next] as? BinaryKernel, add.operation == .add,
+                nodes[next].inputs.count == 2, nodes[next].inputs.filter({ $0 == output }).count == 1
+            {
+                let other = nodes[next].inputs[0] == output ? nodes[next].inputs[1] : nodes[next].inputs[0]
+                if initializers[other].map({ $0.dtype == .float32 }) ?? true {
+                    residual = other
+                    conv.addsResidual = true
+                    output = nodes[next].outputs[0]
+                    removed.insert(next)
+                    position = next
+                    report.fusedResiduals += 1
+                    changed = true
+                }
+            }
             if let next = soleConsumer(of: output), nodes[next].inputs.first == output,
                 let activation = fusable(kernels[next], nodes[next], initializers)
             {
@@ -70,15 +105,26 @@ enum GraphOptimizer {
                 report.fusedActivations += 1
                 changed = true
             }
+            if winogradQualifies(conv, weight.shape) {
+                conv.winogradWeights = true
+                report.winogradFilters += 1
+                changed = true
+            }
             guard changed else { continue }
             let weightName = "\(node.inputs[1])::fused::\(index)"
             let biasFused = "\(weightName)::bias"
-            initializers[weightName] = Tensor(shape: weight.shape, scalars: weights)
+            let finalWeight = Tensor(shape: weight.shape, scalars: weights)
+            initializers[weightName] = conv.winogradWeights ? Convolution.winogradFilters(finalWeight) : finalWeight
             initializers[biasFused] = Tensor(shape: [channels], scalars: bias)
-            nodes[index] = Node(
-                name: node.name, opType: node.opType, domain: node.domain, inputs: [node.inputs[0], weightName, biasFused], outputs: [output],
+            if position != index {
+                removed.insert(index)
+                removed.remove(position)
+            }
+            nodes[position] = Node(
+                name: node.name, opType: node.opType, domain: node.domain,
+                inputs: [node.inputs[0], weightName, biasFused] + (residual.map { [$0] } ?? []), outputs: [output],
                 attributes: node.attributes, sourceIndex: node.sourceIndex)
-            kernels[index] = conv
+            kernels[position] = conv
         }
         let kept = nodes.indices.filter { !removed.contains($0) }
         let read = Set(kept.flatMap { nodes[$0].inputs })

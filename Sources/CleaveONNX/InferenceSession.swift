@@ -10,9 +10,13 @@ public final class InferenceSession: Sendable {
     /// (same inputs and outputs; fused nodes and their intermediate tensors are gone).
     public var model: Model { executionModel }
     let executionModel: Model
-    /// How many BatchNormalization nodes were folded and activations fused (0 without optimization).
+    /// How many BatchNormalization nodes were folded, activations fused and Adds (residual
+    /// shortcuts) fused into convolutions (0 without optimization).
     public let foldedBatchNorms: Int
     public let fusedActivations: Int
+    public let fusedResiduals: Int
+    /// How many convolutions run by Winograd on filters transformed when the session was made.
+    public let winogradConvolutions: Int
     /// Threads each operator may use.
     public let pool: ThreadPool
     /// Graph inputs whose values (not only shapes) decide tensor shapes; their
@@ -27,7 +31,7 @@ public final class InferenceSession: Sendable {
     /// A session for `model` using `threads` threads (`nil`: one per core).
     ///
     /// With `optimize` (the default) it runs the graph with BatchNormalization folded into
-    /// convolutions and activations fused; tensors between fused nodes then do not exist in
+    /// convolutions, activations and residual Adds fused, and 3×3 filters pre-transformed for Winograd; tensors between fused nodes then do not exist in
     /// plans (graph outputs always do). `optimize: false` runs the graph as written: the
     /// reference the fused path is tested against.
     public init(model: Model, threads: Int? = nil, optimize: Bool = true) {
@@ -36,6 +40,8 @@ public final class InferenceSession: Sendable {
         isOptimized = optimize
         foldedBatchNorms = report.foldedBatchNorms
         fusedActivations = report.fusedActivations
+        fusedResiduals = report.fusedResiduals
+        winogradConvolutions = report.winogradFilters
         pool = ThreadPool(threads: threads)
         valueInputNames = Self.findValueInputs(rewritten)
     }

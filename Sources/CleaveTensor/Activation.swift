@@ -58,6 +58,26 @@ public enum Activation: Sendable, Equatable {
     }
 }
 
+extension Activation {
+    /// The epilogue of a convolution fused with the Add that follows it (and that Add's
+    /// activation): `output = activation(output + residual)`, in place, one pass.
+    ///
+    /// `residual` has `output`'s element count and does not overlap it; `activation` nil adds only.
+    public static func addResidual(_ residual: Tensor, into output: Tensor, then activation: Activation?, pool: ThreadPool) {
+        precondition(residual.dtype == .float32 && output.dtype == .float32 && residual.count == output.count)
+        let r = residual.pointer(as: Float.self)
+        let y = output.pointer(as: Float.self)
+        pool.parallelFor(output.count, minimumChunk: 1 << 14) { range in
+            switch activation {
+            case nil: for index in range { y[index] += r[index] }
+            case .relu?: for index in range { y[index] = Swift.max(y[index] + r[index], 0) }
+            case .clip(let low, let high)?: for index in range { y[index] = Swift.min(Swift.max(y[index] + r[index], low), high) }
+            case let other?: for index in range { y[index] = other(y[index] + r[index]) }
+            }
+        }
+    }
+}
+
 /// Clamps every element of an integer or float tensor to `[low, high]`.
 public enum Clamp {
     /// Writes `min(max(x, low), high)` for each element of `input` into `output`.

