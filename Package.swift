@@ -45,9 +45,10 @@ let systemLibraries: [Target] = [
 /// Kernels compiled for the CPU that builds them (AVX2/FMA/F16C on x86, the
 /// board's NEON/dot-product extensions on aarch64), as llama.cpp does by default.
 /// Cleave is built on the machine that runs it; `CLEAVE_PORTABLE=1` builds for the
-/// architecture's baseline instead (a binary to copy to other machines). The LLM
-/// kernels are optimized in debug builds too: unoptimized SIMD code is ~300× slower,
-/// too slow for the tests that run SmolLM2.
+/// architecture's baseline instead (a binary to copy to other machines). Used by the
+/// two kernel modules, `CleaveTensor` (CNN kernels) and `CleaveLLM`, which are optimized
+/// in debug builds too: unoptimized SIMD code is ~300× slower, too slow for the tests
+/// that run SmolLM2 and the real CNNs.
 let hostCPUKernels: [SwiftSetting] =
     (Context.environment["CLEAVE_PORTABLE"] == "1" ? [] : [.unsafeFlags(["-target-cpu", "native"])])
     + [.unsafeFlags(["-O"], .when(configuration: .debug))]
