@@ -59,6 +59,16 @@ public enum Activation: Sendable, Equatable {
 }
 
 extension Activation {
+    /// Applies the function in place to `count` floats at `values` (one row of a kernel's output).
+    @inline(__always)
+    func apply(_ values: UnsafeMutablePointer<Float>, count: Int) {
+        switch self {
+        case .relu: for index in 0..<count { values[index] = Swift.max(values[index], 0) }
+        case .clip(let low, let high): for index in 0..<count { values[index] = Swift.min(Swift.max(values[index], low), high) }
+        default: for index in 0..<count { values[index] = self(values[index]) }
+        }
+    }
+
     /// The epilogue of a convolution fused with the Add that follows it (and that Add's
     /// activation): `output = activation(output + residual)`, in place, one pass.
     ///

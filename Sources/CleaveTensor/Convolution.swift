@@ -49,12 +49,53 @@ public enum Convolution {
     /// Convolves `input` `[N, C, S…]` with `weight` `[M, C/group, K…]`, adds `bias` `[M]`, writes `output` `[N, M, O…]`.
     ///
     /// Uses a direct loop for depthwise convolutions, Winograd F(2×2, 3×3) for 3×3 stride-1
-    /// ones with at least 16 channels in and out, plain GEMM for 1×1 stride-1 unpadded ones,
-    /// and im2col + GEMM otherwise; transforms and the im2col matrix live in `scratch`.
+    /// ones with at least 16 channels in and out, and products otherwise (1×1 stride-1
+    /// unpadded ones on the input as is, others through im2col), 2-D one-group ones in blocks
+    /// of output rows that stay in cache; transforms and im2col matrices live in `scratch`.
+    ///
+    /// The epilogue — `output = activation(convolution + bias + residual)`, `residual` of the
+    /// output's shape — is applied where each part of the output is computed (a row of a
+    /// depthwise kernel, a block of a product, a tile of Winograd's output transform), so the
+    /// output makes one trip through memory; the few paths that cannot make one pass at the end.
     public static func forward(
         input: Tensor, weight: Tensor, bias: Tensor?, geometry: WindowGeometry,
-        into output: Tensor, pool: ThreadPool = ThreadPool(threads: 1), scratch: ScratchBuffer = ScratchBuffer()
+        into output: Tensor, residual: Tensor? = nil, activation: Activation? = nil, pool: ThreadPool = ThreadPool(threads: 1),
+        scratch: ScratchBuffer = ScratchBuffer()
     ) {
+        precondition(residual.map { $0.shape == output.shape && $0.dtype == .float32 } ?? true, "residual must have the output's shape")
+        let epilogue = Epilogue(residual: residual?.pointer(as: Float.self), activation: activation)
+        let appliedInside = convolve(
+            input: input, weight: weight, bias: bias, geometry: geometry, into: output, epilogue: epilogue, pool: pool, scratch: scratch)
+        guard !appliedInside else { return }
+        if let residual {
+            Activation.addResidual(residual, into: output, then: activation, pool: pool)
+        } else {
+            activation?.apply(output, into: output, pool: pool)
+        }
+    }
+
+    /// What is applied to a convolution's output after the bias: `activation(value + residual)`.
+    struct Epilogue: @unchecked Sendable {
+        /// The tensor added element by element (same shape as the output), if any.
+        let residual: UnsafeMutablePointer<Float>?
+        let activation: Activation?
+
+        /// Applies the epilogue to `count` outputs at `values`, which sit at flat output index `offset`.
+        @inline(__always)
+        func apply(_ values: UnsafeMutablePointer<Float>, count: Int, offset: Int) {
+            if let residual {
+                let r = residual + offset
+                for index in 0..<count { values[index] += r[index] }
+            }
+            activation?.apply(values, count: count)
+        }
+    }
+
+    /// `forward` without its final pass; returns whether the epilogue was applied.
+    static func convolve(
+        input: Tensor, weight: Tensor, bias: Tensor?, geometry: WindowGeometry,
+        into output: Tensor, epilogue: Epilogue, pool: ThreadPool, scratch: ScratchBuffer
+    ) -> Bool {
         let g = geometry.promoted
         let batch = input.shape[0]
         let channels = input.shape[1]
@@ -73,20 +114,39 @@ public enum Convolution {
         let b = bias?.pointer(as: Float.self)
 
         if groups == channels && outChannels == channels {
-            depthwise(
-                x: x, w: w, b: b, y: y, batch: batch, channels: channels,
-                inSize: inSize, outSize: outSize, g: g, pool: pool)
-            return
+            // A depthwise convolution applies the activation per row; a residual (never seen after
+            // one in the CNNs we know) is added by the caller's pass.
+            let activation = epilogue.residual == nil ? epilogue.activation : nil
+            if g.kernel == [1, 3, 3] && g.dilations == [1, 1, 1] && inSize[0] == 1 && g.padsBegin[0] == 0
+                && (g.strides == [1, 1, 1] || g.strides == [1, 2, 2])
+            {
+                depthwise3x3(
+                    x: x, w: w, b: b, y: y, planes: batch * channels, channels: channels, inSize: inSize, outSize: outSize,
+                    top: g.padsBegin[1], left: g.padsBegin[2], stride: g.strides[1], activation: activation, pool: pool)
+            } else {
+                depthwise(
+                    x: x, w: w, b: b, y: y, batch: batch, channels: channels,
+                    inSize: inSize, outSize: outSize, g: g, activation: activation, pool: pool)
+            }
+            return epilogue.residual == nil
         }
 
         if winogradApplies(g, inDepth: inSize[0], channels: channels, outChannels: outChannels, outSpatial: outSpatial) {
             winograd(
                 x: x, filters: nil, w: w, b: b, y: y, batch: batch, channels: channels, outChannels: outChannels, inSize: inSize, outSize: outSize,
-                g: g, pool: pool, scratch: scratch)
-            return
+                g: g, epilogue: epilogue, pool: pool, scratch: scratch)
+            return true
         }
 
         let pointwise = taps == 1 && g.strides == [1, 1, 1] && g.padsBegin == [0, 0, 0] && g.padsEnd == [0, 0, 0]
+        // Blocks pay only where the im2col matrix would not fit in cache (ResNet's 7×7 stem: 7 MiB);
+        // smaller products ran slower split into blocks (OpenBLAS blocks for the cache itself).
+        if !pointwise && groups == 1 && inSize[0] == 1 && outSize[0] == 1 && channels * taps * outSpatial >= 1 << 20 {
+            blockedProduct(
+                x: x, w: w, b: b, y: y, batch: batch, channels: channels, outChannels: outChannels, inSize: inSize, outSize: outSize,
+                g: g, pointwise: pointwise, epilogue: epilogue, pool: pool, scratch: scratch)
+            return true
+        }
         let rowsPerGroup = channelsPerGroup * taps
         // Every element of the im2col matrix is written (padding explicitly), so it needs no clearing.
         let columns = pointwise ? nil : scratch.floats(rowsPerGroup * outSpatial)
@@ -113,6 +173,76 @@ public enum Convolution {
                     c: y + (n * outChannels + group * outPerGroup) * outSpatial, ldc: outSpatial, beta: b == nil ? 0 : 1, pool: pool)
             }
         }
+        return false
+    }
+
+    /// A 2-D one-group convolution as products `weight · columns`, one block of whole output
+    /// rows at a time, each block small enough (~384 KiB of output and im2col rows) that it
+    /// stays in the L2 cache from start to end: the output is seeded with the bias (plus the
+    /// residual), the block's im2col rows are built (not for 1×1), OpenBLAS accumulates the
+    /// product onto the output (beta = 1), and the activation is applied. Blocks are spread
+    /// over the pool's threads; when there are fewer blocks than threads (small late layers),
+    /// output channels are split as well.
+    static func blockedProduct(
+        x: UnsafeMutablePointer<Float>, w: UnsafeMutablePointer<Float>, b: UnsafeMutablePointer<Float>?,
+        y: UnsafeMutablePointer<Float>, batch: Int, channels: Int, outChannels: Int, inSize: [Int], outSize: [Int],
+        g: WindowGeometry, pointwise: Bool, epilogue: Epilogue, pool: ThreadPool, scratch: ScratchBuffer
+    ) {
+        let (outH, outW) = (outSize[1], outSize[2])
+        let outSpatial = outH * outW
+        let inSpatial = inSize[1] * inSize[2]
+        let k = channels * g.kernel[1] * g.kernel[2]
+        let m = outChannels
+        let budget = 96 * 1024
+        let rowsPerBlock = max(1, min(outH, budget / max(1, (m + (pointwise ? channels : k)) * outW)))
+        let rowBlocks = (outH + rowsPerBlock - 1) / rowsPerBlock
+        let channelSplit = batch * rowBlocks >= pool.threads ? 1 : max(1, min(pool.threads, m / 16))
+        let tasks = batch * rowBlocks * channelSplit
+        let workers = min(pool.threads, tasks)
+        let blockColumns = rowsPerBlock * outW
+        // Every element of an im2col block is written (padding explicitly), so it needs no clearing.
+        let columns = pointwise ? nil : scratch.floats(workers * k * blockColumns)
+        pool.parallelFor(workers) { range in
+            for worker in range {
+                for task in (tasks * worker / workers)..<(tasks * (worker + 1) / workers) {
+                    let split = task % channelSplit
+                    let block = (task / channelSplit) % rowBlocks
+                    let n = task / (channelSplit * rowBlocks)
+                    let firstRow = block * rowsPerBlock
+                    let width = min(rowsPerBlock, outH - firstRow) * outW
+                    let start = firstRow * outW
+                    let (first, last) = (m * split / channelSplit, m * (split + 1) / channelSplit)
+                    let image = x + n * channels * inSpatial
+                    let source: UnsafePointer<Float>
+                    let ldb: Int
+                    if let columns {
+                        let slice = columns + worker * k * blockColumns
+                        imageToColumns(
+                            image, channels: channels, inSize: inSize, outSize: outSize, g: g, outputRows: firstRow..<(firstRow + width / outW),
+                            columns: slice, pool: nil)
+                        (source, ldb) = (UnsafePointer(slice), width)
+                    } else {
+                        (source, ldb) = (UnsafePointer(image + start), outSpatial)
+                    }
+                    let out = y + (n * m + first) * outSpatial + start
+                    for row in 0..<(last - first) {
+                        let line = out + row * outSpatial
+                        let bias = b?[first + row] ?? 0
+                        if let residual = epilogue.residual {
+                            let r = residual + (n * m + first + row) * outSpatial + start
+                            for index in 0..<width { line[index] = r[index] + bias }
+                        } else {
+                            line.update(repeating: bias, count: width)
+                        }
+                    }
+                    GEMM.multiply(
+                        m: last - first, n: width, k: k, a: w + first * k, lda: k, b: source, ldb: ldb, c: out, ldc: outSpatial, beta: 1)
+                    if let activation = epilogue.activation {
+                        for row in 0..<(last - first) { activation.apply(out + row * outSpatial, count: width) }
+                    }
+                }
+            }
+        }
     }
 
     /// Unfolds the windows of `channels` planes into a `[channels·taps, outSpatial]` matrix.
@@ -120,9 +250,12 @@ public enum Convolution {
     /// Each matrix row is one (channel, tap) pair; along a row, the output columns whose
     /// tap lands inside the input form one contiguous run, copied in one go (a `memcpy`
     /// for stride 1), and the columns that land in the padding are zero-filled around it.
+    ///
+    /// With `outputRows`, only those output rows (of a 2-D convolution) are unfolded: the
+    /// matrix is then `[channels·taps, outputRows.count · outW]`.
     static func imageToColumns(
         _ x: UnsafeMutablePointer<Float>, channels: Int, inSize: [Int], outSize: [Int],
-        g: WindowGeometry, columns: UnsafeMutablePointer<Float>, pool: ThreadPool
+        g: WindowGeometry, outputRows: Range<Int>? = nil, columns: UnsafeMutablePointer<Float>, pool: ThreadPool?
     ) {
         let (inD, inH, inW) = (inSize[0], inSize[1], inSize[2])
         let (outD, outH, outW) = (outSize[0], outSize[1], outSize[2])
@@ -130,8 +263,9 @@ public enum Convolution {
         let (sD, sH, sW) = (g.strides[0], g.strides[1], g.strides[2])
         let (dD, dH, dW) = (g.dilations[0], g.dilations[1], g.dilations[2])
         let (pD, pH, pW) = (g.padsBegin[0], g.padsBegin[1], g.padsBegin[2])
-        let outSpatial = outD * outH * outW
-        pool.parallelFor(channels) { range in
+        let rows = outputRows ?? 0..<outH
+        let outSpatial = outD * rows.count * outW
+        (pool ?? ThreadPool(threads: 1)).parallelFor(channels) { range in
             for c in range {
                 let plane = x + c * inD * inH * inW
                 for kd in 0..<kD {
@@ -146,11 +280,11 @@ public enum Convolution {
                             for z in 0..<outD {
                                 let iz = z * sD - pD + kd * dD
                                 if iz < 0 || iz >= inD {
-                                    destination.update(repeating: 0, count: outH * outW)
-                                    destination += outH * outW
+                                    destination.update(repeating: 0, count: rows.count * outW)
+                                    destination += rows.count * outW
                                     continue
                                 }
-                                for yy in 0..<outH {
+                                for yy in rows {
                                     let iy = yy * sH - pH + kh * dH
                                     if iy < 0 || iy >= inH {
                                         destination.update(repeating: 0, count: outW)
@@ -184,7 +318,7 @@ public enum Convolution {
     static func depthwise(
         x: UnsafeMutablePointer<Float>, w: UnsafeMutablePointer<Float>, b: UnsafeMutablePointer<Float>?,
         y: UnsafeMutablePointer<Float>, batch: Int, channels: Int, inSize: [Int], outSize: [Int],
-        g: WindowGeometry, pool: ThreadPool
+        g: WindowGeometry, activation: Activation?, pool: ThreadPool
     ) {
         let (inD, inH, inW) = (inSize[0], inSize[1], inSize[2])
         let (outD, outH, outW) = (outSize[0], outSize[1], outSize[2])
@@ -248,14 +382,8 @@ public enum Convolution {
                             let (a0, a1, a2) = (tap(r0, 0), tap(r0, 1), tap(r0, 2))
                             let (b0, b1, b2) = (tap(r1, 0), tap(r1, 1), tap(r1, 2))
                             let (c0, c1, c2) = (tap(r2, 0), tap(r2, 1), tap(r2, 2))
-                            let (w0, w1, w2, w3, w4) = (filter[0], filter[1], filter[2], filter[3], filter[4])
-                            let (w5, w6, w7, w8) = (filter[5], filter[6], filter[7], filter[8])
-                            for column in 0..<outW {
-                                var sum = initial + a0[column] * w0 + a1[column] * w1 + a2[column] * w2
-                                sum += b0[column] * w3 + b1[column] * w4 + b2[column] * w5
-                                sum += c0[column] * w6 + c1[column] * w7 + c2[column] * w8
-                                out[column] = sum
-                            }
+                            threeByThreeRow(out, (a0, a1, a2, b0, b1, b2, c0, c1, c2), filter, initial, 0..<outW)
+                            activation?.apply(out, count: outW)
                             continue
                         }
                         out.update(repeating: initial, count: outW)
@@ -269,7 +397,140 @@ public enum Convolution {
                                 }
                             }
                         }
+                        activation?.apply(out, count: outW)
                     }
+                }
+            }
+        }
+    }
+
+    /// `out[column] = initial + Σ taps[i][column] · filter[i]` over `columns`, nine taps, eight
+    /// columns at a time in explicit `SIMD8` (with ten pointers that may alias, the loop
+    /// vectorizer gives up on the plain loop).
+    @inline(__always)
+    static func threeByThreeRow(
+        _ out: UnsafeMutablePointer<Float>,
+        _ taps: (
+            UnsafeMutablePointer<Float>, UnsafeMutablePointer<Float>, UnsafeMutablePointer<Float>, UnsafeMutablePointer<Float>,
+            UnsafeMutablePointer<Float>, UnsafeMutablePointer<Float>, UnsafeMutablePointer<Float>, UnsafeMutablePointer<Float>,
+            UnsafeMutablePointer<Float>
+        ),
+        _ filter: UnsafeMutablePointer<Float>, _ initial: Float, _ columns: Range<Int>
+    ) {
+        let (w0, w1, w2, w3, w4) = (filter[0], filter[1], filter[2], filter[3], filter[4])
+        let (w5, w6, w7, w8) = (filter[5], filter[6], filter[7], filter[8])
+        let (a0, a1, a2, b0, b1, b2, c0, c1, c2) = taps
+        @inline(__always) func load(_ pointer: UnsafeMutablePointer<Float>, _ column: Int) -> SIMD8<Float> {
+            UnsafeRawPointer(pointer + column).loadUnaligned(as: SIMD8<Float>.self)
+        }
+        var column = columns.lowerBound
+        while column + 8 <= columns.upperBound {
+            var sum = SIMD8<Float>(repeating: initial) + load(a0, column) * w0 + load(a1, column) * w1 + load(a2, column) * w2
+            sum += load(b0, column) * w3 + load(b1, column) * w4 + load(b2, column) * w5
+            sum += load(c0, column) * w6 + load(c1, column) * w7 + load(c2, column) * w8
+            UnsafeMutableRawPointer(out + column).storeBytes(of: sum, as: SIMD8<Float>.self)
+            column += 8
+        }
+        while column < columns.upperBound {
+            var sum = initial + a0[column] * w0 + a1[column] * w1 + a2[column] * w2
+            sum += b0[column] * w3 + b1[column] * w4 + b2[column] * w5
+            sum += c0[column] * w6 + c1[column] * w7 + c2[column] * w8
+            out[column] = sum
+            column += 1
+        }
+    }
+
+    /// 3×3 2-D depthwise convolution with dilation 1 and stride 1 or 2 (all of MobileNet's),
+    /// row by row, no padded copy of the plane, the activation applied to each row while it is
+    /// in cache. Stride 1 reads the input in place: rows above or below it read a zero row,
+    /// the columns whose three taps all land inside go through `threeByThreeRow`, and only
+    /// the (at most two) edge columns check bounds. Stride 2 first splits each of the three
+    /// input rows into its even and odd padded columns (`splitPhases`), so that every tap
+    /// again reads consecutive floats.
+    static func depthwise3x3(
+        x: UnsafeMutablePointer<Float>, w: UnsafeMutablePointer<Float>, b: UnsafeMutablePointer<Float>?,
+        y: UnsafeMutablePointer<Float>, planes: Int, channels: Int, inSize: [Int], outSize: [Int],
+        top: Int, left: Int, stride: Int, activation: Activation?, pool: ThreadPool
+    ) {
+        let (inH, inW) = (inSize[1], inSize[2])
+        let (outH, outW) = (outSize[1], outSize[2])
+        // Stride 1: output columns [inner, innerEnd) read input columns column − left + 0…2, all inside.
+        let inner = min(outW, left)
+        let innerEnd = max(inner, min(outW, inW - 2 + left))
+        // Stride 2: tap kw of output column c reads phase kw % 2 at c + kw / 2.
+        let phaseW = outW + 1
+        pool.parallelFor(planes) { range in
+            let zero = UnsafeMutablePointer<Float>.allocate(capacity: max(inW, 1))
+            zero.initialize(repeating: 0, count: max(inW, 1))
+            let phases = UnsafeMutablePointer<Float>.allocate(capacity: stride == 2 ? 6 * phaseW : 0)
+            defer {
+                zero.deallocate()
+                phases.deallocate()
+            }
+            for plane in range {
+                let filter = w + (plane % channels) * 9
+                let initial = b?[plane % channels] ?? 0
+                let source = x + plane * inH * inW
+                let destination = y + plane * outH * outW
+                for row in 0..<outH {
+                    let out = destination + row * outW
+                    func line(_ kh: Int) -> UnsafeMutablePointer<Float>? {
+                        let input = row * stride - top + kh
+                        return input >= 0 && input < inH ? source + input * inW : nil
+                    }
+                    if stride == 2 {
+                        let (p0, p1, p2) = (phases, phases + 2 * phaseW, phases + 4 * phaseW)
+                        splitPhases(line(0), inW: inW, left: left, into: p0, phaseW: phaseW)
+                        splitPhases(line(1), inW: inW, left: left, into: p1, phaseW: phaseW)
+                        splitPhases(line(2), inW: inW, left: left, into: p2, phaseW: phaseW)
+                        threeByThreeRow(
+                            out, (p0, p0 + phaseW, p0 + 1, p1, p1 + phaseW, p1 + 1, p2, p2 + phaseW, p2 + 1), filter, initial, 0..<outW)
+                        activation?.apply(out, count: outW)
+                        continue
+                    }
+                    let (r0, r1, r2) = (line(0) ?? zero, line(1) ?? zero, line(2) ?? zero)
+                    // Tap kw of output column c reads input column c − left + kw.
+                    threeByThreeRow(
+                        out,
+                        (r0 - left, r0 - left + 1, r0 - left + 2, r1 - left, r1 - left + 1, r1 - left + 2, r2 - left, r2 - left + 1, r2 - left + 2),
+                        filter, initial, inner..<innerEnd)
+                    func edge(_ column: Int) {
+                        var sum = initial
+                        for kw in 0..<3 {
+                            let input = column - left + kw
+                            guard input >= 0 && input < inW else { continue }
+                            sum += r0[input] * filter[kw] + r1[input] * filter[3 + kw] + r2[input] * filter[6 + kw]
+                        }
+                        out[column] = sum
+                    }
+                    for column in 0..<inner { edge(column) }
+                    for column in innerEnd..<outW { edge(column) }
+                    activation?.apply(out, count: outW)
+                }
+            }
+        }
+    }
+
+    /// Splits one input row (nil: a row of padding) into its two stride-2 phases:
+    /// `phases[k · phaseW + j]` is input column `2j + k − left`, zero outside the row.
+    @inline(__always)
+    static func splitPhases(_ source: UnsafeMutablePointer<Float>?, inW: Int, left: Int, into phases: UnsafeMutablePointer<Float>, phaseW: Int) {
+        guard let source else {
+            phases.update(repeating: 0, count: 2 * phaseW)
+            return
+        }
+        for k in 0..<2 {
+            let destination = phases + k * phaseW
+            var j = 0
+            while j < phaseW {
+                let column = 2 * j + k - left
+                if column >= 0 && column + 16 <= inW && j + 8 <= phaseW {
+                    let pair = UnsafeRawPointer(source + column).loadUnaligned(as: SIMD16<Float>.self)
+                    UnsafeMutableRawPointer(destination + j).storeBytes(of: pair.evenHalf, as: SIMD8<Float>.self)
+                    j += 8
+                } else {
+                    destination[j] = column >= 0 && column < inW ? source[column] : 0
+                    j += 1
                 }
             }
         }

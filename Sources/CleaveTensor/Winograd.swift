@@ -34,17 +34,20 @@ extension Convolution {
     /// A 3×3, stride-1, dilation-1, one-group 2-D convolution of `input` `[N, C, H, W]` by
     /// Winograd F(2×2, 3×3) with filters already transformed by ``winogradFilters(_:pool:)``
     /// (`[16, M, C]`), bias added; any spatial size and padding.
+    /// `activation(convolution + bias + residual)` is applied in the output transform, as in ``forward``.
     public static func forwardWinograd(
         input: Tensor, transformedWeight: Tensor, bias: Tensor?, geometry: WindowGeometry,
-        into output: Tensor, pool: ThreadPool = ThreadPool(threads: 1), scratch: ScratchBuffer = ScratchBuffer()
+        into output: Tensor, residual: Tensor? = nil, activation: Activation? = nil, pool: ThreadPool = ThreadPool(threads: 1),
+        scratch: ScratchBuffer = ScratchBuffer()
     ) {
         let g = geometry.promoted
         precondition(g.kernel == [1, 3, 3] && g.strides == [1, 1, 1] && g.dilations == [1, 1, 1] && g.group == 1 && input.shape.count == 4)
+        precondition(residual.map { $0.shape == output.shape && $0.dtype == .float32 } ?? true, "residual must have the output's shape")
         winograd(
             x: input.pointer(as: Float.self), filters: UnsafePointer(transformedWeight.pointer(as: Float.self)), w: nil,
             b: bias?.pointer(as: Float.self), y: output.pointer(as: Float.self), batch: input.shape[0], channels: input.shape[1],
             outChannels: transformedWeight.shape[1], inSize: promoted3(input.shape[2...]), outSize: promoted3(output.shape[2...]), g: g,
-            pool: pool, scratch: scratch)
+            epilogue: Epilogue(residual: residual?.pointer(as: Float.self), activation: activation), pool: pool, scratch: scratch)
     }
 
     /// `U[ξ][m][c] = (G g Gᵀ)[ξ]` for every filter of `w` `[m, c, 3, 3]`.
@@ -81,7 +84,7 @@ extension Convolution {
     static func winograd(
         x: UnsafeMutablePointer<Float>, filters: UnsafePointer<Float>?, w: UnsafeMutablePointer<Float>?, b: UnsafeMutablePointer<Float>?,
         y: UnsafeMutablePointer<Float>, batch: Int, channels: Int, outChannels: Int, inSize: [Int], outSize: [Int],
-        g: WindowGeometry, pool: ThreadPool, scratch: ScratchBuffer
+        g: WindowGeometry, epilogue: Epilogue, pool: ThreadPool, scratch: ScratchBuffer
     ) {
         let (inH, inW) = (inSize[1], inSize[2])
         let (outH, outW) = (outSize[1], outSize[2])
@@ -185,6 +188,10 @@ extension Convolution {
                                 if tx * 2 + 1 < outW { line[1] = pair.1 + bias }
                             }
                         }
+                        // The epilogue on the two output rows this row of tiles wrote, still in cache.
+                        let firstRow = ty * 2
+                        let rows = min(2, outH - firstRow)
+                        epilogue.apply(out + firstRow * outW, count: rows * outW, offset: ((n * m + row) * outH + firstRow) * outW)
                     }
                 }
             }

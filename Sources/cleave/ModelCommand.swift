@@ -67,7 +67,8 @@ struct Inspect: ParsableCommand {
         print("operators  " + summary.operators.map { "\($0.0)×\($0.1)" }.joined(separator: " "))
         print(
             "executed   " + session.executedOperatorCounts.sorted { $0.key < $1.key }.map { "\($0.key)×\($0.value)" }.joined(separator: " ")
-                + "  (\(session.foldedBatchNorms) BatchNormalization folded, \(session.fusedActivations) activations fused, \(session.fusedResiduals) Adds fused, \(session.winogradConvolutions) Winograd)")
+                + "  (\(session.foldedBatchNorms) BatchNormalization folded, \(session.fusedActivations) activations fused, \(session.fusedResiduals) Adds fused, \(session.winogradConvolutions) Winograd)"
+        )
         print("parameters \(formatCount(summary.parameters))")
         print("FLOPs      \(formatCount(summary.flops))")
         print(
@@ -207,7 +208,9 @@ struct Bench: ParsableCommand {
                     + String(format: "  %5d  %7.3f  %6.1f%%", value.1, value.0 / Double(runs), value.0 / total * 100))
         }
         print("slowest nodes")
-        for timing in timings.sorted(by: { $0.milliseconds > $1.milliseconds }).prefix(Int(ProcessInfo.processInfo.environment["CLEAVE_PROFILE_NODES"] ?? "10") ?? 10) {
+        for timing in timings.sorted(by: { $0.milliseconds > $1.milliseconds }).prefix(
+            Int(ProcessInfo.processInfo.environment["CLEAVE_PROFILE_NODES"] ?? "10") ?? 10)
+        {
             print(
                 "  \(timing.node) (\(timing.opType))"
                     + String(format: "  %.3f ms/run  %.1f%%", timing.milliseconds / Double(runs), timing.milliseconds / total * 100))

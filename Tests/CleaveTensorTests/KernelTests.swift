@@ -53,6 +53,96 @@ import Testing
         for index in expected.indices { #expect(abs(actual[index] - expected[index]) < 1e-4) }
     }
 
+    /// Depthwise 3×3, stride 1 (read in place, edges checked) and 2 (rows split into phases),
+    /// on widths down to one column, asymmetric and zero padding, with a bias and a fused
+    /// ReLU6, against the direct sum.
+    @Test(
+        arguments: [1, 2],
+        [
+            (9, 7, 1, 1, 1, 1), (9, 7, 0, 0, 0, 0), (5, 1, 1, 1, 1, 1), (4, 2, 1, 0, 0, 1), (6, 3, 0, 1, 1, 0), (8, 40, 1, 1, 1, 1),
+            (7, 41, 1, 1, 0, 0),
+        ])
+    func depthwise3x3MatchesReference(stride: Int, sizes: (Int, Int, Int, Int, Int, Int)) {
+        let (h, wd, top, left, bottom, right) = sizes
+        let c = 5
+        let oh = (h + top + bottom - 3) / stride + 1
+        let ow = (wd + left + right - 3) / stride + 1
+        let x = values(c * h * wd, seed: 3)
+        let w = values(c * 9, seed: 4)
+        let bias = values(c, seed: 8)
+        let output = Tensor(zeros: [1, c, oh, ow])
+        Convolution.forward(
+            input: Tensor(shape: [1, c, h, wd], scalars: x), weight: Tensor(shape: [c, 1, 3, 3], scalars: w),
+            bias: Tensor(shape: [c], scalars: bias),
+            geometry: WindowGeometry(kernel: [3, 3], strides: [stride, stride], padsBegin: [top, left], padsEnd: [bottom, right], group: c),
+            into: output, activation: .clip(min: 0, max: 0.6), pool: ThreadPool(threads: 2))
+        let actual = output.scalars(as: Float.self)
+        var clipped = 0
+        for channel in 0..<c {
+            for i in 0..<oh {
+                for j in 0..<ow {
+                    var sum = bias[channel]
+                    for a in 0..<3 {
+                        for b in 0..<3 {
+                            let (yy, xx) = (i * stride - top + a, j * stride - left + b)
+                            if yy >= 0 && yy < h && xx >= 0 && xx < wd { sum += x[(channel * h + yy) * wd + xx] * w[channel * 9 + a * 3 + b] }
+                        }
+                    }
+                    let expected = min(max(sum, 0), 0.6)
+                    if expected != sum { clipped += 1 }
+                    #expect(abs(actual[(channel * oh + i) * ow + j] - expected) < 1e-5, "channel \(channel) row \(i) column \(j)")
+                }
+            }
+        }
+        #expect(clipped > 0)
+    }
+
+    /// The fused epilogue, `activation(conv + bias + residual)`, on every path — blocked 1×1 and
+    /// im2col products (with enough rows for several blocks, and with too few blocks for two
+    /// threads, where output channels are split), Winograd, depthwise — against the plain
+    /// convolution followed by separate passes.
+    @Test(arguments: [
+        (1, 1, 1, 96, 2), (3, 1, 1, 40, 1), (3, 2, 1, 3, 2), (3, 1, 1, 9, 2), (5, 1, 16, 33, 2), (3, 1, 16, 3, 2), (3, 1, 0, 20, 2),
+    ])
+    func epilogueMatchesSeparatePasses(k: Int, stride: Int, channels: Int, size: Int, threads: Int) {
+        // channels 0: depthwise on 24 channels; otherwise `channels` in, 32 out.
+        let depthwise = channels == 0
+        let (c, m) = depthwise ? (24, 24) : (channels, 32)
+        let pad = k / 2
+        let out = (size + 2 * pad - k) / stride + 1
+        let geometry = WindowGeometry(
+            kernel: [k, k], strides: [stride, stride], padsBegin: [pad, pad], padsEnd: [pad, pad], group: depthwise ? c : 1)
+        // One image when tiny, so that two threads split output channels.
+        let batch = size <= 3 ? 1 : 2
+        let input = Tensor(shape: [batch, c, size, size], scalars: values(batch * c * size * size, seed: 11))
+        let weight = Tensor(shape: [m, depthwise ? 1 : c, k, k], scalars: values(m * (depthwise ? 1 : c) * k * k, seed: 12))
+        let bias = Tensor(shape: [m], scalars: values(m, seed: 13))
+        let residualValues = values(batch * m * out * out, seed: 14)
+        let residual = Tensor(shape: [batch, m, out, out], scalars: residualValues)
+        let pool = ThreadPool(threads: threads)
+        let plain = Tensor(zeros: [batch, m, out, out])
+        Convolution.forward(input: input, weight: weight, bias: bias, geometry: geometry, into: plain, pool: pool)
+        let expected = zip(plain.scalars(as: Float.self), residualValues).map { min(max($0 + $1, 0), 6) }
+        let fused = Tensor(zeros: [batch, m, out, out])
+        Convolution.forward(
+            input: input, weight: weight, bias: bias, geometry: geometry, into: fused, residual: residual, activation: .clip(min: 0, max: 6),
+            pool: pool)
+        let actual = fused.scalars(as: Float.self)
+        #expect(expected.contains { $0 == 0 } && expected.contains { $0 > 0 })
+        var worst: Float = 0
+        for index in expected.indices { worst = max(worst, abs(actual[index] - expected[index]) / (1 + abs(expected[index]))) }
+        #expect(worst < 1e-5, "worst relative difference \(worst)")
+        if !depthwise && k == 3 && stride == 1 && c >= 16 {
+            let winograd = Tensor(zeros: [batch, m, out, out])
+            Convolution.forwardWinograd(
+                input: input, transformedWeight: Convolution.winogradFilters(weight), bias: bias, geometry: geometry, into: winograd,
+                residual: residual, activation: .clip(min: 0, max: 6), pool: pool)
+            let transformed = winograd.scalars(as: Float.self)
+            for index in expected.indices { worst = max(worst, abs(transformed[index] - expected[index]) / (1 + abs(expected[index]))) }
+            #expect(worst < 1e-5, "Winograd: worst relative difference \(worst)")
+        }
+    }
+
     /// The Winograd path (3×3, stride 1, ≥ 16 channels, ≥ 784 outputs) against the direct sum,
     /// on odd sizes (edge tiles), with and without padding, with a bias, on one and two threads.
     @Test(arguments: [(29, 31, 1, 1), (31, 30, 0, 1), (33, 29, 1, 2)])

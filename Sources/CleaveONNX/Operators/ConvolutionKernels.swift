@@ -131,27 +131,25 @@ struct ConvKernel: OperatorKernel {
     func run(_ inputs: [Tensor?], _ outputs: [Tensor], _ context: ExecutionContext) throws {
         let (geometry, spatial) = try plan(inputs[0]!.shape, inputs[1]!.shape)
         let bias = inputs.count > 2 ? inputs[2] : nil
-        func convolve(into output: Tensor) {
+        func convolve(into output: Tensor, residual: Tensor? = nil, activation: Activation? = nil) {
             if winogradWeights {
                 Convolution.forwardWinograd(
-                    input: inputs[0]!, transformedWeight: inputs[1]!, bias: bias, geometry: geometry, into: output, pool: context.pool,
-                    scratch: context.scratch)
+                    input: inputs[0]!, transformedWeight: inputs[1]!, bias: bias, geometry: geometry, into: output, residual: residual,
+                    activation: activation, pool: context.pool, scratch: context.scratch)
             } else {
                 Convolution.forward(
-                    input: inputs[0]!, weight: inputs[1]!, bias: bias, geometry: geometry, into: output, pool: context.pool,
-                    scratch: context.scratch)
+                    input: inputs[0]!, weight: inputs[1]!, bias: bias, geometry: geometry, into: output, residual: residual,
+                    activation: activation, pool: context.pool, scratch: context.scratch)
             }
         }
         guard addsResidual, let residual = inputs[3] else {
-            convolve(into: outputs[0])
-            epilogue?.apply(outputs[0], into: outputs[0], pool: context.pool)
+            convolve(into: outputs[0], activation: epilogue)
             return
         }
         let convolvedShape = [inputs[0]!.shape[0], declaredWeightShape(inputs[1]!.shape)[0]] + spatial
         if residual.shape == convolvedShape {
-            // The common case (ResNet, MobileNetV2): one pass adds the shortcut and activates.
-            convolve(into: outputs[0])
-            Activation.addResidual(residual, into: outputs[0], then: epilogue, pool: context.pool)
+            // The common case (ResNet, MobileNetV2): the shortcut is added and activated as the output is made.
+            convolve(into: outputs[0], residual: residual, activation: epilogue)
             return
         }
         // A broadcast Add, as the graph had it: the convolution into its own tensor when the
