@@ -512,11 +512,13 @@ public enum Convolution {
     }
 
     /// Splits one input row (nil: a row of padding) into its two stride-2 phases:
-    /// `phases[k · phaseW + j]` is input column `2j + k − left`, zero outside the row.
+    /// `phases[k · phaseW + j]` is input column `2j + k − left`, `padding` outside the row.
     @inline(__always)
-    static func splitPhases(_ source: UnsafeMutablePointer<Float>?, inW: Int, left: Int, into phases: UnsafeMutablePointer<Float>, phaseW: Int) {
+    static func splitPhases(
+        _ source: UnsafePointer<Float>?, inW: Int, left: Int, into phases: UnsafeMutablePointer<Float>, phaseW: Int, padding: Float = 0
+    ) {
         guard let source else {
-            phases.update(repeating: 0, count: 2 * phaseW)
+            phases.update(repeating: padding, count: 2 * phaseW)
             return
         }
         for k in 0..<2 {
@@ -529,7 +531,7 @@ public enum Convolution {
                     UnsafeMutableRawPointer(destination + j).storeBytes(of: pair.evenHalf, as: SIMD8<Float>.self)
                     j += 8
                 } else {
-                    destination[j] = column >= 0 && column < inW ? source[column] : 0
+                    destination[j] = column >= 0 && column < inW ? source[column] : padding
                     j += 1
                 }
             }

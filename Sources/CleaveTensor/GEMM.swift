@@ -46,6 +46,15 @@ package enum GEMM {
             }
             return
         }
+        if m == 1 {
+            // One row (a classifier at batch 1): OpenBLAS's matrix–vector kernel, which streams
+            // B once instead of packing it (0.53 → 0.30 ms for MobileNetV2's 1280 → 1000 head).
+            cblas_sgemv(
+                CblasRowMajor, transposeB ? CblasNoTrans : CblasTrans,
+                blasint(transposeB ? n : k), blasint(transposeB ? k : n),
+                alpha, b, blasint(ldb), a, blasint(transposeA ? lda : 1), beta, c, 1)
+            return
+        }
         cblas_sgemm(
             CblasRowMajor,
             transposeA ? CblasTrans : CblasNoTrans,

@@ -60,7 +60,10 @@ public enum Pooling {
     /// Separable: for each output row, the input rows under the window are first reduced
     /// element-wise into one scratch row (a vectorizable loop), then each output column takes
     /// the maximum of its horizontal span of that row. Windows are clipped to the input,
-    /// which is what padding and ceil mode mean for max pooling.
+    /// which is what padding and ceil mode mean for max pooling. For horizontal strides 1
+    /// and 2 with no window wholly outside the input (every CNN's pools), the scratch row is
+    /// padded with −∞ and, for stride 2, split into even and odd columns, so that each tap is
+    /// one vectorized pass over consecutive floats.
     private static func maxPlanar(input: Tensor, geometry g: WindowGeometry, into output: Tensor, pool: ThreadPool) {
         let planes = input.shape[0] * input.shape[1]
         let inSize = promoted3(input.shape[2...])
@@ -70,9 +73,16 @@ public enum Pooling {
         let (kH, kW, sH, sW, padTop, padLeft) = (g.kernel[1], g.kernel[2], g.strides[1], g.strides[2], g.padsBegin[1], g.padsBegin[2])
         let x = input.pointer(as: Float.self)
         let y = output.pointer(as: Float.self)
+        // Taps read phase (kw · 1) % sW at column c + kw / sW of a row of `phaseW` floats per phase.
+        let fast = (sW == 1 || sW == 2) && padLeft < kW && (outW - 1) * sW - padLeft < inW && outW > 0
+        let phaseW = outW + (kW - 1) / sW + 1
         pool.parallelFor(planes * depth) { range in
             let rowMax = UnsafeMutablePointer<Float>.allocate(capacity: max(inW, 1))
-            defer { rowMax.deallocate() }
+            let phases = UnsafeMutablePointer<Float>.allocate(capacity: fast ? sW * phaseW : 0)
+            defer {
+                rowMax.deallocate()
+                phases.deallocate()
+            }
             for plane in range {
                 let source = x + plane * inH * inW
                 let destination = y + plane * outH * outW
@@ -92,6 +102,23 @@ public enum Pooling {
                             let best = rowMax[column]
                             rowMax[column] = value > best ? value : best
                         }
+                    }
+                    if fast {
+                        if sW == 2 {
+                            Convolution.splitPhases(rowMax, inW: inW, left: padLeft, into: phases, phaseW: phaseW, padding: -.infinity)
+                        } else {
+                            phases.update(repeating: -.infinity, count: phaseW)
+                            (phases + padLeft).update(from: rowMax, count: min(inW, phaseW - padLeft))
+                        }
+                        out.update(from: phases, count: outW)
+                        for kw in 1..<max(kW, 1) {
+                            let tap = phases + (kw % sW) * phaseW + kw / sW
+                            for column in 0..<outW {
+                                let value = tap[column]
+                                out[column] = value > out[column] ? value : out[column]
+                            }
+                        }
+                        continue
                     }
                     for column in 0..<outW {
                         let left = max(column * sW - padLeft, 0)

@@ -143,6 +143,27 @@ import Testing
         }
     }
 
+    /// One-row products (the matrix–vector path) with every combination of transposes,
+    /// alpha and beta, on one and two threads, against the plain sum.
+    @Test(arguments: [false, true], [false, true])
+    func oneRowProductMatchesReference(transposeA: Bool, transposeB: Bool) {
+        let (k, n) = (37, 70)
+        let a = values(k, seed: 21)
+        let b = values(k * n, seed: 22)
+        for threads in [1, 2] {
+            var c = values(n, seed: 23)
+            let expected = (0..<n).map { column in
+                1.5 * (0..<k).reduce(Float(0)) { $0 + a[$1] * b[transposeB ? column * k + $1 : $1 * n + column] } + 0.5 * c[column]
+            }
+            c.withUnsafeMutableBufferPointer { output in
+                GEMM.multiply(
+                    m: 1, n: n, k: k, a: a, lda: transposeA ? 1 : k, transposeA: transposeA, b: b, ldb: transposeB ? k : n,
+                    transposeB: transposeB, c: output.baseAddress!, ldc: n, alpha: 1.5, beta: 0.5, pool: ThreadPool(threads: threads))
+            }
+            for index in 0..<n { #expect(abs(c[index] - expected[index]) < 1e-4, "threads \(threads) column \(index)") }
+        }
+    }
+
     /// The Winograd path (3×3, stride 1, ≥ 16 channels, ≥ 784 outputs) against the direct sum,
     /// on odd sizes (edge tiles), with and without padding, with a bias, on one and two threads.
     @Test(arguments: [(29, 31, 1, 1), (31, 30, 0, 1), (33, 29, 1, 2)])
