@@ -14,7 +14,15 @@ if grep -q "warning:" /tmp/cleave-build.log; then
 fi
 
 echo "== format"
-swift format lint --strict $(find Sources Tests Package.swift -name '*.swift' ! -name 'onnx.pb.swift')
+swift format lint --strict $(find Sources Tests Package.swift -name '*.swift' ! -name 'onnx.pb.swift' ! -path '*/.build/*')
+
+echo "== portability: no architecture-only code paths in the sources"
+# Kernels are written with Swift's SIMD types only; an `#if arch(...)` branch or an x86
+# intrinsics header would be a path aarch64 boards never run.
+if grep -rnE '#if arch\(|_Builtin_intrinsics|immintrin|arm_neon' Sources; then
+    echo "error: architecture-specific code in Sources (above); give it a portable twin tested on every machine" >&2
+    exit 1
+fi
 
 echo "== fetch SmolLM2 for the LLM tests (cached after the first run)"
 if CLEAVE_SMOLLM2=$(scripts/fetch-smollm2.sh); then
@@ -32,6 +40,21 @@ swift test --skip-build --skip FaultSuiteTests --skip ProxyAccuracyTests
 echo "== swift test: timing-sensitive suites, alone"
 swift test --skip-build --filter ProxyAccuracyTests
 swift test --skip-build --filter FaultSuiteTests
+
+echo "== the kernel modules built for the architecture's baseline, and their tests"
+# Tests/Portable compiles CleaveTensor and CleaveLLM (the same source folders) without
+# -target-cpu native — on x86-64 for the original x86-64, SSE2 only — and runs their tests:
+# the kernels as a binary for another machine or an aarch64 board runs them.
+swift build --package-path Tests/Portable --build-tests 2>&1 | tee /tmp/cleave-portable.log
+if grep -q "warning:" /tmp/cleave-portable.log; then
+    echo "error: the portable build printed warnings" >&2
+    exit 1
+fi
+if [ "$(uname -m)" = x86_64 ] && objdump -d Tests/Portable/.build/debug/CleaveTensor.build/Convolution.swift.o | grep -q ymm; then
+    echo "error: the portable build uses AVX registers; it is not the baseline build it claims to be" >&2
+    exit 1
+fi
+swift test --package-path Tests/Portable --skip-build
 
 echo "== split correctness against onnxruntime"
 swift build -c release --product cleave
