@@ -420,23 +420,36 @@ public enum Convolution {
         let (w0, w1, w2, w3, w4) = (filter[0], filter[1], filter[2], filter[3], filter[4])
         let (w5, w6, w7, w8) = (filter[5], filter[6], filter[7], filter[8])
         let (a0, a1, a2, b0, b1, b2, c0, c1, c2) = taps
-        @inline(__always) func load(_ pointer: UnsafeMutablePointer<Float>, _ column: Int) -> SIMD8<Float> {
-            UnsafeRawPointer(pointer + column).loadUnaligned(as: SIMD8<Float>.self)
+        @inline(__always) func step<V: SIMD>(_ type: V.Type, _ column: Int) where V.Scalar == Float {
+            @inline(__always) func load(_ pointer: UnsafeMutablePointer<Float>) -> V {
+                UnsafeRawPointer(pointer + column).loadUnaligned(as: V.self)
+            }
+            var sum = V(repeating: initial) + load(a0) * w0 + load(a1) * w1 + load(a2) * w2
+            sum += load(b0) * w3 + load(b1) * w4 + load(b2) * w5
+            sum += load(c0) * w6 + load(c1) * w7 + load(c2) * w8
+            UnsafeMutableRawPointer(out + column).storeBytes(of: sum, as: V.self)
         }
-        var column = columns.lowerBound
-        while column + 8 <= columns.upperBound {
-            var sum = SIMD8<Float>(repeating: initial) + load(a0, column) * w0 + load(a1, column) * w1 + load(a2, column) * w2
-            sum += load(b0, column) * w3 + load(b1, column) * w4 + load(b2, column) * w5
-            sum += load(c0, column) * w6 + load(c1, column) * w7 + load(c2, column) * w8
-            UnsafeMutableRawPointer(out + column).storeBytes(of: sum, as: SIMD8<Float>.self)
-            column += 8
-        }
-        while column < columns.upperBound {
-            var sum = initial + a0[column] * w0 + a1[column] * w1 + a2[column] * w2
-            sum += b0[column] * w3 + b1[column] * w4 + b2[column] * w5
-            sum += c0[column] * w6 + c1[column] * w7 + c2[column] * w8
-            out[column] = sum
-            column += 1
+        // Whole vectors, then one last vector that ends at the last column and overlaps the
+        // previous one (its columns are computed twice, to the same values): no scalar tail
+        // on rows of 8 columns and more, which are most of MobileNet's.
+        let (first, end) = (columns.lowerBound, columns.upperBound)
+        if end - first >= 8 {
+            var column = first
+            while column + 8 <= end {
+                step(SIMD8<Float>.self, column)
+                column += 8
+            }
+            if column < end { step(SIMD8<Float>.self, end - 8) }
+        } else if end - first >= 4 {
+            step(SIMD4<Float>.self, first)
+            if end - first > 4 { step(SIMD4<Float>.self, end - 4) }
+        } else {
+            for column in columns {
+                var sum = initial + a0[column] * w0 + a1[column] * w1 + a2[column] * w2
+                sum += b0[column] * w3 + b1[column] * w4 + b2[column] * w5
+                sum += c0[column] * w6 + c1[column] * w7 + c2[column] * w8
+                out[column] = sum
+            }
         }
     }
 
@@ -496,6 +509,16 @@ public enum Convolution {
                         out,
                         (r0 - left, r0 - left + 1, r0 - left + 2, r1 - left, r1 - left + 1, r1 - left + 2, r2 - left, r2 - left + 1, r2 - left + 2),
                         filter, initial, inner..<innerEnd)
+                    if left == 1 && inner == 1 && innerEnd == outW - 1 && outW == inW && inW >= 2 {
+                        // Padding 1 on both sides (nearly every case): the two edge columns written out.
+                        let (l, r) = (inW - 2, inW - 1)
+                        var sum = initial + r0[0] * filter[1] + r0[1] * filter[2] + r1[0] * filter[4] + r1[1] * filter[5]
+                        out[0] = sum + r2[0] * filter[7] + r2[1] * filter[8]
+                        sum = initial + r0[l] * filter[0] + r0[r] * filter[1] + r1[l] * filter[3] + r1[r] * filter[4]
+                        out[r] = sum + r2[l] * filter[6] + r2[r] * filter[7]
+                        activation?.apply(out, count: outW)
+                        continue
+                    }
                     func edge(_ column: Int) {
                         var sum = initial
                         for kw in 0..<3 {
