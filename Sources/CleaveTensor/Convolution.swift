@@ -295,6 +295,19 @@ public enum Convolution {
                                     destination.update(repeating: 0, count: first)
                                     if sW == 1 {
                                         (destination + first).update(from: sourceRow + first, count: last - first)
+                                    } else if sW == 2 {
+                                        // Eight outputs per 16-float load, its even half: the strided
+                                        // gather ran one float at a time (ResNet's 7×7 stride-2 stem).
+                                        var xx = first
+                                        while xx + 8 <= last && start + 2 * xx + 16 <= inW {
+                                            let pair = UnsafeRawPointer(sourceRow + 2 * xx).loadUnaligned(as: SIMD16<Float>.self)
+                                            UnsafeMutableRawPointer(destination + xx).storeBytes(of: pair.evenHalf, as: SIMD8<Float>.self)
+                                            xx += 8
+                                        }
+                                        while xx < last {
+                                            destination[xx] = sourceRow[xx * 2]
+                                            xx += 1
+                                        }
                                     } else {
                                         for xx in first..<last { destination[xx] = sourceRow[xx * sW] }
                                     }

@@ -53,6 +53,25 @@ import Testing
         for index in expected.indices { #expect(abs(actual[index] - expected[index]) < 1e-4) }
     }
 
+    /// A 7×7 stride-2 convolution on wide rows (ResNet's stem shape), whose im2col rows are
+    /// gathered eight columns at a time: unfolded whole (45 columns) and, above 2²⁰ unfolded
+    /// floats (1300 columns: 147 × 11 × 650), in blocks of output rows.
+    @Test(arguments: [45, 1300])
+    func stridedUnfoldingMatchesReference(width: Int) {
+        let (c, h, m) = (3, 21, 8)
+        let x = values(c * h * width, seed: 31)
+        let w = values(m * c * 49, seed: 32)
+        let expected = referenceConv(x, w, c: c, h: h, wd: width, m: m, k: 7, stride: 2, pad: 3, group: 1)
+        let (oh, ow) = ((h + 6 - 7) / 2 + 1, (width + 6 - 7) / 2 + 1)
+        let output = Tensor(zeros: [1, m, oh, ow])
+        Convolution.forward(
+            input: Tensor(shape: [1, c, h, width], scalars: x), weight: Tensor(shape: [m, c, 7, 7], scalars: w), bias: nil,
+            geometry: WindowGeometry(kernel: [7, 7], strides: [2, 2], padsBegin: [3, 3], padsEnd: [3, 3]), into: output,
+            pool: ThreadPool(threads: 2))
+        let actual = output.scalars(as: Float.self)
+        for index in expected.indices { #expect(abs(actual[index] - expected[index]) < 1e-4, "element \(index)") }
+    }
+
     /// Depthwise 3×3, stride 1 (read in place, edges checked) and 2 (rows split into phases),
     /// on widths down to one column, asymmetric and zero padding, with a bias and a fused
     /// ReLU6, against the direct sum.
