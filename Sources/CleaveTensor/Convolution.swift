@@ -139,22 +139,34 @@ public enum Convolution {
         }
 
         let pointwise = taps == 1 && g.strides == [1, 1, 1] && g.padsBegin == [0, 0, 0] && g.padsEnd == [0, 0, 0]
-        // Blocks pay only where the im2col matrix would not fit in cache (ResNet's 7×7 stem: 7 MiB);
-        // smaller products ran slower split into blocks (OpenBLAS blocks for the cache itself).
-        if !pointwise && groups == 1 && inSize[0] == 1 && outSize[0] == 1 && channels * taps * outSpatial >= 1 << 20 {
-            blockedProduct(
-                x: x, w: w, b: b, y: y, batch: batch, channels: channels, outChannels: outChannels, inSize: inSize, outSize: outSize,
-                g: g, pointwise: pointwise, epilogue: epilogue, pool: pool, scratch: scratch)
+        if groups == 1 {
+            // Blocks of output rows pay only where the im2col matrix would not fit in cache
+            // (ResNet's 7×7 stem: 7 MiB); smaller products ran slower split into blocks.
+            if !pointwise && inSize[0] == 1 && outSize[0] == 1 && channels * taps * outSpatial >= 1 << 20 {
+                blockedProduct(
+                    x: x, w: w, b: b, y: y, batch: batch, channels: channels, outChannels: outChannels, inSize: inSize,
+                    outSize: outSize, g: g, epilogue: epilogue, pool: pool, scratch: scratch)
+                return true
+            }
+            let k = channels * taps
+            // Every element of the im2col matrix is written (padding explicitly), so it needs no clearing.
+            let columns = pointwise ? nil : scratch.floats(k * outSpatial)
+            for n in 0..<batch {
+                let image = x + n * channels * inSpatial
+                if let columns {
+                    imageToColumns(image, channels: channels, inSize: inSize, outSize: outSize, g: g, columns: columns, pool: pool)
+                }
+                TiledGEMM.multiply(
+                    m: outChannels, n: outSpatial, k: k, a: w, lda: k, b: UnsafePointer(columns ?? image), ldb: outSpatial,
+                    c: y + n * outChannels * outSpatial, ldc: outSpatial, bias: b, epilogue: epilogue,
+                    residualOffset: n * outChannels * outSpatial, pool: pool)
+            }
             return true
         }
         let rowsPerGroup = channelsPerGroup * taps
         // Every element of the im2col matrix is written (padding explicitly), so it needs no clearing.
         let columns = pointwise ? nil : scratch.floats(rowsPerGroup * outSpatial)
         for n in 0..<batch {
-            // The bias seeds the output and GEMM accumulates onto it (beta = 1): no extra pass.
-            if let b {
-                for m in 0..<outChannels { (y + (n * outChannels + m) * outSpatial).update(repeating: b[m], count: outSpatial) }
-            }
             for group in 0..<groups {
                 let groupInput = x + (n * channels + group * channelsPerGroup) * inSpatial
                 let source: UnsafePointer<Float>
@@ -170,23 +182,41 @@ public enum Convolution {
                     m: outPerGroup, n: outSpatial, k: rowsPerGroup,
                     a: w + group * outPerGroup * rowsPerGroup, lda: rowsPerGroup,
                     b: source, ldb: outSpatial,
-                    c: y + (n * outChannels + group * outPerGroup) * outSpatial, ldc: outSpatial, beta: b == nil ? 0 : 1, pool: pool)
+                    c: y + (n * outChannels + group * outPerGroup) * outSpatial, ldc: outSpatial, pool: pool)
             }
         }
-        return false
+        // Bias, residual and activation in one pass over the product (seeding the output with
+        // the bias for OpenBLAS to accumulate onto cost a write and a read more).
+        pool.parallelFor(batch * outChannels, minimumChunk: max(1, (1 << 14) / max(1, outSpatial))) { range in
+            for row in range {
+                let line = y + row * outSpatial
+                if let b {
+                    let bias = b[row % outChannels]
+                    if let residual = epilogue.residual {
+                        let r = residual + row * outSpatial
+                        for index in 0..<outSpatial { line[index] += bias + r[index] }
+                    } else {
+                        for index in 0..<outSpatial { line[index] += bias }
+                    }
+                } else if let residual = epilogue.residual {
+                    let r = residual + row * outSpatial
+                    for index in 0..<outSpatial { line[index] += r[index] }
+                }
+                epilogue.activation?.apply(line, count: outSpatial)
+            }
+        }
+        return true
     }
 
-    /// A 2-D one-group convolution as products `weight · columns`, one block of whole output
-    /// rows at a time, each block small enough (~384 KiB of output and im2col rows) that it
-    /// stays in the L2 cache from start to end: the output is seeded with the bias (plus the
-    /// residual), the block's im2col rows are built (not for 1×1), OpenBLAS accumulates the
-    /// product onto the output (beta = 1), and the activation is applied. Blocks are spread
-    /// over the pool's threads; when there are fewer blocks than threads (small late layers),
-    /// output channels are split as well.
+    /// A 2-D one-group convolution whose im2col matrix would not fit in cache, one block of
+    /// whole output rows at a time: each block's im2col rows (~384 KiB with its output) are
+    /// built and multiplied while they are in the L2 cache, the epilogue applied by
+    /// ``TiledGEMM``. Blocks are spread over the pool's threads; when there are fewer blocks
+    /// than threads, output channels are split as well.
     static func blockedProduct(
         x: UnsafeMutablePointer<Float>, w: UnsafeMutablePointer<Float>, b: UnsafeMutablePointer<Float>?,
         y: UnsafeMutablePointer<Float>, batch: Int, channels: Int, outChannels: Int, inSize: [Int], outSize: [Int],
-        g: WindowGeometry, pointwise: Bool, epilogue: Epilogue, pool: ThreadPool, scratch: ScratchBuffer
+        g: WindowGeometry, epilogue: Epilogue, pool: ThreadPool, scratch: ScratchBuffer
     ) {
         let (outH, outW) = (outSize[1], outSize[2])
         let outSpatial = outH * outW
@@ -194,14 +224,14 @@ public enum Convolution {
         let k = channels * g.kernel[1] * g.kernel[2]
         let m = outChannels
         let budget = 96 * 1024
-        let rowsPerBlock = max(1, min(outH, budget / max(1, (m + (pointwise ? channels : k)) * outW)))
+        let rowsPerBlock = max(1, min(outH, budget / max(1, (m + k) * outW)))
         let rowBlocks = (outH + rowsPerBlock - 1) / rowsPerBlock
         let channelSplit = batch * rowBlocks >= pool.threads ? 1 : max(1, min(pool.threads, m / 16))
         let tasks = batch * rowBlocks * channelSplit
         let workers = min(pool.threads, tasks)
         let blockColumns = rowsPerBlock * outW
         // Every element of an im2col block is written (padding explicitly), so it needs no clearing.
-        let columns = pointwise ? nil : scratch.floats(workers * k * blockColumns)
+        let columns = scratch.floats(workers * k * blockColumns)
         pool.parallelFor(workers) { range in
             for worker in range {
                 for task in (tasks * worker / workers)..<(tasks * (worker + 1) / workers) {
@@ -213,33 +243,14 @@ public enum Convolution {
                     let start = firstRow * outW
                     let (first, last) = (m * split / channelSplit, m * (split + 1) / channelSplit)
                     let image = x + n * channels * inSpatial
-                    let source: UnsafePointer<Float>
-                    let ldb: Int
-                    if let columns {
-                        let slice = columns + worker * k * blockColumns
-                        imageToColumns(
-                            image, channels: channels, inSize: inSize, outSize: outSize, g: g, outputRows: firstRow..<(firstRow + width / outW),
-                            columns: slice, pool: nil)
-                        (source, ldb) = (UnsafePointer(slice), width)
-                    } else {
-                        (source, ldb) = (UnsafePointer(image + start), outSpatial)
-                    }
-                    let out = y + (n * m + first) * outSpatial + start
-                    for row in 0..<(last - first) {
-                        let line = out + row * outSpatial
-                        let bias = b?[first + row] ?? 0
-                        if let residual = epilogue.residual {
-                            let r = residual + (n * m + first + row) * outSpatial + start
-                            for index in 0..<width { line[index] = r[index] + bias }
-                        } else {
-                            line.update(repeating: bias, count: width)
-                        }
-                    }
-                    GEMM.multiply(
-                        m: last - first, n: width, k: k, a: w + first * k, lda: k, b: source, ldb: ldb, c: out, ldc: outSpatial, beta: 1)
-                    if let activation = epilogue.activation {
-                        for row in 0..<(last - first) { activation.apply(out + row * outSpatial, count: width) }
-                    }
+                    let slice = columns + worker * k * blockColumns
+                    imageToColumns(
+                        image, channels: channels, inSize: inSize, outSize: outSize, g: g, outputRows: firstRow..<(firstRow + width / outW),
+                        columns: slice, pool: nil)
+                    TiledGEMM.multiply(
+                        m: last - first, n: width, k: k, a: w + first * k, lda: k, b: slice, ldb: width,
+                        c: y + (n * m + first) * outSpatial + start, ldc: outSpatial, bias: b.map { UnsafePointer($0 + first) },
+                        epilogue: epilogue, residualOffset: (n * m + first) * outSpatial + start, pool: nil)
                 }
             }
         }

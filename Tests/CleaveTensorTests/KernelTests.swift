@@ -53,6 +53,46 @@ import Testing
         for index in expected.indices { #expect(abs(actual[index] - expected[index]) < 1e-4) }
     }
 
+    /// The register-tiled product with its epilogue against the plain sum: row counts that are
+    /// and are not multiples of the 8-row tile, column counts below 64 (OpenBLAS), with a
+    /// partial last 32-column tile and in several blocks, strided operands, every kind of
+    /// epilogue, one and two threads.
+    @Test(arguments: [
+        (8, 64, 16, 0), (13, 70, 3, 1), (20, 333, 64, 2), (5, 40, 17, 3), (29, 1100, 9, 1), (3, 96, 1, 0), (16, 2080, 40, 2),
+    ])
+    func tiledProductMatchesReference(m: Int, n: Int, k: Int, epilogueKind: Int) {
+        let (lda, ldb, ldc) = (k + 3, n + 5, n + 7)
+        let a = values(m * lda, seed: 41)
+        let b = values(k * ldb, seed: 42)
+        let bias = values(m, seed: 43)
+        let residual = values(m * ldc + 11, seed: 44)
+        let activation: Activation? = [nil, .relu, .clip(min: -0.5, max: 0.5), .sigmoid][epilogueKind]
+        for threads in [1, 2] {
+            var c = [Float](repeating: .nan, count: m * ldc)
+            residual.withUnsafeBufferPointer { residualBuffer in
+                bias.withUnsafeBufferPointer { biasBuffer in
+                    c.withUnsafeMutableBufferPointer { output in
+                        let epilogue = Convolution.Epilogue(
+                            residual: epilogueKind == 0 ? nil : UnsafeMutablePointer(mutating: residualBuffer.baseAddress!), activation: activation)
+                        TiledGEMM.multiply(
+                            m: m, n: n, k: k, a: a, lda: lda, b: b, ldb: ldb, c: output.baseAddress!, ldc: ldc,
+                            bias: epilogueKind == 3 ? nil : biasBuffer.baseAddress!, epilogue: epilogue, residualOffset: 11,
+                            pool: ThreadPool(threads: threads))
+                    }
+                }
+            }
+            for row in 0..<m {
+                for column in 0..<n {
+                    var sum = (0..<k).reduce(Float(0)) { $0 + a[row * lda + $1] * b[$1 * ldb + column] }
+                    if epilogueKind != 3 { sum += bias[row] }
+                    if epilogueKind != 0 { sum += residual[11 + row * ldc + column] }
+                    let expected = activation.map { $0(sum) } ?? sum
+                    #expect(abs(c[row * ldc + column] - expected) < 1e-4, "threads \(threads) row \(row) column \(column)")
+                }
+            }
+        }
+    }
+
     /// A 7×7 stride-2 convolution on wide rows (ResNet's stem shape), whose im2col rows are
     /// gathered eight columns at a time: unfolded whole (45 columns) and, above 2²⁰ unfolded
     /// floats (1300 columns: 147 × 11 × 650), in blocks of output rows.

@@ -1,0 +1,205 @@
+/// Matrix products for convolutions, written with Swift `SIMD16` — an 8 × 32 tile of the
+/// result in sixteen vector registers, one fused multiply-add per register per step of the
+/// inner dimension — with the convolution's epilogue (bias, residual, activation) applied to
+/// each tile as it is stored, while it is in the L1 cache.
+///
+/// On this machine's shapes (MobileNetV2's 1×1 convolutions, K from 16 to 960) the tile alone
+/// reached 54–60 G multiply-adds/s on one core where OpenBLAS's `sgemm` reached 40–50: the
+/// matrices are too small for its packing to pay (`docs/benchmarks.md`, step 14). `SIMD16`
+/// is one AVX-512 register here, two AVX ones elsewhere on x86, four NEON ones on the boards.
+/// The weights are read in place (no packing); products narrower than 64 columns go to OpenBLAS.
+enum TiledGEMM {
+    typealias Vector = SIMD16<Float>
+    static let tileRows = 8
+    static let tileColumns = 32
+
+    /// `c = epilogue(a · b + bias)`: `a` is `m × k` (row stride `lda`), `b` is `k × n` (row
+    /// stride `ldb`), `c` is `m × n` (row stride `ldc`); `bias` has `m` entries; the
+    /// epilogue's residual, if any, has `c`'s layout from `residualOffset` on.
+    ///
+    /// Column tiles are spread over the pool's threads; when there are fewer of them than
+    /// threads, groups of row tiles are too.
+    static func multiply(
+        m: Int, n: Int, k: Int, a: UnsafePointer<Float>, lda: Int, b: UnsafePointer<Float>, ldb: Int,
+        c: UnsafeMutablePointer<Float>, ldc: Int, bias: UnsafePointer<Float>?, epilogue: Convolution.Epilogue, residualOffset: Int,
+        pool: ThreadPool?
+    ) {
+        guard m > 0, n > 0 else { return }
+        if n < 64 {
+            // Narrow products (7×7 and smaller outputs) go to OpenBLAS: most of a 32-column tile
+            // would be padding (MobileNetV2-96's 3×3 layers ran twice as long on tiles).
+            GEMM.multiply(m: m, n: n, k: k, a: a, lda: lda, b: b, ldb: ldb, c: c, ldc: ldc, pool: pool)
+            for row in 0..<m {
+                let line = c + row * ldc
+                if let bias {
+                    let value = bias[row]
+                    for index in 0..<n { line[index] += value }
+                }
+                epilogue.apply(line, count: n, offset: residualOffset + row * ldc)
+            }
+            return
+        }
+        // Relu and Clip are bounds applied to the tile's registers; other activations run on the stored tile.
+        let clamp: (Float, Float)? =
+            switch epilogue.activation {
+            case .relu?: (0, .infinity)
+            case .clip(let low, let high)?: (low, high)
+            default: nil
+            }
+        // Columns go in blocks whose rows of b fit the L1 cache (~32 KiB): every row tile of
+        // `a` sweeps a block's column tiles, so the output is written eight rows at a time
+        // along the rows and the block of b is read from L1 by each row tile. (Column tile by
+        // column tile, MobileNetV2's 96 × 16 expansion at 112×112 wrote 96 rows 50 KB apart at
+        // once and ran at 27 G multiply-adds/s against 50 blocked.)
+        let columnTiles = (n + tileColumns - 1) / tileColumns
+        let tilesPerBlock = max(1, min(32, 8192 / max(k, 1) / tileColumns))
+        let blocks = (columnTiles + tilesPerBlock - 1) / tilesPerBlock
+        let rowTiles = (m + tileRows - 1) / tileRows
+        let threads = pool?.threads ?? 1
+        let rowGroups = blocks >= 2 * threads ? 1 : min(rowTiles, threads)
+        let tasks = blocks * rowGroups
+        let workers = min(threads, tasks)
+        // Enough work per thread to be worth handing over (~64 K multiply-adds).
+        let parallel = workers > 1 && m * n * k >= 1 << 16
+        (parallel ? pool! : ThreadPool(threads: 1)).parallelFor(parallel ? workers : 1) { range in
+            let chunks = parallel ? workers : 1
+            // Zero-padded copies for edge tiles: rows of a, columns of b, and the tile itself.
+            let padded = UnsafeMutablePointer<Float>.allocate(capacity: k * tileRows + k * tileColumns + tileRows * tileColumns)
+            defer { padded.deallocate() }
+            let (paddedA, paddedB, paddedC) = (padded, padded + k * tileRows, padded + k * tileRows + k * tileColumns)
+            for chunk in range {
+                for task in (tasks * chunk / chunks)..<(tasks * (chunk + 1) / chunks) {
+                    let block = task / rowGroups
+                    let group = task % rowGroups
+                    let blockTiles = (block * tilesPerBlock)..<min(columnTiles, (block + 1) * tilesPerBlock)
+                    // The last column tile of the product may be partial: its columns, zero-padded.
+                    let lastColumns = n - (columnTiles - 1) * tileColumns
+                    if blockTiles.contains(columnTiles - 1) && lastColumns < tileColumns {
+                        for step in 0..<k {
+                            let destination = paddedB + step * tileColumns
+                            destination.update(from: b + step * ldb + (columnTiles - 1) * tileColumns, count: lastColumns)
+                            (destination + lastColumns).update(repeating: 0, count: tileColumns - lastColumns)
+                        }
+                    }
+                    for rowTile in (rowTiles * group / rowGroups)..<(rowTiles * (group + 1) / rowGroups) {
+                        let row = rowTile * tileRows
+                        let rows = min(tileRows, m - row)
+                        var tileA = a + row * lda
+                        var strideA = lda
+                        if rows < tileRows {
+                            for r in 0..<tileRows {
+                                let destination = paddedA + r * k
+                                if r < rows {
+                                    destination.update(from: a + (row + r) * lda, count: k)
+                                } else {
+                                    destination.update(repeating: 0, count: k)
+                                }
+                            }
+                            (tileA, strideA) = (UnsafePointer(paddedA), k)
+                        }
+                        for columnTile in blockTiles {
+                            let column = columnTile * tileColumns
+                            let columns = min(tileColumns, n - column)
+                            let (tileB, strideB) = columns < tileColumns ? (UnsafePointer(paddedB), tileColumns) : (b + column, ldb)
+                            if rows == tileRows && columns == tileColumns {
+                                // A whole tile: bias, residual and a clamping activation in registers.
+                                let out = c + row * ldc + column
+                                tile(
+                                    a: tileA, lda: strideA, b: tileB, ldb: strideB, k: k, c: out, ldc: ldc, bias: bias.map { $0 + row },
+                                    residual: epilogue.residual.map { UnsafePointer($0 + residualOffset + row * ldc + column) }, clamp: clamp)
+                                if clamp == nil, let activation = epilogue.activation {
+                                    for r in 0..<tileRows { activation.apply(out + r * ldc, count: tileColumns) }
+                                }
+                                continue
+                            }
+                            // An edge tile: computed on the padded copies, then copied out and finished here.
+                            tile(
+                                a: tileA, lda: strideA, b: tileB, ldb: strideB, k: k, c: paddedC, ldc: tileColumns, bias: nil,
+                                residual: nil, clamp: nil)
+                            for r in 0..<rows {
+                                let line = c + (row + r) * ldc + column
+                                line.update(from: paddedC + r * tileColumns, count: columns)
+                                if let bias {
+                                    let value = bias[row + r]
+                                    for index in 0..<columns { line[index] += value }
+                                }
+                                epilogue.apply(line, count: columns, offset: residualOffset + (row + r) * ldc + column)
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// One 8 × 32 tile: `c[r][0..<32] = clamp(bias[r] + Σ_s a[r][s] · b[s][0..<32] + residual[r][0..<32])`
+    /// for r in 0..<8 (the residual with `c`'s row stride).
+    @inline(__always)
+    static func tile(
+        a: UnsafePointer<Float>, lda: Int, b: UnsafePointer<Float>, ldb: Int, k: Int, c: UnsafeMutablePointer<Float>, ldc: Int,
+        bias: UnsafePointer<Float>?, residual: UnsafePointer<Float>?, clamp: (Float, Float)?
+    ) {
+        @inline(__always) func load(_ pointer: UnsafePointer<Float>) -> Vector {
+            UnsafeRawPointer(pointer).loadUnaligned(as: Vector.self)
+        }
+        @inline(__always) func start(_ r: Int) -> Vector { Vector(repeating: bias?[r] ?? 0) }
+        var (r0a, r1a, r2a, r3a, r4a, r5a, r6a, r7a) = (start(0), start(1), start(2), start(3), start(4), start(5), start(6), start(7))
+        var (r0b, r1b, r2b, r3b, r4b, r5b, r6b, r7b) = (r0a, r1a, r2a, r3a, r4a, r5a, r6a, r7a)
+        var (row, weight) = (b, a)
+        for _ in 0..<k {
+            let (low, high) = (load(row), load(row + 16))
+            var s = weight[0]
+            r0a = r0a.addingProduct(low, s)
+            r0b = r0b.addingProduct(high, s)
+            s = weight[lda]
+            r1a = r1a.addingProduct(low, s)
+            r1b = r1b.addingProduct(high, s)
+            s = weight[2 * lda]
+            r2a = r2a.addingProduct(low, s)
+            r2b = r2b.addingProduct(high, s)
+            s = weight[3 * lda]
+            r3a = r3a.addingProduct(low, s)
+            r3b = r3b.addingProduct(high, s)
+            s = weight[4 * lda]
+            r4a = r4a.addingProduct(low, s)
+            r4b = r4b.addingProduct(high, s)
+            s = weight[5 * lda]
+            r5a = r5a.addingProduct(low, s)
+            r5b = r5b.addingProduct(high, s)
+            s = weight[6 * lda]
+            r6a = r6a.addingProduct(low, s)
+            r6b = r6b.addingProduct(high, s)
+            s = weight[7 * lda]
+            r7a = r7a.addingProduct(low, s)
+            r7b = r7b.addingProduct(high, s)
+            row += ldb
+            weight += 1
+        }
+        @inline(__always) func store(_ r: Int, _ low: Vector, _ high: Vector) {
+            var (low, high) = (low, high)
+            if let residual {
+                low += load(residual + r * ldc)
+                high += load(residual + r * ldc + 16)
+            }
+            if let (bottom, top) = clamp {
+                let (floor, ceiling) = (Vector(repeating: bottom), Vector(repeating: top))
+                // `replacing(with:where:)` is one vector select; `pointwiseMin`/`pointwiseMax`
+                // compiled to a loop over lanes here.
+                low.replace(with: floor, where: low .< floor)
+                low.replace(with: ceiling, where: low .> ceiling)
+                high.replace(with: floor, where: high .< floor)
+                high.replace(with: ceiling, where: high .> ceiling)
+            }
+            UnsafeMutableRawPointer(c + r * ldc).storeBytes(of: low, as: Vector.self)
+            UnsafeMutableRawPointer(c + r * ldc + 16).storeBytes(of: high, as: Vector.self)
+        }
+        store(0, r0a, r0b)
+        store(1, r1a, r1b)
+        store(2, r2a, r2b)
+        store(3, r3a, r3b)
+        store(4, r4a, r4b)
+        store(5, r5a, r5b)
+        store(6, r6a, r6b)
+        store(7, r7a, r7b)
+    }
+}
