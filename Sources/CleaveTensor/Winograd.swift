@@ -155,9 +155,10 @@ extension Convolution {
             // Sixteen independent products, spread over the pool's threads.
             pool.parallelFor(16) { range in
                 for xi in range {
-                    GEMM.multiply(
+                    TiledGEMM.multiply(
                         m: m, n: tiles, k: c, a: u + xi * m * c, lda: c, b: v + xi * tiles, ldb: 16 * tiles,
-                        c: products + xi * tiles, ldc: 16 * tiles)
+                        c: products + xi * tiles, ldc: 16 * tiles, bias: nil, epilogue: Epilogue(residual: nil, activation: nil),
+                        residualOffset: 0, pool: nil)
                 }
             }
             // Output: Y = Aᵀ M A per 2×2 block, plus the bias.
