@@ -506,6 +506,9 @@ public enum Convolution {
                 zero.deallocate()
                 phases.deallocate()
             }
+            // Which input row each slot of `phases` holds, and for which plane.
+            var splitRows = [Int](repeating: .min, count: 3)
+            var splitPlane = -1
             for plane in range {
                 let filter = w + (plane % channels) * 9
                 let initial = b?[plane % channels] ?? 0
@@ -518,10 +521,20 @@ public enum Convolution {
                         return input >= 0 && input < inH ? source + input * inW : nil
                     }
                     if stride == 2 {
-                        let (p0, p1, p2) = (phases, phases + 2 * phaseW, phases + 4 * phaseW)
-                        splitPhases(line(0), inW: inW, left: left, into: p0, phaseW: phaseW)
-                        splitPhases(line(1), inW: inW, left: left, into: p1, phaseW: phaseW)
-                        splitPhases(line(2), inW: inW, left: left, into: p2, phaseW: phaseW)
+                        // Three slots of split rows; input row 2r + 1 - top + 2, the last one of
+                        // output row r, is the first of row r + 1 and is split only once.
+                        func split(_ kh: Int) -> UnsafeMutablePointer<Float> {
+                            let input = row * 2 - top + kh
+                            let slot = ((input % 3) + 3) % 3
+                            let phasesOfRow = phases + slot * 2 * phaseW
+                            if splitRows[slot] != input || splitPlane != plane {
+                                splitPhases(line(kh), inW: inW, left: left, into: phasesOfRow, phaseW: phaseW)
+                                splitRows[slot] = input
+                            }
+                            return phasesOfRow
+                        }
+                        let (p0, p1, p2) = (split(0), split(1), split(2))
+                        splitPlane = plane
                         threeByThreeRow(
                             out, (p0, p0 + phaseW, p0 + 1, p1, p1 + phaseW, p1 + 1, p2, p2 + phaseW, p2 + 1), filter, initial, 0..<outW)
                         activation?.apply(out, count: outW)
@@ -561,29 +574,30 @@ public enum Convolution {
     }
 
     /// Splits one input row (nil: a row of padding) into its two stride-2 phases:
-    /// `phases[k · phaseW + j]` is input column `2j + k − left`, `padding` outside the row.
+    /// `phases[k · phaseW + j]` is padded column `2j + k`, i.e. input column `2j + k − left`,
+    /// `padding` outside the row. One pass: each 16-float load gives eight columns of either
+    /// phase (its even and odd halves); only the last few columns go one by one.
     @inline(__always)
     static func splitPhases(
         _ source: UnsafePointer<Float>?, inW: Int, left: Int, into phases: UnsafeMutablePointer<Float>, phaseW: Int, padding: Float = 0
     ) {
-        guard let source else {
-            phases.update(repeating: padding, count: 2 * phaseW)
-            return
+        phases.update(repeating: padding, count: 2 * phaseW)
+        guard let source else { return }
+        // Input column c = 2j + t is padded column c + left: phase (t + left) % 2, index j + (t + left) / 2.
+        let even = phases + (left % 2) * phaseW + left / 2
+        let odd = phases + ((1 + left) % 2) * phaseW + (1 + left) / 2
+        var j = 0
+        while 2 * j + 16 <= inW {
+            let pair = UnsafeRawPointer(source + 2 * j).loadUnaligned(as: SIMD16<Float>.self)
+            UnsafeMutableRawPointer(even + j).storeBytes(of: pair.evenHalf, as: SIMD8<Float>.self)
+            UnsafeMutableRawPointer(odd + j).storeBytes(of: pair.oddHalf, as: SIMD8<Float>.self)
+            j += 8
         }
-        for k in 0..<2 {
-            let destination = phases + k * phaseW
-            var j = 0
-            while j < phaseW {
-                let column = 2 * j + k - left
-                if column >= 0 && column + 16 <= inW && j + 8 <= phaseW {
-                    let pair = UnsafeRawPointer(source + column).loadUnaligned(as: SIMD16<Float>.self)
-                    UnsafeMutableRawPointer(destination + j).storeBytes(of: pair.evenHalf, as: SIMD8<Float>.self)
-                    j += 8
-                } else {
-                    destination[j] = column >= 0 && column < inW ? source[column] : padding
-                    j += 1
-                }
-            }
+        var column = 2 * j
+        while column < inW {
+            let padded = column + left
+            if padded / 2 < phaseW { phases[(padded % 2) * phaseW + padded / 2] = source[column] }
+            column += 1
         }
     }
 }

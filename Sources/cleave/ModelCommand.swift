@@ -156,6 +156,7 @@ struct Bench: ParsableCommand {
     @Option(help: "Timed runs.") var runs: Int = 20
     @Option(help: "Untimed runs before timing.") var warmup: Int = 3
     @Flag(help: "Also print the time per operator type and the slowest nodes, with their share of the total.") var profile = false
+    @Option(help: "With --profile, how many of the slowest nodes to list (0: all).") var nodes: Int = 10
     @Flag(
         inversion: .prefixedNo,
         help: "Fold BatchNormalization into convolutions and fuse activations (the default; --no-optimize runs the graph as written).")
@@ -164,6 +165,7 @@ struct Bench: ParsableCommand {
 
     func run() throws {
         guard runs > 0, warmup >= 0, threads > 0 else { throw ValidationError("--runs and --threads must be positive") }
+        guard nodes >= 0 else { throw ValidationError("--nodes must be 0 (all) or more") }
         let session = try InferenceSession(contentsOf: model, threads: threads, optimize: optimize)
         let types = try shape.types(for: session)
         var generator = SystemRandomNumberGenerator()
@@ -208,9 +210,7 @@ struct Bench: ParsableCommand {
                     + String(format: "  %5d  %7.3f  %6.1f%%", value.1, value.0 / Double(runs), value.0 / total * 100))
         }
         print("slowest nodes")
-        for timing in timings.sorted(by: { $0.milliseconds > $1.milliseconds }).prefix(
-            Int(ProcessInfo.processInfo.environment["CLEAVE_PROFILE_NODES"] ?? "10") ?? 10)
-        {
+        for timing in timings.sorted(by: { $0.milliseconds > $1.milliseconds }).prefix(nodes == 0 ? timings.count : nodes) {
             print(
                 "  \(timing.node) (\(timing.opType))"
                     + String(format: "  %.3f ms/run  %.1f%%", timing.milliseconds / Double(runs), timing.milliseconds / total * 100))
