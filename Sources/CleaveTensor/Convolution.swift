@@ -509,11 +509,39 @@ public enum Convolution {
             // Which input row each slot of `phases` holds, and for which plane.
             var splitRows = [Int](repeating: .min, count: 3)
             var splitPlane = -1
+            // Small stride-1 planes (MobileNet's 14×14 and 7×7 layers, hundreds of channels) go
+            // through one zero-padded copy swept as a single long row (below).
+            let small = stride == 1 && outW <= 16
+            let paddedW = outW + 2
+            let sweepLength = outH * paddedW
+            let paddedPlane = UnsafeMutablePointer<Float>.allocate(capacity: small ? (outH + 2) * paddedW + 2 * sweepLength + 16 : 0)
+            defer { paddedPlane.deallocate() }
+            let sweep = paddedPlane + (small ? (outH + 2) * paddedW + 16 : 0)
             for plane in range {
                 let filter = w + (plane % channels) * 9
                 let initial = b?[plane % channels] ?? 0
                 let source = x + plane * inH * inW
                 let destination = y + plane * outH * outW
+                if small {
+                    // Output (r, c) reads padded (r + kh, c + kw): swept over r · paddedW + c for
+                    // every c < paddedW at once, the two columns past each row's end computed
+                    // and dropped. Per-row costs (edges, short vectors) were most of the time here.
+                    paddedPlane.update(repeating: 0, count: (outH + 2) * paddedW + 16)
+                    for row in 0..<inH where row + top < outH + 2 {
+                        (paddedPlane + (row + top) * paddedW + left).update(from: source + row * inW, count: min(inW, paddedW - left))
+                    }
+                    let p = paddedPlane
+                    threeByThreeRow(
+                        sweep,
+                        (p, p + 1, p + 2, p + paddedW, p + paddedW + 1, p + paddedW + 2, p + 2 * paddedW, p + 2 * paddedW + 1, p + 2 * paddedW + 2),
+                        filter, initial, 0..<sweepLength)
+                    for row in 0..<outH {
+                        let out = destination + row * outW
+                        out.update(from: sweep + row * paddedW, count: outW)
+                        activation?.apply(out, count: outW)
+                    }
+                    continue
+                }
                 for row in 0..<outH {
                     let out = destination + row * outW
                     func line(_ kh: Int) -> UnsafeMutablePointer<Float>? {
