@@ -123,37 +123,40 @@ import Testing
         ])
     func depthwise3x3MatchesReference(stride: Int, sizes: (Int, Int, Int, Int, Int, Int)) {
         let (h, wd, top, left, bottom, right) = sizes
-        let c = 5
         let oh = (h + top + bottom - 3) / stride + 1
         let ow = (wd + left + right - 3) / stride + 1
-        let x = values(c * h * wd, seed: 3)
-        let w = values(c * 9, seed: 4)
-        let bias = values(c, seed: 8)
-        let output = Tensor(zeros: [1, c, oh, ow])
-        Convolution.forward(
-            input: Tensor(shape: [1, c, h, wd], scalars: x), weight: Tensor(shape: [c, 1, 3, 3], scalars: w),
-            bias: Tensor(shape: [c], scalars: bias),
-            geometry: WindowGeometry(kernel: [3, 3], strides: [stride, stride], padsBegin: [top, left], padsEnd: [bottom, right], group: c),
-            into: output, activation: .clip(min: 0, max: 0.6), pool: ThreadPool(threads: 2))
-        let actual = output.scalars(as: Float.self)
-        var clipped = 0
-        for channel in 0..<c {
-            for i in 0..<oh {
-                for j in 0..<ow {
-                    var sum = bias[channel]
-                    for a in 0..<3 {
-                        for b in 0..<3 {
-                            let (yy, xx) = (i * stride - top + a, j * stride - left + b)
-                            if yy >= 0 && yy < h && xx >= 0 && xx < wd { sum += x[(channel * h + yy) * wd + xx] * w[channel * 9 + a * 3 + b] }
+        // One image of 5 channels, and two of 21 (planes split across threads mid-image).
+        for (c, batch) in [(5, 1), (21, 2)] {
+            let x = values(batch * c * h * wd, seed: 3)
+            let w = values(c * 9, seed: 4)
+            let bias = values(c, seed: 8)
+            let output = Tensor(zeros: [batch, c, oh, ow])
+            Convolution.forward(
+                input: Tensor(shape: [batch, c, h, wd], scalars: x), weight: Tensor(shape: [c, 1, 3, 3], scalars: w),
+                bias: Tensor(shape: [c], scalars: bias),
+                geometry: WindowGeometry(kernel: [3, 3], strides: [stride, stride], padsBegin: [top, left], padsEnd: [bottom, right], group: c),
+                into: output, activation: .clip(min: 0, max: 0.6), pool: ThreadPool(threads: 2))
+            let actual = output.scalars(as: Float.self)
+            var clipped = 0
+            for plane in 0..<(batch * c) {
+                let channel = plane % c
+                for i in 0..<oh {
+                    for j in 0..<ow {
+                        var sum = bias[channel]
+                        for a in 0..<3 {
+                            for b in 0..<3 {
+                                let (yy, xx) = (i * stride - top + a, j * stride - left + b)
+                                if yy >= 0 && yy < h && xx >= 0 && xx < wd { sum += x[(plane * h + yy) * wd + xx] * w[channel * 9 + a * 3 + b] }
+                            }
                         }
+                        let expected = min(max(sum, 0), 0.6)
+                        if expected != sum { clipped += 1 }
+                        #expect(abs(actual[(plane * oh + i) * ow + j] - expected) < 1e-5, "\(c) channels: plane \(plane) row \(i) column \(j)")
                     }
-                    let expected = min(max(sum, 0), 0.6)
-                    if expected != sum { clipped += 1 }
-                    #expect(abs(actual[(channel * oh + i) * ow + j] - expected) < 1e-5, "channel \(channel) row \(i) column \(j)")
                 }
             }
+            #expect(clipped > 0)
         }
-        #expect(clipped > 0)
     }
 
     /// The fused epilogue, `activation(conv + bias + residual)`, on every path — blocked 1×1 and
