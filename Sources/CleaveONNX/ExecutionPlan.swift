@@ -95,7 +95,7 @@ public struct ExecutionPlan: Sendable {
             let outputIDs = (0..<max(node.outputs.count, 1)).map { position in
                 add(position < node.outputs.count ? node.outputs[position] : "", outputTypes[position], .arena(offset: 0))
             }
-            steps.append(Step(node: index, kernel: kernel, inputs: inputIDs, outputs: outputIDs))
+            steps.append(Step(node: index, kernel: try kernel.specialized(for: infos), inputs: inputIDs, outputs: outputIDs))
         }
 
         let outputIDs = try model.graph.outputs.map { output in

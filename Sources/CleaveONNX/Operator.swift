@@ -44,10 +44,15 @@ protocol OperatorKernel: Sendable {
     func outputTypes(_ inputs: [InputInfo?]) throws -> [TensorType]
     /// Computes the outputs.
     func run(_ inputs: [Tensor?], _ outputs: [Tensor], _ context: ExecutionContext) throws
+    /// The kernel a plan runs for these input types: itself, or a copy with what depends
+    /// only on the types (window geometry, output sizes) worked out once, so that `run`
+    /// does not redo it on every request.
+    func specialized(for inputs: [InputInfo?]) throws -> any OperatorKernel
 }
 
 extension OperatorKernel {
     var valueInputs: Set<Int> { [] }
+    func specialized(for inputs: [InputInfo?]) throws -> any OperatorKernel { self }
 }
 
 /// The node and opset a kernel is being built for, with typed attribute access.

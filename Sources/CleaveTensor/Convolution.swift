@@ -30,7 +30,8 @@ public struct WindowGeometry: Sendable, Equatable {
     }
 
     /// The same geometry with leading unit dimensions so that it has exactly three.
-    var promoted: WindowGeometry {
+    public var promoted: WindowGeometry {
+        if kernel.count == 3 { return self }
         let missing = 3 - kernel.count
         func lead(_ values: [Int], _ fill: Int) -> [Int] { [Int](repeating: fill, count: missing) + values }
         return WindowGeometry(

@@ -88,6 +88,17 @@ struct ConvKernel: OperatorKernel {
     /// Set by ``GraphOptimizer`` when it replaced the `[M, C, 3, 3]` weight by its Winograd
     /// transform `[16, M, C]` (``Convolution/winogradFilters(_:pool:)``).
     var winogradWeights = false
+    /// Set in a plan's copy of the kernel (``specialized(for:)``): the geometry and output
+    /// spatial sizes for the plan's input and weight shapes.
+    var planned: (input: [Int], weight: [Int], geometry: WindowGeometry, spatial: [Int])?
+
+    func specialized(for inputs: [InputInfo?]) throws -> any OperatorKernel {
+        guard let x = inputs.first??.type.shape, inputs.count > 1, let w = inputs[1]?.type.shape else { return self }
+        var copy = self
+        let (geometry, spatial) = try plan(x, w)
+        copy.planned = (x, w, geometry.promoted, spatial)
+        return copy
+    }
 
     /// The weight's shape as the graph declared it.
     func declaredWeightShape(_ w: [Int]) -> [Int] { winogradWeights && w.count == 3 ? [w[1], w[2], 3, 3] : w }
@@ -129,7 +140,12 @@ struct ConvKernel: OperatorKernel {
     }
 
     func run(_ inputs: [Tensor?], _ outputs: [Tensor], _ context: ExecutionContext) throws {
-        let (geometry, spatial) = try plan(inputs[0]!.shape, inputs[1]!.shape)
+        let (geometry, spatial) =
+            if let planned, planned.input == inputs[0]!.shape, planned.weight == inputs[1]!.shape {
+                (planned.geometry, planned.spatial)
+            } else {
+                try plan(inputs[0]!.shape, inputs[1]!.shape)
+            }
         let bias = inputs.count > 2 ? inputs[2] : nil
         func convolve(into output: Tensor, residual: Tensor? = nil, activation: Activation? = nil) {
             if winogradWeights {
