@@ -6,7 +6,7 @@ public enum ConvolutionTranspose {
     /// (col2im). Output positions no tap reaches stay at the bias.
     public static func forward(
         input: Tensor, weight: Tensor, bias: Tensor?, geometry: WindowGeometry,
-        into output: Tensor, pool: ThreadPool = ThreadPool(threads: 1)
+        into output: Tensor, pool: ThreadPool = ThreadPool(threads: 1), scratch: ScratchBuffer = ScratchBuffer()
     ) {
         let g = geometry.promoted
         let batch = input.shape[0]
@@ -24,9 +24,9 @@ public enum ConvolutionTranspose {
         let x = input.pointer(as: Float.self)
         let w = weight.pointer(as: Float.self)
         let y = output.pointer(as: Float.self)
-        var columns = [Float](repeating: 0, count: rows * inSpatial)
-        columns.withUnsafeMutableBufferPointer { columnBuffer in
-            let cols = columnBuffer.baseAddress!
+        // Every element of the columns is written by the product, so the reused buffer needs no clearing.
+        let cols = scratch.floats(rows * inSpatial)
+        do {
             for n in 0..<batch {
                 for m in 0..<outChannels {
                     let value = bias?.pointer(as: Float.self)[m] ?? 0
@@ -57,22 +57,32 @@ public enum ConvolutionTranspose {
         }
     }
 
+    /// Adds one tap's contributions (`row`, one per input position) into the output plane.
+    /// Along a row, the input columns whose output column lands inside the plane form one
+    /// range, found once, so the inner loop has no bounds checks.
     private static func scatter(
         _ row: UnsafeMutablePointer<Float>, plane: UnsafeMutablePointer<Float>, tap: (Int, Int, Int),
         inSize: [Int], outSize: [Int], g: WindowGeometry
     ) {
-        for z in 0..<inSize[0] {
-            let oz = z * g.strides[0] - g.padsBegin[0] + tap.0 * g.dilations[0]
-            if oz < 0 || oz >= outSize[0] { continue }
-            for yy in 0..<inSize[1] {
-                let oy = yy * g.strides[1] - g.padsBegin[1] + tap.1 * g.dilations[1]
-                if oy < 0 || oy >= outSize[1] { continue }
-                let source = row + (z * inSize[1] + yy) * inSize[2]
-                let destination = plane + (oz * outSize[1] + oy) * outSize[2]
-                for xx in 0..<inSize[2] {
-                    let ox = xx * g.strides[2] - g.padsBegin[2] + tap.2 * g.dilations[2]
-                    if ox >= 0 && ox < outSize[2] { destination[ox] += source[xx] }
-                }
+        let (inD, inH, inW) = (inSize[0], inSize[1], inSize[2])
+        let (outD, outH, outW) = (outSize[0], outSize[1], outSize[2])
+        let (sD, sH, sW) = (g.strides[0], g.strides[1], g.strides[2])
+        let offsetD = tap.0 * g.dilations[0] - g.padsBegin[0]
+        let offsetH = tap.1 * g.dilations[1] - g.padsBegin[1]
+        let offsetW = tap.2 * g.dilations[2] - g.padsBegin[2]
+        // Input columns [first, last) map to output columns xx · sW + offsetW inside [0, outW).
+        let first = offsetW >= 0 ? 0 : (-offsetW + sW - 1) / sW
+        let last = min(inW, outW - offsetW <= 0 ? 0 : (outW - offsetW - 1) / sW + 1)
+        guard first < last else { return }
+        for z in 0..<inD {
+            let oz = z * sD + offsetD
+            if oz < 0 || oz >= outD { continue }
+            for yy in 0..<inH {
+                let oy = yy * sH + offsetH
+                if oy < 0 || oy >= outH { continue }
+                let source = row + (z * inH + yy) * inW
+                let destination = plane + (oz * outH + oy) * outW + offsetW
+                for xx in first..<last { destination[xx * sW] += source[xx] }
             }
         }
     }

@@ -93,6 +93,27 @@ import Testing
         }
     }
 
+    /// 2×2 stride-2 max pooling (the pairwise vector path) on odd sizes, against the window maximum.
+    @Test func maxPoolPairsMatchReference() {
+        let (planes, h, wd) = (3, 37, 41)
+        let (oh, ow) = (h / 2, wd / 2)
+        let x = values(planes * h * wd, seed: 51)
+        let output = Tensor(zeros: [1, planes, oh, ow])
+        Pooling.forward(
+            input: Tensor(shape: [1, planes, h, wd], scalars: x), kind: .max, geometry: WindowGeometry(kernel: [2, 2], strides: [2, 2]),
+            into: output, pool: ThreadPool(threads: 2))
+        let actual = output.scalars(as: Float.self)
+        for plane in 0..<planes {
+            for i in 0..<oh {
+                for j in 0..<ow {
+                    let base = (plane * h + 2 * i) * wd + 2 * j
+                    let expected = max(max(x[base], x[base + 1]), max(x[base + wd], x[base + wd + 1]))
+                    #expect(actual[(plane * oh + i) * ow + j] == expected, "plane \(plane) row \(i) column \(j)")
+                }
+            }
+        }
+    }
+
     /// A 7×7 stride-2 convolution on wide rows (ResNet's stem shape), whose im2col rows are
     /// gathered eight columns at a time: unfolded whole (45 columns) and, above 2²⁰ unfolded
     /// floats (1300 columns: 147 × 11 × 650), in blocks of output rows.

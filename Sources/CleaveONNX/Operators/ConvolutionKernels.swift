@@ -257,7 +257,7 @@ struct ConvTransposeKernel: OperatorKernel {
         let (geometry, _) = try plan(inputs[0]!.shape, inputs[1]!.shape)
         ConvolutionTranspose.forward(
             input: inputs[0]!, weight: inputs[1]!, bias: inputs.count > 2 ? inputs[2] : nil,
-            geometry: geometry, into: outputs[0], pool: context.pool)
+            geometry: geometry, into: outputs[0], pool: context.pool, scratch: context.scratch)
     }
 }
 
