@@ -186,24 +186,16 @@ public enum Convolution {
                     c: y + (n * outChannels + group * outPerGroup) * outSpatial, ldc: outSpatial, pool: pool)
             }
         }
-        // Bias, residual and activation in one pass over the product (seeding the output with
-        // the bias for OpenBLAS to accumulate onto cost a write and a read more).
+        // Grouped convolutions (rare: depthwise ones have their own kernels) get bias, residual
+        // and activation in one pass over each output row after the products.
         pool.parallelFor(batch * outChannels, minimumChunk: max(1, (1 << 14) / max(1, outSpatial))) { range in
             for row in range {
                 let line = y + row * outSpatial
                 if let b {
                     let bias = b[row % outChannels]
-                    if let residual = epilogue.residual {
-                        let r = residual + row * outSpatial
-                        for index in 0..<outSpatial { line[index] += bias + r[index] }
-                    } else {
-                        for index in 0..<outSpatial { line[index] += bias }
-                    }
-                } else if let residual = epilogue.residual {
-                    let r = residual + row * outSpatial
-                    for index in 0..<outSpatial { line[index] += r[index] }
+                    for index in 0..<outSpatial { line[index] += bias }
                 }
-                epilogue.activation?.apply(line, count: outSpatial)
+                epilogue.apply(line, count: outSpatial, offset: row * outSpatial)
             }
         }
         return true

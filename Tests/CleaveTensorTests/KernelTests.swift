@@ -180,25 +180,26 @@ import Testing
         }
     }
 
-    /// The fused epilogue, `activation(conv + bias + residual)`, on every path — blocked 1×1 and
-    /// im2col products (with enough rows for several blocks, and with too few blocks for two
-    /// threads, where output channels are split), Winograd, depthwise — against the plain
-    /// convolution followed by separate passes.
+    /// The fused epilogue, `activation(conv + bias + residual)`, on every path — 1×1 and im2col
+    /// products (tiled, narrow ones on OpenBLAS, two threads splitting output channels),
+    /// Winograd, depthwise, grouped — against the plain convolution followed by separate passes.
     @Test(arguments: [
         (1, 1, 1, 96, 2), (3, 1, 1, 40, 1), (3, 2, 1, 3, 2), (3, 1, 1, 9, 2), (5, 1, 16, 33, 2), (3, 1, 16, 3, 2), (3, 1, 0, 20, 2),
+        (3, 1, -1, 12, 2),
     ])
     func epilogueMatchesSeparatePasses(k: Int, stride: Int, channels: Int, size: Int, threads: Int) {
-        // channels 0: depthwise on 24 channels; otherwise `channels` in, 32 out.
+        // channels 0: depthwise on 24 channels; −1: 16 channels in four groups; otherwise `channels` in, 32 out.
         let depthwise = channels == 0
-        let (c, m) = depthwise ? (24, 24) : (channels, 32)
+        let groups = depthwise ? 24 : channels == -1 ? 4 : 1
+        let (c, m) = depthwise ? (24, 24) : channels == -1 ? (16, 32) : (channels, 32)
         let pad = k / 2
         let out = (size + 2 * pad - k) / stride + 1
         let geometry = WindowGeometry(
-            kernel: [k, k], strides: [stride, stride], padsBegin: [pad, pad], padsEnd: [pad, pad], group: depthwise ? c : 1)
+            kernel: [k, k], strides: [stride, stride], padsBegin: [pad, pad], padsEnd: [pad, pad], group: groups)
         // One image when tiny, so that two threads split output channels.
         let batch = size <= 3 ? 1 : 2
         let input = Tensor(shape: [batch, c, size, size], scalars: values(batch * c * size * size, seed: 11))
-        let weight = Tensor(shape: [m, depthwise ? 1 : c, k, k], scalars: values(m * (depthwise ? 1 : c) * k * k, seed: 12))
+        let weight = Tensor(shape: [m, c / groups, k, k], scalars: values(m * (c / groups) * k * k, seed: 12))
         let bias = Tensor(shape: [m], scalars: values(m, seed: 13))
         let residualValues = values(batch * m * out * out, seed: 14)
         let residual = Tensor(shape: [batch, m, out, out], scalars: residualValues)
@@ -215,7 +216,7 @@ import Testing
         var worst: Float = 0
         for index in expected.indices { worst = max(worst, abs(actual[index] - expected[index]) / (1 + abs(expected[index]))) }
         #expect(worst < 1e-5, "worst relative difference \(worst)")
-        if !depthwise && k == 3 && stride == 1 && c >= 16 {
+        if groups == 1 && k == 3 && stride == 1 && c >= 16 {
             let winograd = Tensor(zeros: [batch, m, out, out])
             Convolution.forwardWinograd(
                 input: input, transformedWeight: Convolution.winogradFilters(weight), bias: bias, geometry: geometry, into: winograd,
