@@ -7,7 +7,8 @@
 /// reached 54–60 G multiply-adds/s on one core where OpenBLAS's `sgemm` reached 40–50: the
 /// matrices are too small for its packing to pay (`docs/benchmarks.md`, step 14). `SIMD16`
 /// is one AVX-512 register here, two AVX ones elsewhere on x86, four NEON ones on the boards.
-/// The weights are read in place (no packing); products narrower than 64 columns go to OpenBLAS.
+/// The weights are read in place (no packing); products narrower than 64 columns use 8 × 16
+/// tiles when they fill them, else OpenBLAS.
 enum TiledGEMM {
     typealias Vector = SIMD16<Float>
     static let tileRows = 8
@@ -25,9 +26,11 @@ enum TiledGEMM {
         pool: ThreadPool?
     ) {
         guard m > 0, n > 0 else { return }
-        if n < 64 {
-            // Narrow products (7×7 and smaller outputs) go to OpenBLAS: most of a 32-column tile
-            // would be padding (MobileNetV2-96's 3×3 layers ran twice as long on tiles).
+        // Narrow products that fill 16-column tiles (Winograd's 16 tiles of a 7×7 output in
+        // ResNet's last stage: 3.8 → 2.7 ms per layer, where OpenBLAS spent the time packing
+        // the weights on every call) use them; other narrow ones (49 columns: a third of the
+        // last tile would be padding) go to OpenBLAS.
+        if n < 64 && (16 - n % 16) % 16 > n / 10 {
             GEMM.multiply(m: m, n: n, k: k, a: a, lda: lda, b: b, ldb: ldb, c: c, ldc: ldc, pool: pool)
             for row in 0..<m {
                 let line = c + row * ldc
@@ -39,6 +42,7 @@ enum TiledGEMM {
             }
             return
         }
+        let width = n < 64 ? 16 : tileColumns
         // Relu and Clip are bounds applied to the tile's registers; other activations run on the stored tile.
         let clamp: (Float, Float)? =
             switch epilogue.activation {
@@ -51,8 +55,8 @@ enum TiledGEMM {
         // along the rows and the block of b is read from L1 by each row tile. (Column tile by
         // column tile, MobileNetV2's 96 × 16 expansion at 112×112 wrote 96 rows 50 KB apart at
         // once and ran at 27 G multiply-adds/s against 50 blocked.)
-        let columnTiles = (n + tileColumns - 1) / tileColumns
-        let tilesPerBlock = max(1, min(32, 8192 / max(k, 1) / tileColumns))
+        let columnTiles = (n + width - 1) / width
+        let tilesPerBlock = max(1, min(32, 8192 / max(k, 1) / width))
         let blocks = (columnTiles + tilesPerBlock - 1) / tilesPerBlock
         let rowTiles = (m + tileRows - 1) / tileRows
         let threads = pool?.threads ?? 1
@@ -64,21 +68,21 @@ enum TiledGEMM {
         (parallel ? pool! : ThreadPool(threads: 1)).parallelFor(parallel ? workers : 1) { range in
             let chunks = parallel ? workers : 1
             // Zero-padded copies for edge tiles: rows of a, columns of b, and the tile itself.
-            let padded = UnsafeMutablePointer<Float>.allocate(capacity: k * tileRows + k * tileColumns + tileRows * tileColumns)
+            let padded = UnsafeMutablePointer<Float>.allocate(capacity: k * tileRows + k * width + tileRows * width)
             defer { padded.deallocate() }
-            let (paddedA, paddedB, paddedC) = (padded, padded + k * tileRows, padded + k * tileRows + k * tileColumns)
+            let (paddedA, paddedB, paddedC) = (padded, padded + k * tileRows, padded + k * tileRows + k * width)
             for chunk in range {
                 for task in (tasks * chunk / chunks)..<(tasks * (chunk + 1) / chunks) {
                     let block = task / rowGroups
                     let group = task % rowGroups
                     let blockTiles = (block * tilesPerBlock)..<min(columnTiles, (block + 1) * tilesPerBlock)
                     // The last column tile of the product may be partial: its columns, zero-padded.
-                    let lastColumns = n - (columnTiles - 1) * tileColumns
-                    if blockTiles.contains(columnTiles - 1) && lastColumns < tileColumns {
+                    let lastColumns = n - (columnTiles - 1) * width
+                    if blockTiles.contains(columnTiles - 1) && lastColumns < width {
                         for step in 0..<k {
-                            let destination = paddedB + step * tileColumns
-                            destination.update(from: b + step * ldb + (columnTiles - 1) * tileColumns, count: lastColumns)
-                            (destination + lastColumns).update(repeating: 0, count: tileColumns - lastColumns)
+                            let destination = paddedB + step * width
+                            destination.update(from: b + step * ldb + (columnTiles - 1) * width, count: lastColumns)
+                            (destination + lastColumns).update(repeating: 0, count: width - lastColumns)
                         }
                     }
                     for rowTile in (rowTiles * group / rowGroups)..<(rowTiles * (group + 1) / rowGroups) {
@@ -98,27 +102,40 @@ enum TiledGEMM {
                             (tileA, strideA) = (UnsafePointer(paddedA), k)
                         }
                         for columnTile in blockTiles {
-                            let column = columnTile * tileColumns
-                            let columns = min(tileColumns, n - column)
-                            let (tileB, strideB) = columns < tileColumns ? (UnsafePointer(paddedB), tileColumns) : (b + column, ldb)
-                            if rows == tileRows && columns == tileColumns {
+                            let column = columnTile * width
+                            let columns = min(width, n - column)
+                            let (tileB, strideB) = columns < width ? (UnsafePointer(paddedB), width) : (b + column, ldb)
+                            if rows == tileRows && columns == width {
                                 // A whole tile: bias, residual and a clamping activation in registers.
                                 let out = c + row * ldc + column
-                                tile(
-                                    a: tileA, lda: strideA, b: tileB, ldb: strideB, k: k, c: out, ldc: ldc, bias: bias.map { $0 + row },
-                                    residual: epilogue.residual.map { UnsafePointer($0 + residualOffset + row * ldc + column) }, clamp: clamp)
+                                let residual = epilogue.residual.map { UnsafePointer($0 + residualOffset + row * ldc + column) }
+                                if width == tileColumns {
+                                    tile(
+                                        a: tileA, lda: strideA, b: tileB, ldb: strideB, k: k, c: out, ldc: ldc, bias: bias.map { $0 + row },
+                                        residual: residual, clamp: clamp)
+                                } else {
+                                    narrowTile(
+                                        a: tileA, lda: strideA, b: tileB, ldb: strideB, k: k, c: out, ldc: ldc, bias: bias.map { $0 + row },
+                                        residual: residual, clamp: clamp)
+                                }
                                 if clamp == nil, let activation = epilogue.activation {
-                                    for r in 0..<tileRows { activation.apply(out + r * ldc, count: tileColumns) }
+                                    for r in 0..<tileRows { activation.apply(out + r * ldc, count: width) }
                                 }
                                 continue
                             }
                             // An edge tile: computed on the padded copies, then copied out and finished here.
-                            tile(
-                                a: tileA, lda: strideA, b: tileB, ldb: strideB, k: k, c: paddedC, ldc: tileColumns, bias: nil,
-                                residual: nil, clamp: nil)
+                            if width == tileColumns {
+                                tile(
+                                    a: tileA, lda: strideA, b: tileB, ldb: strideB, k: k, c: paddedC, ldc: width, bias: nil,
+                                    residual: nil, clamp: nil)
+                            } else {
+                                narrowTile(
+                                    a: tileA, lda: strideA, b: tileB, ldb: strideB, k: k, c: paddedC, ldc: width, bias: nil,
+                                    residual: nil, clamp: nil)
+                            }
                             for r in 0..<rows {
                                 let line = c + (row + r) * ldc + column
-                                line.update(from: paddedC + r * tileColumns, count: columns)
+                                line.update(from: paddedC + r * width, count: columns)
                                 if let bias {
                                     let value = bias[row + r]
                                     for index in 0..<columns { line[index] += value }
@@ -130,6 +147,48 @@ enum TiledGEMM {
                 }
             }
         }
+    }
+
+    /// One 8 × 16 tile, as ``tile(a:lda:b:ldb:k:c:ldc:bias:residual:clamp:)`` with one vector per row.
+    @inline(__always)
+    static func narrowTile(
+        a: UnsafePointer<Float>, lda: Int, b: UnsafePointer<Float>, ldb: Int, k: Int, c: UnsafeMutablePointer<Float>, ldc: Int,
+        bias: UnsafePointer<Float>?, residual: UnsafePointer<Float>?, clamp: (Float, Float)?
+    ) {
+        @inline(__always) func start(_ r: Int) -> Vector { Vector(repeating: bias?[r] ?? 0) }
+        var (r0, r1, r2, r3, r4, r5, r6, r7) = (start(0), start(1), start(2), start(3), start(4), start(5), start(6), start(7))
+        var (row, weight) = (b, a)
+        for _ in 0..<k {
+            let x = UnsafeRawPointer(row).loadUnaligned(as: Vector.self)
+            r0 = r0.addingProduct(x, weight[0])
+            r1 = r1.addingProduct(x, weight[lda])
+            r2 = r2.addingProduct(x, weight[2 * lda])
+            r3 = r3.addingProduct(x, weight[3 * lda])
+            r4 = r4.addingProduct(x, weight[4 * lda])
+            r5 = r5.addingProduct(x, weight[5 * lda])
+            r6 = r6.addingProduct(x, weight[6 * lda])
+            r7 = r7.addingProduct(x, weight[7 * lda])
+            row += ldb
+            weight += 1
+        }
+        @inline(__always) func store(_ r: Int, _ value: Vector) {
+            var value = value
+            if let residual { value += UnsafeRawPointer(residual + r * ldc).loadUnaligned(as: Vector.self) }
+            if let (bottom, top) = clamp {
+                let (floor, ceiling) = (Vector(repeating: bottom), Vector(repeating: top))
+                value.replace(with: floor, where: value .< floor)
+                value.replace(with: ceiling, where: value .> ceiling)
+            }
+            UnsafeMutableRawPointer(c + r * ldc).storeBytes(of: value, as: Vector.self)
+        }
+        store(0, r0)
+        store(1, r1)
+        store(2, r2)
+        store(3, r3)
+        store(4, r4)
+        store(5, r5)
+        store(6, r6)
+        store(7, r7)
     }
 
     /// One 8 × 32 tile: `c[r][0..<32] = clamp(bias[r] + Σ_s a[r][s] · b[s][0..<32] + residual[r][0..<32])`

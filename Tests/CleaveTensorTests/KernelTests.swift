@@ -54,11 +54,12 @@ import Testing
     }
 
     /// The register-tiled product with its epilogue against the plain sum: row counts that are
-    /// and are not multiples of the 8-row tile, column counts below 64 (OpenBLAS), with a
-    /// partial last 32-column tile and in several blocks, strided operands, every kind of
-    /// epilogue, one and two threads.
+    /// and are not multiples of the 8-row tile, column counts below 64 (16-column tiles for 16,
+    /// 32 and 48, OpenBLAS for 40), with a partial last 32-column tile and in several blocks,
+    /// strided operands, every kind of epilogue, one and two threads.
     @Test(arguments: [
         (8, 64, 16, 0), (13, 70, 3, 1), (20, 333, 64, 2), (5, 40, 17, 3), (29, 1100, 9, 1), (3, 96, 1, 0), (16, 2080, 40, 2),
+        (13, 16, 30, 2), (24, 48, 9, 1), (11, 32, 5, 3),
     ])
     func tiledProductMatchesReference(m: Int, n: Int, k: Int, epilogueKind: Int) {
         let (lda, ldb, ldc) = (k + 3, n + 5, n + 7)
