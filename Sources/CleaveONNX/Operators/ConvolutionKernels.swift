@@ -253,8 +253,23 @@ struct ConvTransposeKernel: OperatorKernel {
         return [TensorType([x.shape[0], w.shape[1] * window.group] + output, .float32)]
     }
 
+    /// The plan's geometry for its input and weight shapes (``specialized(for:)``).
+    var planned: (input: [Int], weight: [Int], geometry: WindowGeometry)?
+
+    func specialized(for inputs: [InputInfo?]) throws -> any OperatorKernel {
+        guard let x = inputs.first??.type.shape, inputs.count > 1, let w = inputs[1]?.type.shape else { return self }
+        var copy = self
+        copy.planned = (x, w, try plan(x, w).0.promoted)
+        return copy
+    }
+
     func run(_ inputs: [Tensor?], _ outputs: [Tensor], _ context: ExecutionContext) throws {
-        let (geometry, _) = try plan(inputs[0]!.shape, inputs[1]!.shape)
+        let geometry =
+            if let planned, planned.input == inputs[0]!.shape, planned.weight == inputs[1]!.shape {
+                planned.geometry
+            } else {
+                try plan(inputs[0]!.shape, inputs[1]!.shape).0
+            }
         ConvolutionTranspose.forward(
             input: inputs[0]!, weight: inputs[1]!, bias: inputs.count > 2 ? inputs[2] : nil,
             geometry: geometry, into: outputs[0], pool: context.pool, scratch: context.scratch)
@@ -288,8 +303,18 @@ struct PoolKernel: OperatorKernel {
         return [TensorType(Array(x.shape[..<2]) + output, x.dtype)]
     }
 
+    /// The plan's geometry for its input shape (``specialized(for:)``).
+    var planned: (input: [Int], geometry: WindowGeometry)?
+
+    func specialized(for inputs: [InputInfo?]) throws -> any OperatorKernel {
+        guard let x = inputs.first??.type.shape else { return self }
+        var copy = self
+        copy.planned = (x, try plan(x).0)
+        return copy
+    }
+
     func run(_ inputs: [Tensor?], _ outputs: [Tensor], _ context: ExecutionContext) throws {
-        let (geometry, _) = try plan(inputs[0]!.shape)
+        let geometry = if let planned, planned.input == inputs[0]!.shape { planned.geometry } else { try plan(inputs[0]!.shape).0 }
         Pooling.forward(input: inputs[0]!, kind: kind, geometry: geometry, into: outputs[0], pool: context.pool)
     }
 }
