@@ -17,7 +17,7 @@ import onnxruntime as ort
 
 
 def cleave_ms(binary, model, threads, runs):
-    out = subprocess.run([binary, "model", "bench", model, "--threads", str(threads), "--runs", str(runs), "--warmup", "3"],
+    out = subprocess.run([binary, "model", "bench", model, "--threads", str(threads), "--runs", str(runs), "--warmup", str(runs)],
                          check=True, capture_output=True, text=True).stdout
     return json.loads(out)["median_ms"]
 
@@ -34,7 +34,9 @@ def ort_ms_here(model, threads, runs):
     options.inter_op_num_threads = 1
     session = ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
     feed = {i.name: np.random.rand(*[d if isinstance(d, int) else 1 for d in i.shape]).astype(np.float32) for i in session.get_inputs()}
-    for _ in range(3):
+    # As many untimed runs as timed ones on both sides: a fresh process's first runs of a
+    # sub-millisecond model are slower (cold caches, clock ramping up) and would decide its median.
+    for _ in range(runs):
         session.run(None, feed)
     times = []
     for _ in range(runs):
