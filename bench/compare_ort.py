@@ -15,9 +15,12 @@ import time
 import numpy as np
 import onnxruntime as ort
 
+WARMUP_SECONDS = 0.5
+
 
 def cleave_ms(binary, model, threads, runs):
-    out = subprocess.run([binary, "model", "bench", model, "--threads", str(threads), "--runs", str(runs), "--warmup", str(runs)],
+    out = subprocess.run([binary, "model", "bench", model, "--threads", str(threads), "--runs", str(runs), "--warmup", "3",
+                          "--warmup-seconds", str(WARMUP_SECONDS)],
                          check=True, capture_output=True, text=True).stdout
     return json.loads(out)["median_ms"]
 
@@ -34,10 +37,14 @@ def ort_ms_here(model, threads, runs):
     options.inter_op_num_threads = 1
     session = ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
     feed = {i.name: np.random.rand(*[d if isinstance(d, int) else 1 for d in i.shape]).astype(np.float32) for i in session.get_inputs()}
-    # As many untimed runs as timed ones on both sides: a fresh process's first runs of a
-    # sub-millisecond model are slower (cold caches, clock ramping up) and would decide its median.
-    for _ in range(runs):
+    # Both sides warm up for WARMUP_SECONDS: a fresh process's first runs of a sub-millisecond
+    # model are slower (cold caches, the VM's second vCPU not yet running) and would decide
+    # its median.
+    start = time.perf_counter()
+    warmed = 0
+    while warmed < 3 or time.perf_counter() - start < WARMUP_SECONDS:
         session.run(None, feed)
+        warmed += 1
     times = []
     for _ in range(runs):
         start = time.perf_counter()

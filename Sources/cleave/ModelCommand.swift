@@ -155,6 +155,8 @@ struct Bench: ParsableCommand {
     @Option(help: "Threads per operator.") var threads: Int = 1
     @Option(help: "Timed runs.") var runs: Int = 20
     @Option(help: "Untimed runs before timing.") var warmup: Int = 3
+    @Option(help: "Keep warming up (untimed) for at least this many seconds: a fresh process's first runs of a small model are slower.")
+    var warmupSeconds: Double = 0
     @Flag(help: "Also print the time per operator type and the slowest nodes, with their share of the total.") var profile = false
     @Option(help: "With --profile, how many of the slowest nodes to list (0: all).") var nodes: Int = 10
     @Flag(
@@ -166,6 +168,7 @@ struct Bench: ParsableCommand {
     func run() throws {
         guard runs > 0, warmup >= 0, threads > 0 else { throw ValidationError("--runs and --threads must be positive") }
         guard nodes >= 0 else { throw ValidationError("--nodes must be 0 (all) or more") }
+        guard warmupSeconds >= 0 else { throw ValidationError("--warmup-seconds must not be negative") }
         let session = try InferenceSession(contentsOf: model, threads: threads, optimize: optimize)
         let types = try shape.types(for: session)
         var generator = SystemRandomNumberGenerator()
@@ -175,7 +178,12 @@ struct Bench: ParsableCommand {
             inputs[name] = Tensor(shape: type.shape, scalars: (0..<type.shape.reduce(1, *)).map { _ in Float.random(in: -1...1, using: &generator) })
         }
         let plan = try session.plan(for: types)
-        for _ in 0..<warmup { _ = try session.run(inputs) }
+        let warmupStart = ContinuousClock.now
+        var warmed = 0
+        while warmed < warmup || ContinuousClock.now - warmupStart < .milliseconds(Int(warmupSeconds * 1000)) {
+            _ = try session.run(inputs)
+            warmed += 1
+        }
         var times: [Double] = []
         for _ in 0..<runs {
             let start = ContinuousClock.now
