@@ -3,7 +3,7 @@
 # System: OpenBLAS, zstd, libmosquitto (+ broker), ONNX operator test data, Fashion-MNIST.
 # Python (reference checks only): onnx, onnxruntime, numpy.
 set -euo pipefail
-packages=(libopenblas-dev libzstd-dev libmosquitto-dev mosquitto zlib1g-dev openssl libonnx-testdata dataset-fashion-mnist pkg-config python3-pip)
+packages=(libopenblas-dev libzstd-dev libmosquitto-dev mosquitto zlib1g-dev openssl libonnx-testdata dataset-fashion-mnist pkg-config python3-pip binutils)
 missing=()
 for p in "${packages[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if ((${#missing[@]})); then

@@ -76,14 +76,18 @@ public enum Convolution {
     }
 
     /// What is applied to a convolution's output after the bias: `activation(value + residual)`.
-    struct Epilogue: @unchecked Sendable {
+    struct Epilogue {
         /// The tensor added element by element (same shape as the output), if any.
         let residual: UnsafeMutablePointer<Float>?
         let activation: Activation?
 
-        /// Applies the epilogue to `count` outputs at `values`, which sit at flat output index `offset`.
+        /// Adds `bias` (one output channel's, if given) and applies the epilogue to `count`
+        /// outputs at `values`, which sit at flat output index `offset`.
         @inline(__always)
-        func apply(_ values: UnsafeMutablePointer<Float>, count: Int, offset: Int) {
+        func apply(_ values: UnsafeMutablePointer<Float>, count: Int, offset: Int, bias: Float? = nil) {
+            if let bias {
+                for index in 0..<count { values[index] += bias }
+            }
             if let residual {
                 let r = residual + offset
                 for index in 0..<count { values[index] += r[index] }
@@ -190,12 +194,7 @@ public enum Convolution {
         // and activation in one pass over each output row after the products.
         pool.parallelFor(batch * outChannels, minimumChunk: max(1, (1 << 14) / max(1, outSpatial))) { range in
             for row in range {
-                let line = y + row * outSpatial
-                if let b {
-                    let bias = b[row % outChannels]
-                    for index in 0..<outSpatial { line[index] += bias }
-                }
-                epilogue.apply(line, count: outSpatial, offset: row * outSpatial)
+                epilogue.apply(y + row * outSpatial, count: outSpatial, offset: row * outSpatial, bias: b?[row % outChannels])
             }
         }
         return true

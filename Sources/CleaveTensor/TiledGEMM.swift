@@ -32,14 +32,7 @@ enum TiledGEMM {
         // last tile would be padding) go to OpenBLAS.
         if n < 64 && (16 - n % 16) % 16 > n / 10 {
             GEMM.multiply(m: m, n: n, k: k, a: a, lda: lda, b: b, ldb: ldb, c: c, ldc: ldc, pool: pool)
-            for row in 0..<m {
-                let line = c + row * ldc
-                if let bias {
-                    let value = bias[row]
-                    for index in 0..<n { line[index] += value }
-                }
-                epilogue.apply(line, count: n, offset: residualOffset + row * ldc)
-            }
+            for row in 0..<m { epilogue.apply(c + row * ldc, count: n, offset: residualOffset + row * ldc, bias: bias.map { $0[row] }) }
             return
         }
         let width = n < 64 ? 16 : tileColumns
@@ -136,11 +129,8 @@ enum TiledGEMM {
                             for r in 0..<rows {
                                 let line = c + (row + r) * ldc + column
                                 line.update(from: paddedC + r * width, count: columns)
-                                if let bias {
-                                    let value = bias[row + r]
-                                    for index in 0..<columns { line[index] += value }
-                                }
-                                epilogue.apply(line, count: columns, offset: residualOffset + (row + r) * ldc + column)
+                                epilogue.apply(
+                                    line, count: columns, offset: residualOffset + (row + r) * ldc + column, bias: bias.map { $0[row + r] })
                             }
                         }
                     }
