@@ -268,6 +268,12 @@ public enum Convolution {
         let (pD, pH, pW) = (g.padsBegin[0], g.padsBegin[1], g.padsBegin[2])
         let rows = outputRows ?? 0..<outH
         let outSpatial = outD * rows.count * outW
+        if sW == 2 && dW == 1 && inD == 1 && kD == 1 {
+            unfoldStride2(
+                x, channels: channels, inH: inH, inW: inW, outW: outW, kH: kH, kW: kW, sH: sH, dH: dH, pH: pH, pW: pW,
+                rows: rows, columns: columns, pool: pool)
+            return
+        }
         (pool ?? ThreadPool(threads: 1)).parallelFor(channels) { range in
             for c in range {
                 let plane = x + c * inD * inH * inW
@@ -298,19 +304,6 @@ public enum Convolution {
                                     destination.update(repeating: 0, count: first)
                                     if sW == 1 {
                                         (destination + first).update(from: sourceRow + first, count: last - first)
-                                    } else if sW == 2 {
-                                        // Eight outputs per 16-float load, its even half: the strided
-                                        // gather ran one float at a time (ResNet's 7×7 stride-2 stem).
-                                        var xx = first
-                                        while xx + 8 <= last && start + 2 * xx + 16 <= inW {
-                                            let pair = UnsafeRawPointer(sourceRow + 2 * xx).loadUnaligned(as: SIMD16<Float>.self)
-                                            UnsafeMutableRawPointer(destination + xx).storeBytes(of: pair.evenHalf, as: SIMD8<Float>.self)
-                                            xx += 8
-                                        }
-                                        while xx < last {
-                                            destination[xx] = sourceRow[xx * 2]
-                                            xx += 1
-                                        }
                                     } else {
                                         for xx in first..<last { destination[xx] = sourceRow[xx * sW] }
                                     }
@@ -319,6 +312,46 @@ public enum Convolution {
                                 }
                             }
                         }
+                    }
+                }
+            }
+        }
+    }
+
+    /// `imageToColumns` for 2-D windows with horizontal stride 2 (downsampling layers, ResNet's
+    /// stem): each input row is split once into its even and odd padded columns, after which
+    /// every horizontal tap of that row is a copy of consecutive floats (a strided gather per
+    /// tap ran one float at a time, and small planes paid per-row call overhead).
+    static func unfoldStride2(
+        _ x: UnsafeMutablePointer<Float>, channels: Int, inH: Int, inW: Int, outW: Int, kH: Int, kW: Int, sH: Int, dH: Int,
+        pH: Int, pW: Int, rows: Range<Int>, columns: UnsafeMutablePointer<Float>, pool: ThreadPool?
+    ) {
+        let outSpatial = rows.count * outW
+        // Room for every tap of every output column and for every input column (splitPhases
+        // drops none it can place).
+        let phaseW = max(outW + (kW - 1) / 2 + 1, (inW + pW) / 2 + 9)
+        (pool ?? ThreadPool(threads: 1)).parallelFor(channels) { range in
+            let phases = UnsafeMutablePointer<Float>.allocate(capacity: 2 * phaseW)
+            defer { phases.deallocate() }
+            for c in range {
+                let plane = x + c * inH * inW
+                for kh in 0..<kH {
+                    // Row (c, kh, kw) of the matrix starts at ((c·kH + kh)·kW + kw)·outSpatial.
+                    var destination = columns + (c * kH + kh) * kW * outSpatial
+                    for yy in rows {
+                        let iy = yy * sH - pH + kh * dH
+                        let inside = iy >= 0 && iy < inH
+                        if inside { splitPhases(plane + iy * inW, inW: inW, left: pW, into: phases, phaseW: phaseW) }
+                        for kw in 0..<kW {
+                            let target = destination + kw * outSpatial
+                            guard inside else {
+                                target.update(repeating: 0, count: outW)
+                                continue
+                            }
+                            let source = phases + (kw % 2) * phaseW + kw / 2
+                            for xx in 0..<outW { target[xx] = source[xx] }
+                        }
+                        destination += outW
                     }
                 }
             }
@@ -483,6 +516,12 @@ public enum Convolution {
     ) {
         let (inH, inW) = (inSize[1], inSize[2])
         let (outH, outW) = (outSize[1], outSize[2])
+        if outW <= 32 {
+            depthwise3x3Sweep(
+                x: x, w: w, b: b, y: y, planes: planes, channels: channels, inH: inH, inW: inW, outH: outH, outW: outW, top: top,
+                left: left, stride: stride, activation: activation, pool: pool)
+            return
+        }
         // Stride 1: output columns [inner, innerEnd) read input columns column − left + 0…2, all inside.
         let inner = min(outW, left)
         let innerEnd = max(inner, min(outW, inW - 2 + left))
@@ -501,39 +540,11 @@ public enum Convolution {
             // Which input row each slot of `phases` holds, and for which plane.
             var splitRows = [Int](repeating: .min, count: 3)
             var splitPlane = -1
-            // Small stride-1 planes (MobileNet's 14×14 and 7×7 layers, hundreds of channels) go
-            // through one zero-padded copy swept as a single long row (below).
-            let small = stride == 1 && outW <= 16
-            let paddedW = outW + 2
-            let sweepLength = outH * paddedW
-            let paddedPlane = UnsafeMutablePointer<Float>.allocate(capacity: small ? (outH + 2) * paddedW + 2 * sweepLength + 16 : 0)
-            defer { paddedPlane.deallocate() }
-            let sweep = paddedPlane + (small ? (outH + 2) * paddedW + 16 : 0)
             for plane in range {
                 let filter = w + (plane % channels) * 9
                 let initial = b?[plane % channels] ?? 0
                 let source = x + plane * inH * inW
                 let destination = y + plane * outH * outW
-                if small {
-                    // Output (r, c) reads padded (r + kh, c + kw): swept over r · paddedW + c for
-                    // every c < paddedW at once, the two columns past each row's end computed
-                    // and dropped. Per-row costs (edges, short vectors) were most of the time here.
-                    paddedPlane.update(repeating: 0, count: (outH + 2) * paddedW + 16)
-                    for row in 0..<inH where row + top < outH + 2 {
-                        (paddedPlane + (row + top) * paddedW + left).update(from: source + row * inW, count: min(inW, paddedW - left))
-                    }
-                    let p = paddedPlane
-                    threeByThreeRow(
-                        sweep,
-                        (p, p + 1, p + 2, p + paddedW, p + paddedW + 1, p + paddedW + 2, p + 2 * paddedW, p + 2 * paddedW + 1, p + 2 * paddedW + 2),
-                        filter, initial, 0..<sweepLength)
-                    for row in 0..<outH {
-                        let out = destination + row * outW
-                        out.update(from: sweep + row * paddedW, count: outW)
-                        activation?.apply(out, count: outW)
-                    }
-                    continue
-                }
                 for row in 0..<outH {
                     let out = destination + row * outW
                     func line(_ kh: Int) -> UnsafeMutablePointer<Float>? {
@@ -593,6 +604,107 @@ public enum Convolution {
         }
     }
 
+    /// 3×3 depthwise convolution of small planes (at most 32 output columns: MobileNet's layers
+    /// from 28×28 down, hundreds of channels each), plane by plane, each computed as one long
+    /// row: per-row work (edge columns, short vectors, calls) had been most of their time.
+    ///
+    /// The plane is copied into a zero-padded plane (its border is zeroed once per thread and
+    /// stays zero: every plane writes the same interior). Stride 1: output (r, c) reads padded
+    /// (r + kh, c + kw), so all outputs are swept at once over r · paddedW + c, the two columns
+    /// past each row's end computed and dropped. Stride 2: the padded plane is first split
+    /// into four phase planes (even/odd rows × even/odd columns, 16-float loads), after which
+    /// output (r, c) reads phase (kh % 2, kw % 2) at (r + kh / 2, c + kw / 2) and is swept the
+    /// same way. The activation runs once over the swept plane, which is then compacted.
+    static func depthwise3x3Sweep(
+        x: UnsafeMutablePointer<Float>, w: UnsafeMutablePointer<Float>, b: UnsafeMutablePointer<Float>?,
+        y: UnsafeMutablePointer<Float>, planes: Int, channels: Int, inH: Int, inW: Int, outH: Int, outW: Int,
+        top: Int, left: Int, stride: Int, activation: Activation?, pool: ThreadPool
+    ) {
+        // Stride 1: a padded row per output row and two more, each outW + 2 wide (the sweep's row).
+        // Stride 2: two padded rows per output row and two more, each 2 · phaseW wide, phaseW ≥ 8
+        // so that one 16-float load splits a row's first columns.
+        let phaseW = stride == 1 ? outW + 2 : max(outW + 1, 8)
+        let (paddedH, paddedW) = stride == 1 ? (outH + 2, phaseW) : (2 * (outH + 1), 2 * phaseW)
+        let sweepLength = outH * phaseW
+        let paddedSize = paddedH * paddedW + 16
+        let phaseSize = (outH + 1) * phaseW
+        // The input rows and columns that land in the padded plane (the rest is never read).
+        let rows = max(0, min(inH, paddedH - top))
+        let columns = max(0, min(inW, paddedW - left))
+        pool.parallelFor(planes, minimumChunk: max(1, (1 << 16) / max(1, 9 * outH * outW))) { range in
+            let scratchSize = paddedSize + (stride == 2 ? 4 * phaseSize + 16 : 0) + sweepLength + 16
+            let scratch = UnsafeMutablePointer<Float>.allocate(capacity: scratchSize)
+            scratch.initialize(repeating: 0, count: scratchSize)
+            defer { scratch.deallocate() }
+            let padded = scratch
+            let phases = scratch + paddedSize
+            let sweep = phases + (stride == 2 ? 4 * phaseSize + 16 : 0)
+            for plane in range {
+                let source = x + plane * inH * inW
+                for row in 0..<rows { copyShort(source + row * inW, to: padded + (row + top) * paddedW + left, count: columns) }
+                let taps:
+                    (
+                        UnsafeMutablePointer<Float>, UnsafeMutablePointer<Float>, UnsafeMutablePointer<Float>, UnsafeMutablePointer<Float>,
+                        UnsafeMutablePointer<Float>, UnsafeMutablePointer<Float>, UnsafeMutablePointer<Float>, UnsafeMutablePointer<Float>,
+                        UnsafeMutablePointer<Float>
+                    )
+                if stride == 1 {
+                    let p = padded
+                    taps = (p, p + 1, p + 2, p + phaseW, p + phaseW + 1, p + phaseW + 2, p + 2 * phaseW, p + 2 * phaseW + 1, p + 2 * phaseW + 2)
+                } else {
+                    // Phase (a, b) holds padded (2i + a, 2j + b) at i · phaseW + j.
+                    for paddedRow in 0..<paddedH {
+                        let line = padded + paddedRow * paddedW
+                        let even = phases + (paddedRow % 2) * 2 * phaseSize + (paddedRow / 2) * phaseW
+                        let odd = even + phaseSize
+                        var j = 0
+                        while true {
+                            let start = min(j, phaseW - 8)
+                            let pair = UnsafeRawPointer(line + 2 * start).loadUnaligned(as: SIMD16<Float>.self)
+                            UnsafeMutableRawPointer(even + start).storeBytes(of: pair.evenHalf, as: SIMD8<Float>.self)
+                            UnsafeMutableRawPointer(odd + start).storeBytes(of: pair.oddHalf, as: SIMD8<Float>.self)
+                            if start == phaseW - 8 { break }
+                            j += 8
+                        }
+                    }
+                    let (p00, p01, p10, p11) = (phases, phases + phaseSize, phases + 2 * phaseSize, phases + 3 * phaseSize)
+                    taps = (p00, p01, p00 + 1, p10, p11, p10 + 1, p00 + phaseW, p01 + phaseW, p00 + phaseW + 1)
+                }
+                threeByThreeRow(sweep, taps, w + (plane % channels) * 9, b?[plane % channels] ?? 0, 0..<sweepLength)
+                activation?.apply(sweep, count: sweepLength)
+                let destination = y + plane * outH * outW
+                for row in 0..<outH { copyShort(sweep + row * phaseW, to: destination + row * outW, count: outW) }
+            }
+        }
+    }
+
+    /// Copies a short run of floats between buffers that do not overlap: eight at a time and one
+    /// last eight that overlaps the previous ones, no call (rows of small planes).
+    @inline(__always)
+    static func copyShort(_ source: UnsafePointer<Float>, to destination: UnsafeMutablePointer<Float>, count: Int) {
+        guard count >= 8 else {
+            if count >= 4 {
+                // Two four-float moves that overlap (7×7 planes' rows).
+                let (head, tail) = (count - 4, 0)
+                let last = UnsafeRawPointer(source + head).loadUnaligned(as: SIMD4<Float>.self)
+                UnsafeMutableRawPointer(destination + tail).storeBytes(
+                    of: UnsafeRawPointer(source + tail).loadUnaligned(as: SIMD4<Float>.self), as: SIMD4<Float>.self)
+                UnsafeMutableRawPointer(destination + head).storeBytes(of: last, as: SIMD4<Float>.self)
+                return
+            }
+            for index in 0..<count { destination[index] = source[index] }
+            return
+        }
+        var index = 0
+        while true {
+            let start = min(index, count - 8)
+            UnsafeMutableRawPointer(destination + start).storeBytes(
+                of: UnsafeRawPointer(source + start).loadUnaligned(as: SIMD8<Float>.self), as: SIMD8<Float>.self)
+            if start == count - 8 { break }
+            index += 8
+        }
+    }
+
     /// Splits one input row (nil: a row of padding) into its two stride-2 phases:
     /// `phases[k · phaseW + j]` is padded column `2j + k`, i.e. input column `2j + k − left`,
     /// `padding` outside the row. One pass: each 16-float load gives eight columns of either
@@ -613,11 +725,18 @@ public enum Convolution {
             UnsafeMutableRawPointer(odd + j).storeBytes(of: pair.oddHalf, as: SIMD8<Float>.self)
             j += 8
         }
-        var column = 2 * j
-        while column < inW {
-            let padded = column + left
-            if padded / 2 < phaseW { phases[(padded % 2) * phaseW + padded / 2] = source[column] }
-            column += 1
+        // The last columns (all of a row narrower than 16) phase by phase: one column at a time
+        // in input order alternated between the phases and stalled on the stores (small planes).
+        @inline(__always) func rest(_ t: Int, _ target: UnsafeMutablePointer<Float>) {
+            // Input column 2·i + t goes to target[i]; only the indices that fit in a phase.
+            let end = min((inW - t + 1) / 2, phaseW - (t + left) / 2)
+            var i = j
+            while i < end {
+                target[i] = source[2 * i + t]
+                i += 1
+            }
         }
+        rest(0, even)
+        rest(1, odd)
     }
 }

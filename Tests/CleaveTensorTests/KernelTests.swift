@@ -94,9 +94,10 @@ import Testing
         }
     }
 
-    /// 2×2 stride-2 max pooling (the pairwise vector path) on odd sizes, against the window maximum.
-    @Test func maxPoolPairsMatchReference() {
-        let (planes, h, wd) = (3, 37, 41)
+    /// 2×2 stride-2 max pooling (the pairwise vector path: rows of 20 outputs end with an
+    /// overlapping vector, rows of 6 go one by one) on odd sizes, against the window maximum.
+    @Test(arguments: [41, 13]) func maxPoolPairsMatchReference(width wd: Int) {
+        let (planes, h) = (3, 37)
         let (oh, ow) = (h / 2, wd / 2)
         let x = values(planes * h * wd, seed: 51)
         let output = Tensor(zeros: [1, planes, oh, ow])
@@ -135,13 +136,13 @@ import Testing
     }
 
     /// Depthwise 3×3, stride 1 (read in place, edges checked) and 2 (rows split into phases),
-    /// on widths down to one column, asymmetric and zero padding, with a bias and a fused
-    /// ReLU6, against the direct sum.
+    /// small planes (≤ 32 output columns, swept whole) and wide ones, on widths down to one
+    /// column, asymmetric and zero padding, with a bias and a fused ReLU6, against the direct sum.
     @Test(
         arguments: [1, 2],
         [
             (9, 7, 1, 1, 1, 1), (9, 7, 0, 0, 0, 0), (5, 1, 1, 1, 1, 1), (4, 2, 1, 0, 0, 1), (6, 3, 0, 1, 1, 0), (8, 40, 1, 1, 1, 1),
-            (7, 41, 1, 1, 0, 0),
+            (7, 41, 1, 1, 0, 0), (14, 14, 1, 1, 1, 1), (28, 28, 1, 1, 1, 1), (13, 30, 1, 1, 1, 1), (3, 66, 1, 1, 1, 1), (10, 17, 2, 0, 1, 2),
         ])
     func depthwise3x3MatchesReference(stride: Int, sizes: (Int, Int, Int, Int, Int, Int)) {
         let (h, wd, top, left, bottom, right) = sizes
