@@ -30,15 +30,12 @@ enum TiledGEMM {
         // ResNet's last stage: 3.8 → 2.7 ms per layer, where OpenBLAS spent the time packing
         // the weights on every call) use them; other narrow ones (49 columns: a third of the
         // last tile would be padding) go to OpenBLAS.
-        if n < 24 && (16 - n % 16) % 16 > n / 10 {
+        if n < 64 && (16 - n % 16) % 16 > n / 10 {
             GEMM.multiply(m: m, n: n, k: k, a: a, lda: lda, b: b, ldb: ldb, c: c, ldc: ldc, pool: pool)
             for row in 0..<m { epilogue.apply(c + row * ldc, count: n, offset: residualOffset + row * ldc, bias: bias.map { $0[row] }) }
             return
         }
-        // 8 × 16 tiles only where 32-column ones would pad more: per step of k they make 8
-        // multiply-adds for 9 loads where 8 × 32 ones make 16 for 10 (MobileNetV2's 7×7 layers,
-        // 49 columns: 27 → 40 G multiply-adds/s on two 32-column tiles).
-        let width = n < 64 && (n + 15) / 16 * 16 < (n + 31) / 32 * 32 ? 16 : tileColumns
+        let width = n < 64 ? 16 : tileColumns
         // Relu and Clip are bounds applied to the tile's registers; other activations run on the stored tile.
         let clamp: (Float, Float)? =
             switch epilogue.activation {
@@ -46,16 +43,13 @@ enum TiledGEMM {
             case .clip(let low, let high)?: (low, high)
             default: nil
             }
-        let columnTiles = (n + width - 1) / width
         // Columns go in blocks whose rows of b fit the L1 cache (~32 KiB): every row tile of
         // `a` sweeps a block's column tiles, so the output is written eight rows at a time
         // along the rows and the block of b is read from L1 by each row tile. (Column tile by
         // column tile, MobileNetV2's 96 × 16 expansion at 112×112 wrote 96 rows 50 KB apart at
         // once and ran at 27 G multiply-adds/s against 50 blocked.)
-        // When all of b fits the L2 cache (≤ 256 KiB), one block: each row tile of `a` (the
-        // weights, usually not in cache inside a model) is then read from memory once, not once
-        // per block (MobileNetV2's 7×7 layers: 160 → 960 channels 295 → … µs in the model).
-        let tilesPerBlock = k * n <= 1 << 16 ? columnTiles : max(1, min(32, 8192 / max(k, 1) / width))
+        let columnTiles = (n + width - 1) / width
+        let tilesPerBlock = max(1, min(32, 8192 / max(k, 1) / width))
         let blocks = (columnTiles + tilesPerBlock - 1) / tilesPerBlock
         let rowTiles = (m + tileRows - 1) / tileRows
         let threads = pool?.threads ?? 1
