@@ -96,11 +96,14 @@ public struct Tokenizer: Sendable {
         var ranks: [String: Int] = [:]
         for (rank, merge) in merges.enumerated() where ranks[merge] == nil { ranks[merge] = rank }
         mergeRanks = ranks
-        specials = zip(tokens, types).enumerated()
-            .filter { $0.element.1 == 3 || $0.element.1 == 4 }
-            .map { (text: $0.element.0, id: Int32($0.offset)) }
-            .filter { !$0.text.isEmpty }
-            .sorted { $0.text.utf8.count > $1.text.utf8.count }
+        // Control (3) and user-defined (4) tokens, longest first. A loop, not a chain of closures:
+        // the chain once made the type checker give up ("unable to type-check … in reasonable time").
+        var found: [(text: String, id: Int32)] = []
+        for (id, text) in tokens.enumerated() where id < types.count && (types[id] == 3 || types[id] == 4) && !text.isEmpty {
+            found.append((text: text, id: Int32(id)))
+        }
+        found.sort { $0.text.utf8.count > $1.text.utf8.count }
+        specials = found
         for id in [bos, eos, unknown].compactMap({ $0 }) where Int(id) >= tokens.count || id < 0 {
             throw GGUFError(.malformed, "special token id \(id) is outside the vocabulary of \(tokens.count)")
         }
