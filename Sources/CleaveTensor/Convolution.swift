@@ -453,9 +453,9 @@ public enum Convolution {
         }
     }
 
-    /// `out[column] = initial + Σ taps[i][column] · filter[i]` over `columns`, nine taps, eight
-    /// columns at a time in explicit `SIMD8` (with ten pointers that may alias, the loop
-    /// vectorizer gives up on the plain loop).
+    /// `out[column] = initial + Σ taps[i][column] · filter[i]` over `columns`, nine taps, sixteen
+    /// columns at a time in explicit `SIMD16` (eight or four on short rows; with ten pointers
+    /// that may alias, the loop vectorizer gives up on the plain loop).
     @inline(__always)
     static func threeByThreeRow(
         _ out: UnsafeMutablePointer<Float>,
@@ -482,7 +482,14 @@ public enum Convolution {
         // previous one (its columns are computed twice, to the same values): no scalar tail
         // on rows of 8 columns and more, which are most of MobileNet's.
         let (first, end) = (columns.lowerBound, columns.upperBound)
-        if end - first >= 8 {
+        if end - first >= 16 {
+            var column = first
+            while column + 16 <= end {
+                step(SIMD16<Float>.self, column)
+                column += 16
+            }
+            if column < end { step(SIMD16<Float>.self, end - 16) }
+        } else if end - first >= 8 {
             var column = first
             while column + 8 <= end {
                 step(SIMD8<Float>.self, column)
