@@ -348,8 +348,7 @@ public enum Convolution {
                                 target.update(repeating: 0, count: outW)
                                 continue
                             }
-                            let source = phases + (kw % 2) * phaseW + kw / 2
-                            for xx in 0..<outW { target[xx] = source[xx] }
+                            copyShort(phases + (kw % 2) * phaseW + kw / 2, to: target, count: outW)
                         }
                         destination += outW
                     }
@@ -720,7 +719,17 @@ public enum Convolution {
     static func splitPhases(
         _ source: UnsafePointer<Float>?, inW: Int, left: Int, into phases: UnsafeMutablePointer<Float>, phaseW: Int, padding: Float = 0
     ) {
-        phases.update(repeating: padding, count: 2 * phaseW)
+        // Inline vector stores: `update(repeating:)` is a call to memset, which cost more than
+        // the fill on the short rows of small planes.
+        var index = 0
+        while index + 8 <= 2 * phaseW {
+            UnsafeMutableRawPointer(phases + index).storeBytes(of: SIMD8(repeating: padding), as: SIMD8<Float>.self)
+            index += 8
+        }
+        while index < 2 * phaseW {
+            phases[index] = padding
+            index += 1
+        }
         guard let source else { return }
         // Input column c = 2j + t is padded column c + left: phase (t + left) % 2, index j + (t + left) / 2.
         let even = phases + (left % 2) * phaseW + left / 2
