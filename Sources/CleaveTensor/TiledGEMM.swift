@@ -116,8 +116,9 @@ enum TiledGEMM {
                                 }
                                 continue
                             }
-                            // An edge tile: computed on the padded copies, then copied out and finished here.
-                            if width == tileColumns {
+                            // An edge tile: computed on the padded copies, then copied out and finished here;
+                            // 16 columns of it when that covers them (14×14 outputs: 196 = 6 · 32 + 4).
+                            if width == tileColumns && columns > 16 {
                                 tile(
                                     a: tileA, lda: strideA, b: tileB, ldb: strideB, k: k, c: paddedC, ldc: width, bias: nil,
                                     residual: nil, clamp: nil)
