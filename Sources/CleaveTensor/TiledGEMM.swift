@@ -7,8 +7,8 @@
 /// reached 54–60 G multiply-adds/s on one core where OpenBLAS's `sgemm` reached 40–50: the
 /// matrices are too small for its packing to pay (`docs/benchmarks.md`, step 14). `SIMD16`
 /// is one AVX-512 register here, two AVX ones elsewhere on x86, four NEON ones on the boards.
-/// The weights are read in place (no packing); products narrower than 64 columns use 8 × 16
-/// tiles when they fill them, else OpenBLAS.
+/// The weights are read in place (no packing); products of 48–64 columns use 4 × 64 tiles,
+/// narrower ones 8 × 16 tiles when they fill them, else OpenBLAS.
 enum TiledGEMM {
     typealias Vector = SIMD16<Float>
     static let tileRows = 8
@@ -26,9 +26,15 @@ enum TiledGEMM {
         pool: ThreadPool?
     ) {
         guard m > 0, n > 0 else { return }
+        if n >= 48 && n <= 64 {
+            wideProduct(
+                m: m, n: n, k: k, a: a, lda: lda, b: b, ldb: ldb, c: c, ldc: ldc, bias: bias, epilogue: epilogue,
+                residualOffset: residualOffset, pool: pool)
+            return
+        }
         // Narrow products that fill 16-column tiles (Winograd's 16 tiles of a 7×7 output in
         // ResNet's last stage: 3.8 → 2.7 ms per layer, where OpenBLAS spent the time packing
-        // the weights on every call) use them; other narrow ones (49 columns: a third of the
+        // the weights on every call) use them; other narrow ones (36 columns: a quarter of the
         // last tile would be padding) go to OpenBLAS.
         if n < 64 && (16 - n % 16) % 16 > n / 10 {
             GEMM.multiply(m: m, n: n, k: k, a: a, lda: lda, b: b, ldb: ldb, c: c, ldc: ldc, pool: pool)
@@ -138,6 +144,108 @@ enum TiledGEMM {
                 }
             }
         }
+    }
+
+    /// Products of 48 to 64 columns (7×7 outputs) in 4 × 64 tiles: every row of the result in
+    /// one tile, so each weight is read once — from memory, inside a model — where OpenBLAS
+    /// packs all of them on every call (MobileNetV2-224's eight 7×7 1×1 layers: 2.6 → 2.35 ms,
+    /// one thread). `b` is copied once into 64 zero-padded columns; each tile is computed into
+    /// a small buffer and its `n` columns copied out with the epilogue. Narrower products pad
+    /// too much (6×6 outputs, 36 columns, ran ~50% slower than on OpenBLAS).
+    ///
+    /// Not inlined: inlined into ``multiply``, it made the compiler generate slower code for the
+    /// 8 × 32 path (MobileNetV2's 14×14 layers 105 → 160 µs).
+    @inline(never)
+    static func wideProduct(
+        m: Int, n: Int, k: Int, a: UnsafePointer<Float>, lda: Int, b: UnsafePointer<Float>, ldb: Int,
+        c: UnsafeMutablePointer<Float>, ldc: Int, bias: UnsafePointer<Float>?, epilogue: Convolution.Epilogue, residualOffset: Int,
+        pool: ThreadPool?
+    ) {
+        let width = 64
+        let paddedB = UnsafeMutablePointer<Float>.allocate(capacity: k * width)
+        defer { paddedB.deallocate() }
+        for step in 0..<k {
+            let destination = paddedB + step * width
+            destination.update(from: b + step * ldb, count: n)
+            (destination + n).update(repeating: 0, count: width - n)
+        }
+        let rowTiles = (m + 3) / 4
+        let parallel = (pool?.threads ?? 1) > 1 && m * n * k >= 1 << 16
+        (parallel ? pool! : ThreadPool(threads: 1)).parallelFor(rowTiles) { range in
+            let scratch = UnsafeMutablePointer<Float>.allocate(capacity: 4 * width + 4 * k)
+            defer { scratch.deallocate() }
+            let (tileC, paddedA) = (scratch, scratch + 4 * width)
+            for rowTile in range {
+                let row = rowTile * 4
+                let rows = min(4, m - row)
+                var (tileA, strideA) = (a + row * lda, lda)
+                if rows < 4 {
+                    for r in 0..<4 {
+                        if r < rows {
+                            (paddedA + r * k).update(from: a + (row + r) * lda, count: k)
+                        } else {
+                            (paddedA + r * k).update(repeating: 0, count: k)
+                        }
+                    }
+                    (tileA, strideA) = (UnsafePointer(paddedA), k)
+                }
+                wideTile(a: tileA, lda: strideA, b: paddedB, k: k, c: tileC)
+                for r in 0..<rows {
+                    let line = c + (row + r) * ldc
+                    line.update(from: tileC + r * width, count: n)
+                    epilogue.apply(line, count: n, offset: residualOffset + (row + r) * ldc, bias: bias.map { $0[row + r] })
+                }
+            }
+        }
+    }
+
+    /// One 4 × 64 tile of `a · b` (b with row stride 64) into `c` (row stride 64): sixteen
+    /// accumulators, four loads of b and four broadcasts of a per step of k.
+    @inline(__always)
+    static func wideTile(a: UnsafePointer<Float>, lda: Int, b: UnsafePointer<Float>, k: Int, c: UnsafeMutablePointer<Float>) {
+        @inline(__always) func load(_ pointer: UnsafePointer<Float>) -> Vector { UnsafeRawPointer(pointer).loadUnaligned(as: Vector.self) }
+        let zero = Vector(repeating: 0)
+        var (r0a, r0b, r0c, r0d) = (zero, zero, zero, zero)
+        var (r1a, r1b, r1c, r1d) = (zero, zero, zero, zero)
+        var (r2a, r2b, r2c, r2d) = (zero, zero, zero, zero)
+        var (r3a, r3b, r3c, r3d) = (zero, zero, zero, zero)
+        var (row, weight) = (UnsafePointer(b), a)
+        for _ in 0..<k {
+            let (x0, x1, x2, x3) = (load(row), load(row + 16), load(row + 32), load(row + 48))
+            var s = weight[0]
+            r0a = r0a.addingProduct(x0, s)
+            r0b = r0b.addingProduct(x1, s)
+            r0c = r0c.addingProduct(x2, s)
+            r0d = r0d.addingProduct(x3, s)
+            s = weight[lda]
+            r1a = r1a.addingProduct(x0, s)
+            r1b = r1b.addingProduct(x1, s)
+            r1c = r1c.addingProduct(x2, s)
+            r1d = r1d.addingProduct(x3, s)
+            s = weight[2 * lda]
+            r2a = r2a.addingProduct(x0, s)
+            r2b = r2b.addingProduct(x1, s)
+            r2c = r2c.addingProduct(x2, s)
+            r2d = r2d.addingProduct(x3, s)
+            s = weight[3 * lda]
+            r3a = r3a.addingProduct(x0, s)
+            r3b = r3b.addingProduct(x1, s)
+            r3c = r3c.addingProduct(x2, s)
+            r3d = r3d.addingProduct(x3, s)
+            row += 64
+            weight += 1
+        }
+        @inline(__always) func store(_ r: Int, _ v0: Vector, _ v1: Vector, _ v2: Vector, _ v3: Vector) {
+            let out = UnsafeMutableRawPointer(c + r * 64)
+            out.storeBytes(of: v0, as: Vector.self)
+            out.storeBytes(of: v1, toByteOffset: 64, as: Vector.self)
+            out.storeBytes(of: v2, toByteOffset: 128, as: Vector.self)
+            out.storeBytes(of: v3, toByteOffset: 192, as: Vector.self)
+        }
+        store(0, r0a, r0b, r0c, r0d)
+        store(1, r1a, r1b, r1c, r1d)
+        store(2, r2a, r2b, r2c, r2d)
+        store(3, r3a, r3b, r3c, r3d)
     }
 
     /// One 8 × 16 tile, as ``tile(a:lda:b:ldb:k:c:ldc:bias:residual:clamp:)`` with one vector per row.

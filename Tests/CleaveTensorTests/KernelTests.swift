@@ -59,7 +59,7 @@ import Testing
     /// strided operands, every kind of epilogue, one and two threads.
     @Test(arguments: [
         (8, 64, 16, 0), (13, 70, 3, 1), (20, 333, 64, 2), (5, 40, 17, 3), (29, 1100, 9, 1), (3, 96, 1, 0), (16, 2080, 40, 2),
-        (13, 16, 30, 2), (24, 48, 9, 1), (11, 32, 5, 3), (9, 90, 7, 2),
+        (13, 16, 30, 2), (24, 48, 9, 1), (11, 32, 5, 3), (9, 90, 7, 2), (13, 49, 20, 3), (6, 57, 33, 1),
     ])
     func tiledProductMatchesReference(m: Int, n: Int, k: Int, epilogueKind: Int) {
         let (lda, ldb, ldc) = (k + 3, n + 5, n + 7)
