@@ -648,7 +648,11 @@ public enum Convolution {
             let sweep = phases + (stride == 2 ? 4 * phaseSize + 16 : 0)
             for plane in range {
                 let source = x + plane * inH * inW
-                for row in 0..<rows { copyShort(source + row * inW, to: padded + (row + top) * paddedW + left, count: columns) }
+                // Stride 2 on rows of 16 and more splits the input rows straight into the phase planes (below).
+                let direct = stride == 2 && inW >= 16
+                if !direct {
+                    for row in 0..<rows { copyShort(source + row * inW, to: padded + (row + top) * paddedW + left, count: columns) }
+                }
                 let taps:
                     (
                         UnsafeMutablePointer<Float>, UnsafeMutablePointer<Float>, UnsafeMutablePointer<Float>, UnsafeMutablePointer<Float>,
@@ -660,7 +664,15 @@ public enum Convolution {
                     taps = (p, p + 1, p + 2, p + phaseW, p + phaseW + 1, p + phaseW + 2, p + 2 * phaseW, p + 2 * phaseW + 1, p + 2 * phaseW + 2)
                 } else {
                     // Phase (a, b) holds padded (2i + a, 2j + b) at i · phaseW + j.
-                    for paddedRow in 0..<paddedH {
+                    if direct {
+                        // Only input cells are written: the padding stays zero from the start.
+                        for row in 0..<rows {
+                            let paddedRow = row + top
+                            let phase0 = phases + (paddedRow % 2) * 2 * phaseSize + (paddedRow / 2) * phaseW
+                            splitWideRow(source + row * inW, inW: inW, left: left, phase0: phase0, phase1: phase0 + phaseSize)
+                        }
+                    }
+                    for paddedRow in 0..<paddedH where !direct {
                         let line = padded + paddedRow * paddedW
                         let even = phases + (paddedRow % 2) * 2 * phaseSize + (paddedRow / 2) * phaseW
                         let odd = even + phaseSize
@@ -683,6 +695,31 @@ public enum Convolution {
                 for row in 0..<outH { copyShort(sweep + row * phaseW, to: destination + row * outW, count: outW) }
             }
         }
+    }
+
+    /// Splits an input row of at least 16 floats into its two stride-2 column phases: input
+    /// column c is padded column c + left, which goes to phase (c + left) % 2 at index
+    /// (c + left) / 2. Sixteen floats per load (its even and odd halves), the last load
+    /// overlapping the one before; padding cells are not written.
+    @inline(__always)
+    static func splitWideRow(
+        _ source: UnsafePointer<Float>, inW: Int, left: Int, phase0: UnsafeMutablePointer<Float>, phase1: UnsafeMutablePointer<Float>
+    ) {
+        // Even input columns 2j land at index j + left / 2 of one phase, odd ones at j + (left + 1) / 2 of the other.
+        let even = (left % 2 == 0 ? phase0 : phase1) + left / 2
+        let odd = (left % 2 == 0 ? phase1 : phase0) + (left + 1) / 2
+        let lastStart = (inW - 16) / 2
+        var j = 0
+        while true {
+            let start = min(j, lastStart)
+            let pair = UnsafeRawPointer(source + 2 * start).loadUnaligned(as: SIMD16<Float>.self)
+            UnsafeMutableRawPointer(even + start).storeBytes(of: pair.evenHalf, as: SIMD8<Float>.self)
+            UnsafeMutableRawPointer(odd + start).storeBytes(of: pair.oddHalf, as: SIMD8<Float>.self)
+            if start == lastStart { break }
+            j += 8
+        }
+        // An odd width leaves its last (even) column past the last load.
+        if inW % 2 == 1 { even[(inW - 1) / 2] = source[inW - 1] }
     }
 
     /// Copies a short run of floats between buffers that do not overlap: eight at a time and one
