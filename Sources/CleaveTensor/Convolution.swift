@@ -480,25 +480,22 @@ public enum Convolution {
         }
         // Whole vectors, then one last vector that ends at the last column and overlaps the
         // previous one (its columns are computed twice, to the same values): no scalar tail
-        // on rows of 8 columns and more, which are most of MobileNet's.
+        // on rows of 4 columns and more, which are nearly all of MobileNet's.
         let (first, end) = (columns.lowerBound, columns.upperBound)
+        @inline(__always) func sweep<V: SIMD>(_ type: V.Type) where V.Scalar == Float {
+            var column = first
+            while column + V.scalarCount <= end {
+                step(V.self, column)
+                column += V.scalarCount
+            }
+            if column < end { step(V.self, end - V.scalarCount) }
+        }
         if end - first >= 16 {
-            var column = first
-            while column + 16 <= end {
-                step(SIMD16<Float>.self, column)
-                column += 16
-            }
-            if column < end { step(SIMD16<Float>.self, end - 16) }
+            sweep(SIMD16<Float>.self)
         } else if end - first >= 8 {
-            var column = first
-            while column + 8 <= end {
-                step(SIMD8<Float>.self, column)
-                column += 8
-            }
-            if column < end { step(SIMD8<Float>.self, end - 8) }
+            sweep(SIMD8<Float>.self)
         } else if end - first >= 4 {
-            step(SIMD4<Float>.self, first)
-            if end - first > 4 { step(SIMD4<Float>.self, end - 4) }
+            sweep(SIMD4<Float>.self)
         } else {
             for column in columns {
                 var sum = initial + a0[column] * w0 + a1[column] * w1 + a2[column] * w2
@@ -615,13 +612,14 @@ public enum Convolution {
     /// from 28×28 down, hundreds of channels each), plane by plane, each computed as one long
     /// row: per-row work (edge columns, short vectors, calls) had been most of their time.
     ///
-    /// The plane is copied into a zero-padded plane (its border is zeroed once per thread and
-    /// stays zero: every plane writes the same interior). Stride 1: output (r, c) reads padded
+    /// Stride 1: the plane is copied into a zero-padded plane (its border is zeroed once per
+    /// thread and stays zero: every plane writes the same interior); output (r, c) reads padded
     /// (r + kh, c + kw), so all outputs are swept at once over r · paddedW + c, the two columns
-    /// past each row's end computed and dropped. Stride 2: the padded plane is first split
-    /// into four phase planes (even/odd rows × even/odd columns, 16-float loads), after which
-    /// output (r, c) reads phase (kh % 2, kw % 2) at (r + kh / 2, c + kw / 2) and is swept the
-    /// same way. The activation runs once over the swept plane, which is then compacted.
+    /// past each row's end computed and dropped. Stride 2: the plane is split into four phase
+    /// planes (even/odd padded rows × even/odd padded columns, 16-float loads) — its rows
+    /// straight from the input when they are at least 16 wide, else through the padded copy —
+    /// after which output (r, c) reads phase (kh % 2, kw % 2) at (r + kh / 2, c + kw / 2) and is
+    /// swept the same way. The activation runs once over the swept plane, which is then compacted.
     static func depthwise3x3Sweep(
         x: UnsafeMutablePointer<Float>, w: UnsafeMutablePointer<Float>, b: UnsafeMutablePointer<Float>?,
         y: UnsafeMutablePointer<Float>, planes: Int, channels: Int, inH: Int, inW: Int, outH: Int, outW: Int,
@@ -629,7 +627,7 @@ public enum Convolution {
     ) {
         // Stride 1: a padded row per output row and two more, each outW + 2 wide (the sweep's row).
         // Stride 2: two padded rows per output row and two more, each 2 · phaseW wide, phaseW ≥ 8
-        // so that one 16-float load splits a row's first columns.
+        // so that a padded row has the 16 floats `splitWideRow` loads at once.
         let phaseW = stride == 1 ? outW + 2 : max(outW + 1, 8)
         let (paddedH, paddedW) = stride == 1 ? (outH + 2, phaseW) : (2 * (outH + 1), 2 * phaseW)
         let sweepLength = outH * phaseW
@@ -638,6 +636,8 @@ public enum Convolution {
         // The input rows and columns that land in the padded plane (the rest is never read).
         let rows = max(0, min(inH, paddedH - top))
         let columns = max(0, min(inW, paddedW - left))
+        // Stride 2 on input rows of 16 and more: the rows are split straight into the phase planes.
+        let direct = stride == 2 && inW >= 16
         pool.parallelFor(planes, minimumChunk: max(1, (1 << 16) / max(1, 9 * outH * outW))) { range in
             let scratchSize = paddedSize + (stride == 2 ? 4 * phaseSize + 16 : 0) + sweepLength + 16
             let scratch = UnsafeMutablePointer<Float>.allocate(capacity: scratchSize)
@@ -648,8 +648,6 @@ public enum Convolution {
             let sweep = phases + (stride == 2 ? 4 * phaseSize + 16 : 0)
             for plane in range {
                 let source = x + plane * inH * inW
-                // Stride 2 on rows of 16 and more splits the input rows straight into the phase planes (below).
-                let direct = stride == 2 && inW >= 16
                 if !direct {
                     for row in 0..<rows { copyShort(source + row * inW, to: padded + (row + top) * paddedW + left, count: columns) }
                 }
@@ -673,18 +671,8 @@ public enum Convolution {
                         }
                     }
                     for paddedRow in 0..<paddedH where !direct {
-                        let line = padded + paddedRow * paddedW
-                        let even = phases + (paddedRow % 2) * 2 * phaseSize + (paddedRow / 2) * phaseW
-                        let odd = even + phaseSize
-                        var j = 0
-                        while true {
-                            let start = min(j, phaseW - 8)
-                            let pair = UnsafeRawPointer(line + 2 * start).loadUnaligned(as: SIMD16<Float>.self)
-                            UnsafeMutableRawPointer(even + start).storeBytes(of: pair.evenHalf, as: SIMD8<Float>.self)
-                            UnsafeMutableRawPointer(odd + start).storeBytes(of: pair.oddHalf, as: SIMD8<Float>.self)
-                            if start == phaseW - 8 { break }
-                            j += 8
-                        }
+                        let phase0 = phases + (paddedRow % 2) * 2 * phaseSize + (paddedRow / 2) * phaseW
+                        splitWideRow(padded + paddedRow * paddedW, inW: paddedW, left: 0, phase0: phase0, phase1: phase0 + phaseSize)
                     }
                     let (p00, p01, p10, p11) = (phases, phases + phaseSize, phases + 2 * phaseSize, phases + 3 * phaseSize)
                     taps = (p00, p01, p00 + 1, p10, p11, p10 + 1, p00 + phaseW, p01 + phaseW, p00 + phaseW + 1)
