@@ -54,29 +54,30 @@ let hostCPUKernels: [SwiftSetting] =
     + [.unsafeFlags(["-O"], .when(configuration: .debug))]
 
 let modules: [Target] = [
+    .target(name: "CleaveSupport"),
     .target(
         name: "CleaveTensor",
         dependencies: ["COpenBLAS"],
         swiftSettings: hostCPUKernels),
     .target(
         name: "CleaveCodec",
-        dependencies: ["CleaveTensor", "CZstd"]),
+        dependencies: ["CleaveSupport", "CleaveTensor", "CZstd"]),
     .target(
         name: "CleaveProtocol",
         dependencies: [.product(name: "Yams", package: "Yams")]),
     .target(
         name: "CleaveTrain",
-        dependencies: ["CleaveONNX", "CleaveTensor", "CZlib"]),
+        dependencies: ["CleaveONNX", "CleaveSupport", "CleaveTensor", "CZlib"]),
     .target(
         name: "CleaveAgent",
         dependencies: [
-            "CleaveONNX", "CleaveCodec", "CleaveMQTT", "CleaveProtocol", "CleaveTensor", "CleaveTrain",
+            "CleaveONNX", "CleaveCodec", "CleaveMQTT", "CleaveProtocol", "CleaveSupport", "CleaveTensor", "CleaveTrain",
             .product(name: "Logging", package: "swift-log"),
         ]),
     .target(
         name: "CleaveCoordinator",
         dependencies: [
-            "CleaveONNX", "CleaveCodec", "CleaveMQTT", "CleaveProtocol", "CleaveTensor",
+            "CleaveONNX", "CleaveCodec", "CleaveMQTT", "CleaveProtocol", "CleaveSupport", "CleaveTensor",
             .product(name: "Logging", package: "swift-log"),
         ]),
     .target(
@@ -84,15 +85,15 @@ let modules: [Target] = [
         dependencies: ["CMosquitto"]),
     .target(
         name: "CleaveNetem",
-        dependencies: ["CleaveProtocol", .product(name: "Yams", package: "Yams")]),
+        dependencies: ["CleaveProtocol", "CleaveSupport", .product(name: "Yams", package: "Yams")]),
     .target(
         name: "CleaveLLM",
-        dependencies: ["CleaveTensor"],
+        dependencies: ["CleaveSupport", "CleaveTensor"],
         swiftSettings: hostCPUKernels),
     .target(
         name: "CleaveONNX",
         dependencies: [
-            "CleaveTensor",
+            "CleaveSupport", "CleaveTensor",
             .product(name: "SwiftProtobuf", package: "swift-protobuf"),
         ],
         exclude: ["Proto/onnx.proto"]),
@@ -100,7 +101,7 @@ let modules: [Target] = [
         name: "cleave",
         dependencies: [
             "CleaveONNX", "CleaveTensor", "CleaveTrain", "CleaveCodec", "CleaveProtocol", "CleaveMQTT",
-            "CleaveAgent", "CleaveCoordinator", "CleaveLLM", "CleaveNetem",
+            "CleaveAgent", "CleaveCoordinator", "CleaveLLM", "CleaveNetem", "CleaveSupport",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
 ]
@@ -117,19 +118,21 @@ let leanAgent: [Target] = [
 // MARK: - Tests (one target per module)
 
 let tests: [Target] = [
+    .testTarget(name: "CleaveSupportTests", dependencies: ["CleaveSupport"]),
     .testTarget(name: "CleaveTensorTests", dependencies: ["CleaveTensor"]),
     .testTarget(name: "CleaveONNXTests", dependencies: ["CleaveONNX", "CleaveTensor"]),
-    .testTarget(name: "CleaveCodecTests", dependencies: ["CleaveCodec", "CleaveTensor"]),
+    .testTarget(name: "CleaveCodecTests", dependencies: ["CleaveCodec", "CleaveSupport", "CleaveTensor"]),
     .testTarget(name: "CleaveMQTTTests", dependencies: ["CleaveMQTT"]),
     .testTarget(
         name: "CleaveCoordinatorTests",
         dependencies: [
-            "CleaveCoordinator", "CleaveAgent", "CleaveMQTT", "CleaveCodec", "CleaveProtocol", "CleaveONNX", "CleaveTrain", "CleaveNetem", "cleave",
+            "CleaveCoordinator", "CleaveAgent", "CleaveMQTT", "CleaveCodec", "CleaveProtocol", "CleaveONNX", "CleaveSupport", "CleaveTrain",
+            "CleaveNetem", "cleave",
         ]),
     .testTarget(name: "CleaveProtocolTests", dependencies: ["CleaveProtocol"]),
-    .testTarget(name: "CleaveTrainTests", dependencies: ["CleaveTrain", "CleaveTensor", "CleaveONNX", "CleaveCodec", "CZlib"]),
+    .testTarget(name: "CleaveTrainTests", dependencies: ["CleaveTrain", "CleaveSupport", "CleaveTensor", "CleaveONNX", "CleaveCodec", "CZlib"]),
     .testTarget(name: "CleaveCLITests", dependencies: ["cleave"]),
-    .testTarget(name: "CleaveLLMTests", dependencies: ["CleaveLLM"]),
+    .testTarget(name: "CleaveLLMTests", dependencies: ["CleaveLLM", "CleaveSupport"]),
     .testTarget(name: "CleaveNetemTests", dependencies: ["CleaveNetem"]),
 ]
 

@@ -2,6 +2,7 @@ import CleaveCodec
 import CleaveMQTT
 import CleaveONNX
 import CleaveProtocol
+import CleaveSupport
 import CleaveTensor
 import Foundation
 import Logging
@@ -193,7 +194,7 @@ public actor Agent {
         do {
             let output = try loadedFullSession(assignment).run([assignment.inputName: input])
             guard let logits = output.values.first else { throw AgentError(description: "model produced no output") }
-            let (prediction, confidence) = Classification.top(logits)
+            let (prediction, confidence) = Classification.top(logits.scalars(as: Float.self))
             counters.answered[.local, default: 0] += 1
             let result = InferenceResult(
                 requestID: requestID, prediction: prediction, confidence: confidence, error: nil, coordinator: "local", batchSize: 1)

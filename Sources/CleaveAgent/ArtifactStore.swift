@@ -1,16 +1,5 @@
 import CleaveProtocol
-
-#if canImport(FoundationEssentials)
-    import FoundationEssentials
-#else
-    import Foundation
-#endif
-
-#if canImport(Glibc)
-    import Glibc
-#elseif canImport(Darwin)
-    import Darwin
-#endif
+import CleaveSupport
 
 /// The model artifacts an agent has verified, by SHA-256: in a cache folder on disk, or in
 /// memory when there is no folder.
@@ -31,7 +20,7 @@ struct ArtifactStore {
 
     /// Whether the artifact with this hash is available (a cache file is only checked for presence here).
     func contains(_ sha256: String) -> Bool {
-        inMemory[sha256] != nil || path(sha256).map { access($0, R_OK) == 0 } ?? false
+        inMemory[sha256] != nil || path(sha256).map(SystemCall.isReadable) ?? false
     }
 
     /// Keeps verified `bytes`; returns a warning when they could not go to disk.
@@ -41,15 +30,9 @@ struct ArtifactStore {
             return nil
         }
         do {
-            try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
-            // Write a temporary file and rename it, so that a crash never leaves half an artifact under its hash.
-            let temporary = "\(file).partial-\(getpid())"
-            try Data(bytes).write(to: URL(fileURLWithPath: temporary))
-            guard rename(temporary, file) == 0 else {
-                let reason = String(cString: strerror(errno))
-                unlink(temporary)
-                throw AgentError(description: "cannot rename \(temporary): \(reason)")
-            }
+            try SystemCall.makeDirectories(directory)
+            // A temporary file renamed into place: a crash never leaves half an artifact under its hash.
+            try SystemCall.writeFileAtomically(file, bytes)
             return nil
         } catch {
             inMemory[sha256] = bytes
@@ -63,9 +46,9 @@ struct ArtifactStore {
         guard let file = path(sha256) else { throw AgentError(description: "model \(sha256.prefix(12)) is not available") }
         let bytes: [UInt8]
         do {
-            bytes = [UInt8](try Data(contentsOf: URL(fileURLWithPath: file)))
+            bytes = try SystemCall.readFile(file)
         } catch {
-            throw AgentError(description: "cannot read cached model \(file): \(error)")
+            throw AgentError(description: "cannot read cached model: \(error)")
         }
         let actual = SHA256.hex(bytes)
         guard actual == sha256 else {
@@ -77,7 +60,7 @@ struct ArtifactStore {
     /// Forgets an artifact (a corrupt cache file is removed so that it is fetched again).
     mutating func remove(_ sha256: String) {
         inMemory[sha256] = nil
-        if let file = path(sha256) { unlink(file) }
+        if let file = path(sha256) { SystemCall.remove(file) }
     }
 
     private func path(_ sha256: String) -> String? {

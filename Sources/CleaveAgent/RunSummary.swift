@@ -1,15 +1,8 @@
 import CleaveProtocol
+import CleaveSupport
 import CleaveTensor
 import CleaveTrain
 import Foundation
-
-extension Duration {
-    /// The duration in seconds.
-    public var seconds: Double { Double(components.seconds) + Double(components.attoseconds) / 1e18 }
-
-    /// The duration in milliseconds.
-    var milliseconds: Double { seconds * 1000 }
-}
 
 /// Accuracy, bytes and latency percentiles of a run, as one table row.
 public struct RunSummary: Sendable {
@@ -36,10 +29,8 @@ public struct RunSummary: Sendable {
         let correct = zip(outcomes, labels).filter { $0.0.prediction == Int($0.1) }.count
         accuracy = labels.isEmpty ? .nan : Double(correct) / Double(count)
         bytesPerSample = count > 0 ? Double(outcomes.reduce(0) { $0 + $1.bytesSent }) / Double(count) : 0
-        let latencies = outcomes.map(\.latencyMilliseconds).sorted()
-        func percentile(_ p: Double) -> Double {
-            latencies.isEmpty ? 0 : latencies[min(latencies.count - 1, Int((Double(latencies.count) * p).rounded(.up)) - 1)]
-        }
+        let latencies = SampleStatistics(outcomes.map(\.latencyMilliseconds))
+        func percentile(_ p: Double) -> Double { latencies.count == 0 ? 0 : latencies.percentile(p) }
         p50 = percentile(0.50)
         p95 = percentile(0.95)
         p99 = percentile(0.99)

@@ -1,3 +1,4 @@
+import CleaveSupport
 import CleaveTensor
 
 /// Encodes bottleneck tensors into feature frames and decodes them back.
@@ -36,7 +37,7 @@ public enum BottleneckCodec {
         writer.u8(flags)
         writer.varint(requestID)
         if let context = options.context {
-            writer.append(context.modelDigest)
+            writer.append(contentsOf: context.modelDigest)
             writer.u8(context.splitID)
         }
         if options.includeShape {
@@ -68,8 +69,8 @@ public enum BottleneckCodec {
             var quantized = [UInt8](repeating: 0, count: values.count)
             if flags & Flag.perChannel != 0 { writer.varint(UInt64(groups.count)) }
             for group in groups {
-                let parameters = AffineParameters(range: group.map { values[$0] }, levels: options.codec.levels)
-                writer.f32(parameters.scale)
+                let parameters = AffineRange(range: group.map { values[$0] }, levels: options.codec.levels)
+                writer.float32(parameters.scale)
                 writer.u8(parameters.zeroPoint)
                 for index in group { quantized[index] = parameters.quantize(values[index], levels: options.codec.levels) }
             }
@@ -82,8 +83,8 @@ public enum BottleneckCodec {
             if compressed.count < raw.count { payload = compressed } else { writer.bytes[2] &= ~Flag.zstd }
         }
         writer.varint(UInt64(payload.count))
-        writer.append(payload)
-        writer.u32(CRC32C.checksum(writer.bytes))
+        writer.append(contentsOf: payload)
+        writer.integer(CRC32C.checksum(writer.bytes))
         return writer.bytes
     }
 
@@ -116,7 +117,7 @@ public enum BottleneckCodec {
         let computed = CRC32C.checksum(bytes[..<(bytes.count - 4)])
         guard stored == computed else { throw .checksumMismatch(stored: stored, computed: computed) }
 
-        var reader = ByteReader(bytes, end: bytes.count - 4)
+        var reader = FrameReader(bytes, end: bytes.count - 4)
         _ = try reader.u8()
         let versionAndCodec = try reader.u8()
         guard versionAndCodec >> 4 == version else { throw .unsupportedVersion(Int(versionAndCodec >> 4)) }
@@ -152,7 +153,7 @@ public enum BottleneckCodec {
         let count = shape.reduce(1, *)
         guard count <= limits.maximumElements else { throw .limitExceeded(field: "element count", value: count, limit: limits.maximumElements) }
 
-        var parameters: [AffineParameters] = []
+        var parameters: [AffineRange] = []
         if codec.isAffine {
             var groups = 1
             if flags & Flag.perChannel != 0 {
@@ -165,7 +166,7 @@ public enum BottleneckCodec {
                 let zero = try reader.u8()
                 guard scale.isFinite, scale >= 0 else { throw .invalidParameters("scale \(scale)") }
                 guard Int(zero) <= codec.levels else { throw .invalidParameters("zero point \(zero) above \(codec.levels)") }
-                parameters.append(AffineParameters(scale: scale, zeroPoint: zero))
+                parameters.append(AffineRange(scale: scale, zeroPoint: zero))
             }
         } else if flags & Flag.perChannel != 0 {
             throw .invalidParameters("per-channel flag on a non-affine codec")
@@ -186,7 +187,7 @@ public enum BottleneckCodec {
             requestID: requestID, codec: codec, compressed: flags & Flag.zstd != 0, context: context, tensor: tensor, byteCount: bytes.count)
     }
 
-    static func dequantize(_ raw: [UInt8], codec: FrameCodec, count: Int, shape: [Int], parameters: [AffineParameters]) -> [Float] {
+    static func dequantize(_ raw: [UInt8], codec: FrameCodec, count: Int, shape: [Int], parameters: [AffineRange]) -> [Float] {
         switch codec {
         case .float32:
             return (0..<count).map { index in
@@ -209,33 +210,4 @@ public enum BottleneckCodec {
             return values
         }
     }
-}
-
-/// Scale and zero point of one affine-quantized group.
-struct AffineParameters: Equatable {
-    let scale: Float
-    let zeroPoint: UInt8
-
-    init(scale: Float, zeroPoint: UInt8) {
-        self.scale = scale
-        self.zeroPoint = zeroPoint
-    }
-
-    /// Parameters covering the range of `values` (and 0, so that zeros stay exact) with `levels` steps.
-    init(range values: [Float], levels: Int) {
-        let finite = values.filter(\.isFinite)
-        let low = min(finite.min() ?? 0, 0)
-        let high = max(finite.max() ?? 0, 0)
-        let scale = high > low ? (high - low) / Float(levels) : 1
-        self.scale = scale
-        zeroPoint = UInt8(min(max((-low / scale).rounded(), 0), Float(levels)))
-    }
-
-    func quantize(_ value: Float, levels: Int) -> UInt8 {
-        guard value.isFinite else { return zeroPoint }
-        let level = (value / scale).rounded() + Float(zeroPoint)
-        return UInt8(min(max(level, 0), Float(levels)))
-    }
-
-    func dequantize(_ level: UInt8) -> Float { (Float(level) - Float(zeroPoint)) * scale }
 }

@@ -2,6 +2,7 @@ import CleaveCodec
 import CleaveMQTT
 import CleaveONNX
 import CleaveProtocol
+import CleaveSupport
 import CleaveTensor
 import Foundation
 import Logging
@@ -214,9 +215,7 @@ public actor Coordinator {
                 throw FrameError.invalidParameters("frame request id \(frame.requestID) differs from correlation data \(requestID)")
             }
             let (logits, batchSize) = try await (mode == .offload ? fullBatcher : tailBatcher).submit(frame.tensor)
-            let values = logits.scalars(as: Float.self)
-            let best = values.indices.max { values[$0] < values[$1] } ?? 0
-            let confidence = 1 / values.reduce(Float(0)) { $0 + expf($1 - values[best]) }
+            let (best, confidence) = Classification.top(logits.scalars(as: Float.self))
             result = InferenceResult(
                 requestID: frame.requestID, prediction: best, confidence: confidence, error: nil, coordinator: configuration.id, batchSize: batchSize)
             statistics.answered += 1

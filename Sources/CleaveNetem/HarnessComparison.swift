@@ -1,3 +1,4 @@
+import CleaveSupport
 import Foundation
 
 /// Fixed modes and the adaptive policy side by side, phase by phase (Neurosurgeon-style).
@@ -25,10 +26,9 @@ public struct HarnessComparison: Sendable {
     /// (mean, p95, lost) of the records in a time window.
     func statistics(_ records: [RequestRecord], from start: Double, to end: Double) -> (mean: Double, p95: Double, lost: Int, count: Int) {
         let window = records.filter { $0.time >= start && $0.time < end }
-        let latencies = window.map { $0.answered ? $0.latencyMilliseconds : lostPenalty }.sorted()
-        guard !latencies.isEmpty else { return (.nan, .nan, 0, 0) }
-        let p95 = latencies[min(latencies.count - 1, max(0, Int((Double(latencies.count) * 0.95).rounded(.up)) - 1))]
-        return (latencies.reduce(0, +) / Double(latencies.count), p95, window.filter { !$0.answered }.count, window.count)
+        let latencies = SampleStatistics(window.map { $0.answered ? $0.latencyMilliseconds : lostPenalty })
+        guard latencies.count > 0 else { return (.nan, .nan, 0, 0) }
+        return (latencies.mean, latencies.percentile(0.95), window.filter { !$0.answered }.count, window.count)
     }
 
     /// The phases of the reference link, in seconds, with a description of each.

@@ -1,3 +1,4 @@
+import CleaveSupport
 import Foundation
 
 /// One request of a harness run.
@@ -60,10 +61,8 @@ public struct HarnessReport: Sendable {
     /// Requests, answered, lost, p50/p95 latency of the answered ones, mean bytes.
     public var summaryLine: String {
         let answered = records.filter(\.answered)
-        let latencies = answered.map(\.latencyMilliseconds).sorted()
-        func percentile(_ p: Double) -> Double {
-            latencies.isEmpty ? .nan : latencies[min(latencies.count - 1, max(0, Int((Double(latencies.count) * p).rounded(.up)) - 1))]
-        }
+        let latencies = SampleStatistics(answered.map(\.latencyMilliseconds))
+        func percentile(_ p: Double) -> Double { latencies.percentile(p) }
         let bytes = records.isEmpty ? 0 : Double(records.reduce(0) { $0 + $1.bytes }) / Double(records.count)
         let correct = records.filter { $0.outcome.hasPrefix("ok") }.count
         return String(

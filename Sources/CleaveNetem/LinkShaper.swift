@@ -1,3 +1,4 @@
+import CleaveSupport
 import Foundation
 
 #if canImport(Glibc)
@@ -15,14 +16,14 @@ import Foundation
 /// the trace's delivery opportunities replace the token bucket. All randomness comes
 /// from a seeded generator, so a run repeats exactly for the same arrivals.
 struct LinkShaper {
-    private var random: SplitMix64
+    private var random: SeededGenerator
     /// GCRA's theoretical arrival time of the next packet, seconds.
     private var theoreticalArrival = 0.0
     private var lastRelease = 0.0
     private var inBadState = false
     private var traceCursor: DeliveryTrace.Cursor?
 
-    init(seed: UInt64) { random = SplitMix64(seed: seed) }
+    init(seed: UInt64) { random = SeededGenerator(seed: seed) }
 
     struct Decision {
         /// When the packet's bytes may be handed to the receiver (monotonic seconds).
@@ -153,24 +154,6 @@ public struct DeliveryTrace: Sendable, Equatable {
             return max(time, arrival)
         }
     }
-}
-
-/// SplitMix64, the seeded generator of the shapers.
-struct SplitMix64 {
-    private var state: UInt64
-
-    init(seed: UInt64) { state = seed }
-
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-
-    /// Uniform in [0, 1).
-    mutating func uniform() -> Double { Double(next() >> 11) / Double(1 << 53) }
 }
 
 /// Seconds on the monotonic clock.

@@ -1,3 +1,4 @@
+import CleaveSupport
 import Synchronization
 
 #if canImport(Glibc)
@@ -13,8 +14,7 @@ public struct NetemError: Error, Sendable, Equatable, CustomStringConvertible {
     init(_ description: String) { self.description = description }
 
     static func system(_ call: String, _ detail: String = "") -> NetemError {
-        let reason = String(cString: strerror(errno))
-        return NetemError("\(call)\(detail.isEmpty ? "" : " \(detail)") failed: \(reason)")
+        NetemError(SystemCall.lastError("\(call)\(detail.isEmpty ? "" : " \(detail)")").description)
     }
 }
 
@@ -90,7 +90,7 @@ final class TCPSocket: Sendable {
         var address = try endpoint.address()
         let result = withUnsafePointer(to: &address) { pointer in
             pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) { raw in
-                retryingInterrupts { Glibc.connect(descriptor, raw, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+                SystemCall.retryingInterrupts { Glibc.connect(descriptor, raw, socklen_t(MemoryLayout<sockaddr_in>.size)) }
             }
         }
         guard result == 0 else { throw NetemError.system("connect", "to \(endpoint)") }
@@ -110,7 +110,7 @@ final class TCPSocket: Sendable {
 
     /// The next incoming connection, or nil once the socket is closed.
     func accept() -> TCPSocket? {
-        let client = retryingInterrupts { Glibc.accept(descriptor, nil, nil) }
+        let client = SystemCall.retryingInterrupts { Glibc.accept(descriptor, nil, nil) }
         guard client >= 0 else { return nil }
         let socket = TCPSocket(descriptor: client)
         socket.setNoDelay()
@@ -119,14 +119,14 @@ final class TCPSocket: Sendable {
 
     /// Reads up to `count` bytes; an empty array at the end of the stream or on an error.
     func receive(into buffer: UnsafeMutableRawBufferPointer) -> Int {
-        max(0, retryingInterrupts { recv(descriptor, buffer.baseAddress, buffer.count, 0) })
+        max(0, SystemCall.retryingInterrupts { recv(descriptor, buffer.baseAddress, buffer.count, 0) })
     }
 
     /// Writes all of `bytes`; false if the peer is gone.
     func sendAll(_ bytes: UnsafeRawBufferPointer) -> Bool {
         var offset = 0
         while offset < bytes.count {
-            let sent = retryingInterrupts { send(descriptor, bytes.baseAddress! + offset, bytes.count - offset, Int32(MSG_NOSIGNAL)) }
+            let sent = SystemCall.retryingInterrupts { send(descriptor, bytes.baseAddress! + offset, bytes.count - offset, Int32(MSG_NOSIGNAL)) }
             guard sent > 0 else { return false }
             offset += sent
         }
@@ -168,15 +168,5 @@ final class TCPSocket: Sendable {
     private func setNoDelay() {
         var yes: Int32 = 1
         setsockopt(descriptor, Int32(IPPROTO_TCP), TCP_NODELAY, &yes, socklen_t(MemoryLayout<Int32>.size))
-    }
-}
-
-/// Repeats a system call while it fails with `EINTR`.
-@inline(__always)
-func retryingInterrupts<T: FixedWidthInteger>(_ call: () -> T) -> T {
-    while true {
-        let result = call()
-        if result == -1 && errno == EINTR { continue }
-        return result
     }
 }

@@ -1,3 +1,4 @@
+import CleaveSupport
 import CleaveTensor
 import Synchronization
 
@@ -143,8 +144,7 @@ public final class InferenceSession: Sendable {
         }
         return plan.steps.enumerated().map { index, step in
             let node = executionModel.graph.nodes[step.node]
-            let seconds = Double(totals[index].components.seconds) + Double(totals[index].components.attoseconds) / 1e18
-            return NodeTiming(node: node.name, opType: node.opType, milliseconds: seconds * 1e3)
+            return NodeTiming(node: node.name, opType: node.opType, milliseconds: totals[index].milliseconds)
         }
     }
 

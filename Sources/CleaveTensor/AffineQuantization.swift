@@ -77,3 +77,42 @@ public enum AffineQuantization {
         for index in values.indices { y[index] = T(fromDouble: values[index]) }
     }
 }
+
+/// Scale and zero point of one group of values quantized to `levels` steps over its own range
+/// (widened to include 0, so that zeros stay exact): the feature frames' per-tensor and
+/// per-channel parameters, and what training simulates at the bottleneck.
+public struct AffineRange: Equatable, Sendable {
+    public let scale: Float
+    /// The level that stands for 0.
+    public let zeroPoint: UInt8
+
+    public init(scale: Float, zeroPoint: UInt8) {
+        self.scale = scale
+        self.zeroPoint = zeroPoint
+    }
+
+    /// Parameters covering the finite values of `values` (and 0) with `levels` steps (at most 255).
+    public init(range values: some Sequence<Float>, levels: Int) {
+        var low: Float = 0
+        var high: Float = 0
+        for value in values where value.isFinite {
+            low = min(low, value)
+            high = max(high, value)
+        }
+        let scale = high > low ? (high - low) / Float(levels) : 1
+        self.scale = scale
+        zeroPoint = UInt8(min(max((-low / scale).rounded(), 0), Float(levels)))
+    }
+
+    /// The level of `value`, clamped to 0…`levels`; a non-finite value maps to the zero point.
+    @inlinable
+    public func quantize(_ value: Float, levels: Int) -> UInt8 {
+        guard value.isFinite else { return zeroPoint }
+        let level = (value / scale).rounded() + Float(zeroPoint)
+        return UInt8(min(max(level, 0), Float(levels)))
+    }
+
+    /// The value a level stands for.
+    @inlinable
+    public func dequantize(_ level: UInt8) -> Float { (Float(level) - Float(zeroPoint)) * scale }
+}

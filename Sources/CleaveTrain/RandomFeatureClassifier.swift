@@ -1,4 +1,5 @@
 import CleaveONNX
+import CleaveSupport
 import CleaveTensor
 import Foundation
 
@@ -139,27 +140,5 @@ public struct RandomFeatureClassifier {
         let fanIn = Double(shape[1...].reduce(1, *))
         let scale = (2.0 / fanIn).squareRoot()
         return Tensor(shape: shape, scalars: (0..<shape.reduce(1, *)).map { _ in Float(generator.normal() * scale) })
-    }
-}
-
-/// A reproducible random generator (SplitMix64) with normal samples.
-public struct SeededGenerator: RandomNumberGenerator {
-    private var state: UInt64
-
-    public init(seed: UInt64) { state = seed }
-
-    public mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-
-    /// A standard normal sample (Box–Muller).
-    public mutating func normal() -> Double {
-        let u1 = max(Double(next() >> 11) / Double(1 << 53), 1e-300)
-        let u2 = Double(next() >> 11) / Double(1 << 53)
-        return (-2 * log(u1)).squareRoot() * cos(2 * .pi * u2)
     }
 }

@@ -1,5 +1,6 @@
 import ArgumentParser
 import CleaveLLM
+import CleaveSupport
 import Foundation
 
 struct LLMBench: ParsableCommand {
@@ -57,8 +58,7 @@ struct LLMBench: ParsableCommand {
         func seconds(_ body: () throws -> Void) rethrows -> Double {
             let start = clock.now
             try body()
-            let elapsed = clock.now - start
-            return Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) * 1e-18
+            return (clock.now - start).seconds
         }
         func promptPass() throws {
             cache.reset()
@@ -79,10 +79,7 @@ struct LLMBench: ParsableCommand {
             promptRates.append(Double(promptTokens) / (try seconds(promptPass)))
             decodeRates.append(Double(decodeTokens) / (try seconds(decodePass)))
         }
-        func median(_ values: [Double]) -> Double {
-            let sorted = values.sorted()
-            return sorted.count % 2 == 1 ? sorted[sorted.count / 2] : (sorted[sorted.count / 2 - 1] + sorted[sorted.count / 2]) / 2
-        }
+        func median(_ values: [Double]) -> Double { SampleStatistics(values).median }
         var usage = rusage()
         getrusage(__rusage_who_t(RUSAGE_SELF.rawValue), &usage)
         let fields: [(String, String)] = [

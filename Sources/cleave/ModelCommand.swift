@@ -1,5 +1,6 @@
 import ArgumentParser
 import CleaveONNX
+import CleaveSupport
 import CleaveTensor
 import CleaveTrain
 import Foundation
@@ -189,11 +190,11 @@ struct Bench: ParsableCommand {
             let start = ContinuousClock.now
             _ = try session.run(inputs)
             let elapsed = ContinuousClock.now - start
-            times.append(Double(elapsed.components.seconds) * 1e3 + Double(elapsed.components.attoseconds) / 1e15)
+            times.append(elapsed.milliseconds)
         }
-        times.sort()
-        let median = times.count % 2 == 1 ? times[times.count / 2] : (times[times.count / 2 - 1] + times[times.count / 2]) / 2
-        let p90 = times[min(times.count - 1, Int((Double(times.count) * 0.9).rounded(.up)) - 1)]
+        let statistics = SampleStatistics(times)
+        let median = statistics.median
+        let p90 = statistics.percentile(0.9)
         print(
             String(
                 format:
@@ -272,7 +273,7 @@ struct Eval: ParsableCommand {
             let values = scores.scalars(as: Float.self)
             for sample in 0..<size {
                 let row = values[(sample * 10)..<((sample + 1) * 10)]
-                let label = row.indices.max(by: { row[$0] < row[$1] })! - sample * 10
+                let label = Classification.argmax(row)!
                 predicted.append(label)
                 if label == Int(data.labels[start + sample]) { correct += 1 }
             }

@@ -2,6 +2,7 @@ import ArgumentParser
 import CleaveCodec
 import CleaveONNX
 import CleaveProtocol
+import CleaveSupport
 import CleaveTensor
 import CleaveTrain
 import Foundation
@@ -47,7 +48,7 @@ struct SplitEvaluation {
             let logits = try tail.run([manifest.cutTensor: features]).values.first!.scalars(as: Float.self)
             for sample in 0..<size {
                 let row = logits[(sample * 10)..<((sample + 1) * 10)]
-                if row.indices.max(by: { row[$0] < row[$1] })! - sample * 10 == Int(data.labels[start + sample]) { correct += 1 }
+                if Classification.argmax(row) == Int(data.labels[start + sample]) { correct += 1 }
             }
         }
         accuracy = Double(correct) / Double(count)

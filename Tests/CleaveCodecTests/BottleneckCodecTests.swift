@@ -1,3 +1,4 @@
+import CleaveSupport
 import CleaveTensor
 import Foundation
 import Testing
@@ -90,7 +91,7 @@ import Testing
 
     /// Feeds 100,000 random and mutated frames to the decoder; it must throw or decode, never trap.
     @Test func fuzzDecoderNeverTraps() {
-        var generator = SplitMix(seed: 42)
+        var generator = SeededGenerator(seed: 42)
         var seeds: [[UInt8]] = []
         for codec in FrameCodec.allCases {
             for zstd in [nil, 1] as [Int?] {
@@ -151,18 +152,5 @@ import Testing
             let got = decoded.tensor.scalars(as: Float.self)
             for (a, b) in zip(got, values) { #expect(abs(a - b) < 1e-6, "\(line)") }
         }
-    }
-}
-
-/// A small seeded generator so that fuzz runs repeat.
-struct SplitMix {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
     }
 }

@@ -3,6 +3,7 @@ import CleaveMQTT
 import CleaveNetem
 import CleaveONNX
 import CleaveProtocol
+import CleaveSupport
 import CleaveTensor
 import CleaveTrain
 import Foundation
@@ -201,7 +202,7 @@ final class FaultRig: @unchecked Sendable {
             let decoded = try BottleneckCodec.decode(frame, expectedShape: features.shape).tensor
             let wholeLogits = try #require(try whole.run([manifest.inputName: image]).values.first)
             let splitLogits = try #require(try tail.run([manifest.cutTensor: decoded]).values.first)
-            return (Classification.top(wholeLogits).0, Classification.top(splitLogits).0)
+            return (Classification.top(wholeLogits.scalars(as: Float.self)).index, Classification.top(splitLogits.scalars(as: Float.self)).index)
         }
     }
 

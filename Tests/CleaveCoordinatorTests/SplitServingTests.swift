@@ -3,6 +3,7 @@ import CleaveCodec
 import CleaveMQTT
 import CleaveONNX
 import CleaveProtocol
+import CleaveSupport
 import CleaveTensor
 import CleaveTrain
 import Foundation
@@ -37,8 +38,7 @@ import Testing
         let manifest = bundle.manifest
         let codec = try #require(FrameCodec(named: manifest.codec))
         func argmax(_ tensor: Tensor?) -> Int {
-            let values = tensor!.scalars(as: Float.self)
-            return values.indices.max { values[$0] < values[$1] }!
+            Classification.argmax(tensor!.scalars(as: Float.self))!
         }
         let count = 300
         var correct: [InferenceMode: Int] = [:]

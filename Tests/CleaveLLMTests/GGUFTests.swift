@@ -1,17 +1,13 @@
+import CleaveSupport
 import Testing
 
 @testable import CleaveLLM
 
-/// Deterministic values for fixtures (SplitMix64).
+/// Deterministic values for fixtures.
 struct SeededValues {
-    var state: UInt64
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
+    var generator: SeededGenerator
+    init(state: UInt64) { generator = SeededGenerator(seed: state) }
+    mutating func next() -> UInt64 { generator.next() }
     /// Uniform in −1…1, times a per-call spread so that blocks differ in range.
     mutating func float(scale: Float = 1) -> Float { (Float(next() >> 40) / Float(1 << 24) * 2 - 1) * scale }
     mutating func floats(_ count: Int) -> [Float] {

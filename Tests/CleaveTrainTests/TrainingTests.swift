@@ -1,5 +1,6 @@
 import CleaveCodec
 import CleaveONNX
+import CleaveSupport
 import CleaveTensor
 import Foundation
 import Testing

@@ -20,10 +20,11 @@ let package = Package(
     name: "CleavePortableKernels",
     targets: [
         .systemLibrary(name: "COpenBLAS", pkgConfig: "openblas", providers: [.apt(["libopenblas-dev"])]),
+        .target(name: "CleaveSupport"),
         .target(name: "CleaveTensor", dependencies: ["COpenBLAS"], swiftSettings: kernels),
-        .target(name: "CleaveLLM", dependencies: ["CleaveTensor"], swiftSettings: kernels),
+        .target(name: "CleaveLLM", dependencies: ["CleaveSupport", "CleaveTensor"], swiftSettings: kernels),
         .testTarget(name: "CleaveTensorTests", dependencies: ["CleaveTensor"]),
-        .testTarget(name: "CleaveLLMTests", dependencies: ["CleaveLLM"]),
+        .testTarget(name: "CleaveLLMTests", dependencies: ["CleaveLLM", "CleaveSupport"]),
     ],
     swiftLanguageModes: [.v6]
 )

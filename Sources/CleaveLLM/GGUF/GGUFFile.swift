@@ -1,3 +1,5 @@
+import CleaveSupport
+
 #if canImport(Glibc)
     import Glibc
 #elseif canImport(Darwin)
@@ -41,19 +43,26 @@ public final class GGUFFile: Sendable {
     /// Size of the whole file, in bytes.
     public let fileSize: Int
     private let indexByName: [String: Int]
-    let bytes: MappedBytes
+    let bytes: MappedFile
 
     /// Maps the file at `path` and reads its header.
     public convenience init(contentsOf path: String) throws {
-        try self.init(mapping: try MappedBytes(path: path))
+        let mapping: MappedFile
+        do {
+            mapping = try MappedFile(path: path)
+        } catch {
+            throw GGUFError.cannotOpen(path, error.reason)
+        }
+        guard mapping.count > 0 else { throw GGUFError.truncated("the magic number", at: 0, needed: 4, fileSize: 0) }
+        try self.init(mapping: mapping)
     }
 
     /// Reads a GGUF image held in memory (tests and fuzzing).
     public convenience init(bytes: [UInt8]) throws {
-        try self.init(mapping: MappedBytes(copying: bytes))
+        try self.init(mapping: MappedFile(copying: bytes))
     }
 
-    private init(mapping: MappedBytes) throws {
+    private init(mapping: MappedFile) throws {
         bytes = mapping
         fileSize = mapping.count
         var cursor = ByteCursor(mapping.buffer)
@@ -203,30 +212,23 @@ public final class GGUFFile: Sendable {
 
 // MARK: - Reading primitives
 
-/// A bounds-checked little-endian reader over the file's bytes.
+/// The GGUF header's reads: ``ByteReader`` (CleaveSupport) over the mapped file, with every
+/// failure turned into the ``GGUFError`` that names what was being read.
 struct ByteCursor {
-    let buffer: UnsafeRawBufferPointer
-    var offset = 0
+    private var reader: ByteReader<UnsafeRawBufferPointer>
 
-    init(_ buffer: UnsafeRawBufferPointer) { self.buffer = buffer }
+    init(_ buffer: UnsafeRawBufferPointer) { reader = ByteReader(buffer) }
 
-    var remaining: Int { buffer.count - offset }
-
-    private func need(_ count: Int, _ what: String) throws {
-        guard count <= remaining else { throw GGUFError.truncated(what, at: offset, needed: count, fileSize: buffer.count) }
-    }
+    var offset: Int { reader.offset }
+    var remaining: Int { reader.remaining }
+    private var fileSize: Int { reader.end }
 
     mutating func read<T: FixedWidthInteger>(_: T.Type, _ what: String) throws -> T {
-        try need(MemoryLayout<T>.size, what)
-        let value = buffer.loadUnaligned(fromByteOffset: offset, as: T.self)
-        offset += MemoryLayout<T>.size
-        return T(littleEndian: value)
+        do { return try reader.integer(T.self) } catch { throw truncated(error, what) }
     }
 
     mutating func bytes(_ count: Int, _ what: String) throws -> [UInt8] {
-        try need(count, what)
-        defer { offset += count }
-        return Array(buffer[offset..<(offset + count)])
+        do { return Array(try reader.take(count)) } catch { throw truncated(error, what) }
     }
 
     /// A 64-bit count of items that each take at least `minimumBytesEach` bytes: it cannot exceed what is left.
@@ -240,11 +242,16 @@ struct ByteCursor {
     mutating func string(_ what: String) throws -> String {
         let length = try read(UInt64.self, "the length of \(what)")
         guard length <= UInt64(remaining) else {
-            throw GGUFError.truncated(what, at: offset, needed: Int(clamping: length), fileSize: buffer.count)
+            throw GGUFError.truncated(what, at: offset, needed: Int(clamping: length), fileSize: fileSize)
         }
-        let start = offset
-        offset += Int(length)
-        return String(decoding: buffer[start..<offset], as: UTF8.self)
+        return String(decoding: try reader.take(Int(length)), as: UTF8.self)
+    }
+
+    private func truncated(_ error: ByteReadError, _ what: String) -> GGUFError {
+        switch error {
+        case .truncated(let offset, let needed, let end): GGUFError.truncated(what, at: offset, needed: needed, fileSize: end)
+        case .badVarint(let offset): GGUFError(.malformed, "\(what) at byte \(offset) is malformed")
+        }
     }
 
     mutating func value(of rawType: UInt32, key: String, depth: Int) throws -> GGUFValue {
@@ -279,48 +286,6 @@ struct ByteCursor {
             values.reserveCapacity(min(count, 1 << 16))
             for _ in 0..<count { values.append(try value(of: elementRaw, key: key, depth: depth + 1)) }
             return .array(elementType, values)
-        }
-    }
-}
-
-/// Read-only bytes of a file, memory-mapped (or a private copy for in-memory images).
-///
-/// `@unchecked Sendable`: the memory is never written after creation and is unmapped
-/// only when the last reference goes away.
-final class MappedBytes: @unchecked Sendable {
-    let buffer: UnsafeRawBufferPointer
-    private let mapped: Bool
-
-    init(path: String) throws {
-        let descriptor = open(path, O_RDONLY)
-        guard descriptor >= 0 else { throw GGUFError.cannotOpen(path, String(cString: strerror(errno))) }
-        defer { close(descriptor) }
-        var status = stat()
-        guard fstat(descriptor, &status) == 0 else { throw GGUFError.cannotOpen(path, String(cString: strerror(errno))) }
-        guard (status.st_mode & S_IFMT) == S_IFREG else { throw GGUFError.cannotOpen(path, "not a regular file") }
-        let size = Int(status.st_size)
-        guard size > 0 else { throw GGUFError.truncated("the magic number", at: 0, needed: 4, fileSize: 0) }
-        guard let address = mmap(nil, size, PROT_READ, MAP_PRIVATE, descriptor, 0), address != MAP_FAILED else {
-            throw GGUFError.cannotOpen(path, "mmap failed: \(String(cString: strerror(errno)))")
-        }
-        buffer = UnsafeRawBufferPointer(start: address, count: size)
-        mapped = true
-    }
-
-    init(copying bytes: [UInt8]) {
-        let memory = UnsafeMutableRawBufferPointer.allocate(byteCount: max(bytes.count, 1), alignment: 64)
-        memory.copyBytes(from: bytes)
-        buffer = UnsafeRawBufferPointer(start: memory.baseAddress, count: bytes.count)
-        mapped = false
-    }
-
-    var count: Int { buffer.count }
-
-    deinit {
-        if mapped {
-            munmap(UnsafeMutableRawPointer(mutating: buffer.baseAddress), buffer.count)
-        } else {
-            buffer.baseAddress.map { UnsafeMutableRawPointer(mutating: $0).deallocate() }
         }
     }
 }

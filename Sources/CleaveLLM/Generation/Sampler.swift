@@ -1,3 +1,5 @@
+import CleaveSupport
+
 #if canImport(Glibc)
     import Glibc
 #elseif canImport(Darwin)
@@ -46,21 +48,19 @@ public struct SamplingParameters: Sendable, Equatable {
     }
 }
 
-/// Chooses tokens from logits with a seeded generator (SplitMix64), so runs repeat.
+/// Chooses tokens from logits with a seeded generator, so runs repeat.
 public struct Sampler: Sendable {
     public let parameters: SamplingParameters
-    private var state: UInt64
+    private var random: SeededGenerator
 
     public init(_ parameters: SamplingParameters) {
         self.parameters = parameters
-        state = parameters.seed
+        random = SeededGenerator(seed: parameters.seed)
     }
 
     /// The index of the largest logit (the lowest on a tie).
     public static func argmax(_ logits: [Float]) -> Int32 {
-        var best = 0
-        for i in logits.indices where logits[i] > logits[best] { best = i }
-        return Int32(best)
+        Int32(Classification.argmax(logits) ?? 0)
     }
 
     /// The next token after `history` (the tokens so far, for the repetition penalty).
@@ -104,21 +104,11 @@ public struct Sampler: Sendable {
         // Temperature, then a draw.
         let weights = candidates.map { expf((logits[$0] - top) / parameters.temperature) }
         let total = weights.reduce(0, +)
-        var target = nextUniform() * total
+        var target = random.uniformFloat() * total
         for (i, weight) in weights.enumerated() {
             target -= weight
             if target < 0 { return Int32(candidates[i]) }
         }
         return Int32(candidates[candidates.count - 1])
-    }
-
-    /// A uniform float in [0, 1) from SplitMix64.
-    private mutating func nextUniform() -> Float {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        z ^= z >> 31
-        return Float(z >> 40) / Float(1 << 24)
     }
 }

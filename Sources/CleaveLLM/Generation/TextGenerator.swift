@@ -1,3 +1,5 @@
+import CleaveSupport
+
 /// Produces text from a prompt one token at a time: prompt in one batched pass,
 /// then sample → evaluate → sample… until an end-of-generation token or the limit.
 public final class TextGenerator {
@@ -48,7 +50,7 @@ public final class TextGenerator {
         var logits = try model.evaluate(prompt, cache: cache)
         var summary = Summary(
             promptTokens: prompt.count, generated: [], reason: "max tokens",
-            promptSeconds: Self.seconds(clock.now - promptStart), decodeSeconds: 0, firstLogits: logits)
+            promptSeconds: (clock.now - promptStart).seconds, decodeSeconds: 0, firstLogits: logits)
         var history = prompt
         var pending: [UInt8] = []
         let decodeStart = clock.now
@@ -75,7 +77,7 @@ public final class TextGenerator {
             logits = try model.evaluate([token], cache: cache)
         }
         if !pending.isEmpty { _ = onText(String(decoding: pending, as: UTF8.self)) }
-        summary.decodeSeconds = Self.seconds(clock.now - decodeStart)
+        summary.decodeSeconds = (clock.now - decodeStart).seconds
         return summary
     }
 
@@ -91,9 +93,5 @@ public final class TextGenerator {
             start -= 1
         }
         return bytes.count
-    }
-
-    static func seconds(_ duration: Duration) -> Double {
-        Double(duration.components.seconds) + Double(duration.components.attoseconds) * 1e-18
     }
 }

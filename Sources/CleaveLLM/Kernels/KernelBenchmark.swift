@@ -1,3 +1,4 @@
+import CleaveSupport
 import CleaveTensor
 
 /// Throughput of the matrix–vector kernels on a random matrix that stays in cache,
@@ -46,7 +47,7 @@ public enum KernelBenchmark {
                 for _ in 0..<16 { matrix.multiply(x, into: out, workers: workers) }
                 repeats += 16
                 let duration = clock.now - start
-                elapsed = TextGenerator.seconds(duration)
+                elapsed = duration.seconds
             }
             results.append(
                 Result(

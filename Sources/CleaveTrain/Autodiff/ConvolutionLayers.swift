@@ -1,4 +1,5 @@
 import CleaveONNX
+import CleaveSupport
 import CleaveTensor
 
 /// A 2-D convolution (ONNX `Conv`, square kernel, optional groups) trained through im2col and GEMM.

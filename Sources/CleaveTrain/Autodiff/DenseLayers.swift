@@ -1,4 +1,5 @@
 import CleaveONNX
+import CleaveSupport
 import CleaveTensor
 
 /// A fully connected layer `y = x·Wᵀ + b` (ONNX `Gemm` with `transB = 1`) on `[N, in]` inputs.

@@ -1,4 +1,5 @@
 import CleaveONNX
+import CleaveSupport
 import CleaveTensor
 
 /// `max(x, 0)` (ONNX `Relu`) or `min(max(x, 0), 6)` (ONNX `Clip`, ReLU6).
@@ -81,7 +82,7 @@ public final class Dropout: Layer {
 /// Simulates the bottleneck codec's affine quantization while training (straight-through estimator).
 ///
 /// Each sample is quantized as one frame: its range (widened to include 0) is split into
-/// `levels` steps, exactly as ``CleaveCodec``'s per-tensor parameters do, and dequantized.
+/// `levels` steps, exactly as ``CleaveCodec``'s per-tensor parameters do (``AffineRange``), and dequantized.
 /// The backward pass lets gradients through unchanged. At inference and in the exported model it
 /// is the identity: there the real codec quantizes.
 public final class FakeQuantize: Layer {
@@ -101,13 +102,9 @@ public final class FakeQuantize: Layer {
         let size = input.sampleSize
         for sample in 0..<input.batch {
             let range = (sample * size)..<((sample + 1) * size)
-            let low = min(input.data[range].min() ?? 0, 0)
-            let high = max(input.data[range].max() ?? 0, 0)
-            let scale = high > low ? (high - low) / Float(levels) : 1
-            let zero = min(max((-low / scale).rounded(), 0), Float(levels))
+            let parameters = AffineRange(range: input.data[range], levels: levels)
             for index in range {
-                let level = min(max((input.data[index] / scale).rounded() + zero, 0), Float(levels))
-                output.data[index] = (level - zero) * scale
+                output.data[index] = parameters.dequantize(parameters.quantize(input.data[index], levels: levels))
             }
         }
         return output

@@ -1,3 +1,4 @@
+import CleaveSupport
 import Foundation
 
 /// Losses: each returns the mean loss over the batch and its gradient with respect to the prediction.
@@ -67,7 +68,7 @@ public enum Loss {
         let classes = logits.shape[1]
         return (0..<logits.shape[0]).map { sample in
             let row = logits.data[(sample * classes)..<((sample + 1) * classes)]
-            return row.indices.max(by: { row[$0] < row[$1] })! - sample * classes
+            return Classification.argmax(row)!
         }
     }
 }

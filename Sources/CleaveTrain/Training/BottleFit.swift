@@ -1,4 +1,5 @@
 import CleaveONNX
+import CleaveSupport
 import CleaveTensor
 import Foundation
 

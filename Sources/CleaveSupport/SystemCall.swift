@@ -1,0 +1,172 @@
+import Synchronization
+
+#if canImport(Glibc)
+    import Glibc
+#elseif canImport(Darwin)
+    import Darwin
+#endif
+
+/// A failed system call: what was attempted (with its path or address) and the system's reason.
+///
+/// The one place where `errno` becomes a Swift error: file, mapping and socket code all go
+/// through ``SystemCall``, so every such failure reads the same way.
+public struct SystemError: Error, Sendable, Equatable, CustomStringConvertible {
+    /// What was attempted, e.g. `open /var/cache/cleave/x.onnx`.
+    public let operation: String
+    /// The `errno` value; 0 for a failure the system did not report through errno.
+    public let code: Int32
+    /// Why, when the failure is not an errno (e.g. "not a regular file").
+    public let detail: String?
+
+    public init(_ operation: String, code: Int32, detail: String? = nil) {
+        self.operation = operation
+        self.code = code
+        self.detail = detail
+    }
+
+    /// The system's sentence for ``code`` (or the detail).
+    public var reason: String { detail ?? String(cString: strerror(code)) }
+
+    public var description: String { "\(operation) failed: \(reason)" }
+
+    /// Whether the disk or quota is full (`ENOSPC`, `EDQUOT`).
+    public var isOutOfSpace: Bool { code == ENOSPC || code == EDQUOT }
+}
+
+private let temporaryCounter = Atomic<UInt64>(0)
+
+/// System calls that retry `EINTR` and throw ``SystemError``.
+public enum SystemCall {
+    /// Runs `call` until it does not fail with `EINTR`; returns its result, -1 included.
+    @inline(__always)
+    public static func retryingInterrupts<T: FixedWidthInteger>(_ call: () -> T) -> T {
+        while true {
+            let result = call()
+            if result == -1 && errno == EINTR { continue }
+            return result
+        }
+    }
+
+    /// Runs `call` (retrying `EINTR`) and throws if it returns -1.
+    @discardableResult
+    public static func check<T: FixedWidthInteger>(_ operation: @autoclosure () -> String, _ call: () -> T) throws(SystemError) -> T {
+        let result = retryingInterrupts(call)
+        guard result != -1 else { throw SystemError(operation(), code: errno) }
+        return result
+    }
+
+    /// The error for the call that just failed.
+    public static func lastError(_ operation: String) -> SystemError { SystemError(operation, code: errno) }
+
+    /// The whole file at `path`.
+    public static func readFile(_ path: String) throws(SystemError) -> [UInt8] {
+        let descriptor = try check("open \(path)") { open(path, O_RDONLY | O_CLOEXEC) }
+        defer { close(descriptor) }
+        var status = stat()
+        try check("stat \(path)") { fstat(descriptor, &status) }
+        guard (status.st_mode & S_IFMT) == S_IFREG else { throw SystemError("read \(path)", code: 0, detail: "not a regular file") }
+        var bytes = [UInt8](repeating: 0, count: Int(status.st_size))
+        var filled = 0
+        while filled < bytes.count {
+            let count = bytes.withUnsafeMutableBytes { buffer in
+                retryingInterrupts { read(descriptor, buffer.baseAddress! + filled, buffer.count - filled) }
+            }
+            guard count != -1 else { throw lastError("read \(path)") }
+            guard count > 0 else { break }
+            filled += count
+        }
+        if filled < bytes.count { bytes.removeLast(bytes.count - filled) }
+        return bytes
+    }
+
+    /// Writes `bytes` to `path` so that a crash or a full disk never leaves half a file under
+    /// that name: a temporary file beside it, flushed to disk, then renamed over it.
+    public static func writeFileAtomically(_ path: String, _ bytes: [UInt8]) throws(SystemError) {
+        // Unique per call: several writers in one process (agents of a testbed) may write the same file.
+        let temporary = "\(path).partial-\(getpid())-\(temporaryCounter.wrappingAdd(1, ordering: .relaxed).oldValue)"
+        let descriptor = try check("create \(temporary)") { open(temporary, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644) }
+        var written = 0
+        do throws(SystemError) {
+            while written < bytes.count {
+                let count = bytes.withUnsafeBytes { buffer in
+                    retryingInterrupts { write(descriptor, buffer.baseAddress! + written, buffer.count - written) }
+                }
+                guard count != -1 else { throw lastError("write \(temporary)") }
+                written += count
+            }
+            try check("fsync \(temporary)") { fsync(descriptor) }
+            close(descriptor)
+            try check("rename \(temporary) to \(path)") { rename(temporary, path) }
+        } catch {
+            close(descriptor)
+            unlink(temporary)
+            throw error
+        }
+    }
+
+    /// Makes `path` and its missing parents (mode 0755); an existing folder is fine.
+    public static func makeDirectories(_ path: String) throws(SystemError) {
+        var prefix = path.hasPrefix("/") ? "/" : ""
+        for part in path.split(separator: "/") {
+            prefix += part
+            if mkdir(prefix, 0o755) != 0 && errno != EEXIST { throw lastError("mkdir \(prefix)") }
+            prefix += "/"
+        }
+    }
+
+    /// Whether `path` exists and is readable.
+    public static func isReadable(_ path: String) -> Bool { access(path, R_OK) == 0 }
+
+    /// Removes a file; a missing one is fine.
+    public static func remove(_ path: String) { unlink(path) }
+}
+
+/// A read-only memory mapping of a whole file, or a private copy of bytes held in memory
+/// (tests and fuzzing read the same way as from a file).
+///
+/// `@unchecked Sendable`: the memory is never written after creation and is unmapped only
+/// when the last reference goes away.
+public final class MappedFile: @unchecked Sendable {
+    /// The bytes (package-visible: no unsafe pointer leaves the project).
+    package let buffer: UnsafeRawBufferPointer
+    private let mapped: Bool
+
+    /// Maps the regular file at `path` (an empty file maps to no bytes).
+    public init(path: String) throws(SystemError) {
+        let descriptor = try SystemCall.check("open \(path)") { open(path, O_RDONLY | O_CLOEXEC) }
+        defer { close(descriptor) }
+        var status = stat()
+        try SystemCall.check("stat \(path)") { fstat(descriptor, &status) }
+        guard (status.st_mode & S_IFMT) == S_IFREG else { throw SystemError("map \(path)", code: 0, detail: "not a regular file") }
+        let size = Int(status.st_size)
+        guard size > 0 else {
+            buffer = UnsafeRawBufferPointer(start: nil, count: 0)
+            mapped = false
+            return
+        }
+        guard let address = mmap(nil, size, PROT_READ, MAP_PRIVATE, descriptor, 0), address != MAP_FAILED else {
+            throw SystemCall.lastError("mmap \(path)")
+        }
+        buffer = UnsafeRawBufferPointer(start: address, count: size)
+        mapped = true
+    }
+
+    /// A private, 64-byte aligned copy of `bytes`.
+    public init(copying bytes: [UInt8]) {
+        let memory = UnsafeMutableRawBufferPointer.allocate(byteCount: max(bytes.count, 1), alignment: 64)
+        memory.copyBytes(from: bytes)
+        buffer = UnsafeRawBufferPointer(start: memory.baseAddress, count: bytes.count)
+        mapped = false
+    }
+
+    /// Size in bytes.
+    public var count: Int { buffer.count }
+
+    deinit {
+        if mapped {
+            munmap(UnsafeMutableRawPointer(mutating: buffer.baseAddress), buffer.count)
+        } else {
+            buffer.baseAddress.map { UnsafeMutableRawPointer(mutating: $0).deallocate() }
+        }
+    }
+}
