@@ -56,6 +56,9 @@ let hostCPUKernels: [SwiftSetting] =
 let modules: [Target] = [
     .target(name: "CleaveSupport"),
     .target(
+        name: "CleaveDatasets",
+        dependencies: ["CleaveSupport", "CleaveTensor", "CZlib"]),
+    .target(
         name: "CleaveTensor",
         dependencies: ["COpenBLAS"],
         swiftSettings: hostCPUKernels),
@@ -67,11 +70,11 @@ let modules: [Target] = [
         dependencies: [.product(name: "Yams", package: "Yams")]),
     .target(
         name: "CleaveTrain",
-        dependencies: ["CleaveONNX", "CleaveSupport", "CleaveTensor", "CZlib"]),
+        dependencies: ["CleaveDatasets", "CleaveONNX", "CleaveSupport", "CleaveTensor"]),
     .target(
         name: "CleaveAgent",
         dependencies: [
-            "CleaveONNX", "CleaveCodec", "CleaveMQTT", "CleaveProtocol", "CleaveSupport", "CleaveTensor", "CleaveTrain",
+            "CleaveONNX", "CleaveCodec", "CleaveDatasets", "CleaveMQTT", "CleaveProtocol", "CleaveSupport", "CleaveTensor",
             .product(name: "Logging", package: "swift-log"),
         ]),
     .target(
@@ -100,7 +103,7 @@ let modules: [Target] = [
     .executableTarget(
         name: "cleave",
         dependencies: [
-            "CleaveONNX", "CleaveTensor", "CleaveTrain", "CleaveCodec", "CleaveProtocol", "CleaveMQTT",
+            "CleaveONNX", "CleaveTensor", "CleaveTrain", "CleaveCodec", "CleaveDatasets", "CleaveProtocol", "CleaveMQTT",
             "CleaveAgent", "CleaveCoordinator", "CleaveLLM", "CleaveNetem", "CleaveSupport",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
@@ -110,7 +113,7 @@ let leanAgent: [Target] = [
     .executableTarget(
         name: "cleave-agent",
         dependencies: [
-            "CleaveAgent", "CleaveProtocol", "CleaveTrain",
+            "CleaveAgent", "CleaveDatasets", "CleaveProtocol",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ])
 ]
@@ -119,6 +122,7 @@ let leanAgent: [Target] = [
 
 let tests: [Target] = [
     .testTarget(name: "CleaveSupportTests", dependencies: ["CleaveSupport"]),
+    .testTarget(name: "CleaveDatasetsTests", dependencies: ["CleaveDatasets", "CleaveSupport", "CleaveTensor", "CZlib"]),
     .testTarget(name: "CleaveTensorTests", dependencies: ["CleaveTensor"]),
     .testTarget(name: "CleaveONNXTests", dependencies: ["CleaveONNX", "CleaveTensor"]),
     .testTarget(name: "CleaveCodecTests", dependencies: ["CleaveCodec", "CleaveSupport", "CleaveTensor"]),
@@ -127,10 +131,12 @@ let tests: [Target] = [
         name: "CleaveCoordinatorTests",
         dependencies: [
             "CleaveCoordinator", "CleaveAgent", "CleaveMQTT", "CleaveCodec", "CleaveProtocol", "CleaveONNX", "CleaveSupport", "CleaveTrain",
+            "CleaveDatasets",
             "CleaveNetem", "cleave",
         ]),
     .testTarget(name: "CleaveProtocolTests", dependencies: ["CleaveProtocol"]),
-    .testTarget(name: "CleaveTrainTests", dependencies: ["CleaveTrain", "CleaveSupport", "CleaveTensor", "CleaveONNX", "CleaveCodec", "CZlib"]),
+    .testTarget(
+        name: "CleaveTrainTests", dependencies: ["CleaveTrain", "CleaveDatasets", "CleaveSupport", "CleaveTensor", "CleaveONNX", "CleaveCodec"]),
     .testTarget(name: "CleaveCLITests", dependencies: ["cleave"]),
     .testTarget(name: "CleaveLLMTests", dependencies: ["CleaveLLM", "CleaveSupport"]),
     .testTarget(name: "CleaveNetemTests", dependencies: ["CleaveNetem"]),

@@ -1,7 +1,7 @@
+import CleaveDatasets
 import CleaveProtocol
 import CleaveSupport
 import CleaveTensor
-import CleaveTrain
 import Foundation
 
 /// Accuracy, bytes and latency percentiles of a run, as one table row.
@@ -51,25 +51,6 @@ public struct RunSummary: Sendable {
     }
 }
 
-/// Where an agent's requests come from.
-public enum InputSource: Sendable {
-    /// Fashion-MNIST test images, in order, with labels (accuracy is reported).
-    case fashionMNIST(FashionMNIST)
-    /// PNG/PGM files, in name order, repeated as needed (each prediction is printed).
-    case folder([String])
-    /// Seeded random 28×28 images (for load and latency, not accuracy).
-    case synthetic(seed: UInt64)
-
-    /// Parses `fmnist`, `synthetic` or a folder path.
-    public static func named(_ name: String, datasetDirectory: String) throws -> InputSource {
-        switch name {
-        case "fmnist": return .fashionMNIST(try FashionMNIST(split: .test, directory: datasetDirectory))
-        case "synthetic": return .synthetic(seed: 1)
-        default: return .folder(try ImageFile.list(name))
-        }
-    }
-}
-
 extension Agent {
     /// Serves `samples` inputs from `source` and prints what a user of the agent CLIs sees:
     /// one line per image for folders, a summary line per 1,000 requests, and the final table row.
@@ -92,20 +73,11 @@ extension Agent {
     ) async throws -> (outcomes: [AgentOutcome], labels: [UInt8], seconds: Double) {
         var outcomes: [AgentOutcome] = []
         var labels: [UInt8] = []
-        var generator = SeededGenerator(seed: 1)
+        var inputs = source.makeIterator()
         let started = ContinuousClock.now
         for index in 0..<samples {
-            let input: Tensor
-            switch source {
-            case .fashionMNIST(let data):
-                input = data.image(index % data.count)
-                labels.append(data.labels[index % data.count])
-            case .folder(let paths):
-                input = try ImageFile.load(paths[index % paths.count])
-            case .synthetic(let seed):
-                if index == 0 { generator = SeededGenerator(seed: seed) }
-                input = Tensor(shape: [1, 1, 28, 28], scalars: (0..<784).map { _ in Float(generator.next() % 256) / 255 })
-            }
+            let (input, label, _) = try inputs.next()
+            if let label { labels.append(label) }
             let outcome = if let mode { await infer(input, mode: mode) } else { await infer(input) }
             outcomes.append(outcome)
             each(index, outcome)

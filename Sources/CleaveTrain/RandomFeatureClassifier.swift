@@ -1,3 +1,4 @@
+import CleaveDatasets
 import CleaveONNX
 import CleaveSupport
 import CleaveTensor
@@ -22,7 +23,7 @@ public struct RandomFeatureClassifier {
 
     public init(bottleneckChannels: Int, seed: UInt64) throws {
         guard (1...64).contains(bottleneckChannels) else {
-            throw DatasetError(description: "bottleneck channels must be between 1 and 64, got \(bottleneckChannels)")
+            throw TrainingError(description: "bottleneck channels must be between 1 and 64, got \(bottleneckChannels)")
         }
         self.bottleneckChannels = bottleneckChannels
         self.seed = seed
@@ -86,7 +87,7 @@ public struct RandomFeatureClassifier {
         for j in 0..<n {
             var diagonal = a[j * n + j]
             for k in 0..<j { diagonal -= a[j * n + k] * a[j * n + k] }
-            guard diagonal > 0 else { throw DatasetError(description: "ridge system is not positive definite at column \(j)") }
+            guard diagonal > 0 else { throw TrainingError(description: "ridge system is not positive definite at column \(j)") }
             let root = diagonal.squareRoot()
             a[j * n + j] = root
             for i in (j + 1)..<n {

@@ -1,7 +1,8 @@
 import ArgumentParser
 import CleaveAgent
+import CleaveDatasets
 import CleaveProtocol
-import CleaveTrain
+
 import Foundation
 
 /// The lean agent for boards: the same agent as `cleave agent`, without the

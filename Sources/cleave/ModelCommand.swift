@@ -1,4 +1,5 @@
 import ArgumentParser
+import CleaveDatasets
 import CleaveONNX
 import CleaveSupport
 import CleaveTensor

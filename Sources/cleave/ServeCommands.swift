@@ -1,6 +1,7 @@
 import ArgumentParser
 import CleaveAgent
 import CleaveCoordinator
+import CleaveDatasets
 import CleaveMQTT
 import CleaveProtocol
 import CleaveTensor

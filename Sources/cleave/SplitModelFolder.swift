@@ -1,4 +1,5 @@
 import CleaveCodec
+import CleaveDatasets
 import CleaveONNX
 import CleaveProtocol
 import CleaveTrain

@@ -1,5 +1,6 @@
 import ArgumentParser
 import CleaveCodec
+import CleaveDatasets
 import CleaveONNX
 import CleaveProtocol
 import CleaveSupport

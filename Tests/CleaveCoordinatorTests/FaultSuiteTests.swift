@@ -1,4 +1,5 @@
 import CleaveCodec
+import CleaveDatasets
 import CleaveMQTT
 import CleaveNetem
 import CleaveONNX

@@ -1,5 +1,6 @@
 import CleaveAgent
 import CleaveCodec
+import CleaveDatasets
 import CleaveMQTT
 import CleaveONNX
 import CleaveProtocol

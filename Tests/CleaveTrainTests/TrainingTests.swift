@@ -1,4 +1,5 @@
 import CleaveCodec
+import CleaveDatasets
 import CleaveONNX
 import CleaveSupport
 import CleaveTensor

@@ -1,3 +1,4 @@
+import CleaveDatasets
 import CleaveONNX
 import CleaveSupport
 import CleaveTensor
@@ -29,15 +30,15 @@ public struct BottleFitConfiguration: Sendable {
 
     /// Checks the settings.
     ///
-    /// - Throws: ``DatasetError`` naming the impossible value.
+    /// - Throws: ``TrainingError`` naming the impossible value.
     public func validate() throws {
         guard (1...FashionMNISTNetworks.maximumChannels).contains(bottleneckChannels) else {
-            throw DatasetError(
+            throw TrainingError(
                 description: "a \(bottleneckChannels)×4×4 bottleneck is impossible: channels must be 1…\(FashionMNISTNetworks.maximumChannels)")
         }
-        guard batchSize >= 2 else { throw DatasetError(description: "batch size \(batchSize) is too small for batch normalization (at least 2)") }
+        guard batchSize >= 2 else { throw TrainingError(description: "batch size \(batchSize) is too small for batch normalization (at least 2)") }
         if let levels = quantizationLevels, !(1...255).contains(levels) {
-            throw DatasetError(description: "quantization levels \(levels) must be 1…255")
+            throw TrainingError(description: "quantization levels \(levels) must be 1…255")
         }
     }
 }
@@ -184,13 +185,13 @@ public struct BottleFit {
 extension BottleFit {
     /// Loads a teacher written by `cleave train teacher` and measures its test accuracy.
     ///
-    /// - Throws: ``DatasetError`` when the file is missing or is not a teacher of this recipe.
+    /// - Throws: ``TrainingError`` when the file is missing or is not a teacher of this recipe.
     public func loadTeacher(from path: String) throws -> Teacher {
         let model: Model
         do {
             model = try Model(contentsOf: path)
         } catch {
-            throw DatasetError(description: "\(path): cannot load the teacher: \(error)")
+            throw TrainingError(description: "\(path): cannot load the teacher: \(error)")
         }
         var generator = SeededGenerator(seed: 0)
         let front = FashionMNISTNetworks.teacherFront(&generator)

@@ -1,3 +1,4 @@
+import CleaveDatasets
 import CleaveONNX
 import CleaveSupport
 import CleaveTensor
@@ -80,15 +81,15 @@ public enum FashionMNISTNetworks {
 
     /// Sets every parameter and running statistic of `network` from the initializers of the same name in `model`.
     ///
-    /// - Throws: ``DatasetError`` naming the first tensor that is missing or has another shape.
+    /// - Throws: ``TrainingError`` naming the first tensor that is missing or has another shape.
     public static func load(_ network: Sequential, from model: Model, source: String) throws {
         let initializers = model.graph.initializers
         for parameter in network.parameters + network.buffers {
             guard let tensor = initializers[parameter.name] else {
-                throw DatasetError(description: "\(source) has no tensor '\(parameter.name)': it is not a model of this recipe")
+                throw TrainingError(description: "\(source) has no tensor '\(parameter.name)': it is not a model of this recipe")
             }
             guard tensor.shape == parameter.shape, tensor.dtype == .float32 else {
-                throw DatasetError(
+                throw TrainingError(
                     description: "\(source): '\(parameter.name)' is \(tensor.dtype)\(tensor.shape), expected float32\(parameter.shape)")
             }
             parameter.value = tensor.scalars(as: Float.self)

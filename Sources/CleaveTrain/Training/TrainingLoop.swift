@@ -1,3 +1,4 @@
+import CleaveDatasets
 import CleaveSupport
 import CleaveTensor
 import Foundation
@@ -142,4 +143,9 @@ public struct TrainingLoop {
         }
         return Double(correct) / Double(max(data.count, 1))
     }
+}
+
+/// A training recipe that cannot run as asked (an impossible setting, a teacher of another recipe).
+public struct TrainingError: Error, Sendable, CustomStringConvertible {
+    public let description: String
 }

@@ -55,6 +55,8 @@ public struct FashionMNIST: Sendable {
 /// A data set that could not be read.
 public struct DatasetError: Error, Sendable, CustomStringConvertible {
     public let description: String
+
+    public init(description: String) { self.description = description }
 }
 
 /// The IDX format of the MNIST family: magic (two zero bytes, type 0x08, rank), big-endian dimensions, data.

@@ -3,7 +3,7 @@ import CleaveTensor
 import Foundation
 import Testing
 
-@testable import CleaveTrain
+@testable import CleaveDatasets
 
 @Suite struct ImageFileTests {
     let pixels: [UInt8] = (0..<(28 * 28)).map { UInt8(($0 * 37) % 256) }
