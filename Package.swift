@@ -85,10 +85,10 @@ let modules: [Target] = [
         ]),
     .target(
         name: "CleaveMQTT",
-        dependencies: ["CMosquitto"]),
+        dependencies: ["CMosquitto", "CleaveProtocol"]),
     .target(
         name: "CleaveNetem",
-        dependencies: ["CleaveProtocol", "CleaveSupport", .product(name: "Yams", package: "Yams")]),
+        dependencies: ["CleaveSupport", .product(name: "Yams", package: "Yams")]),
     .target(
         name: "CleaveLLM",
         dependencies: ["CleaveSupport", "CleaveTensor"],
@@ -126,7 +126,9 @@ let tests: [Target] = [
     .testTarget(name: "CleaveTensorTests", dependencies: ["CleaveTensor"]),
     .testTarget(name: "CleaveONNXTests", dependencies: ["CleaveONNX", "CleaveTensor"]),
     .testTarget(name: "CleaveCodecTests", dependencies: ["CleaveCodec", "CleaveSupport", "CleaveTensor"]),
-    .testTarget(name: "CleaveMQTTTests", dependencies: ["CleaveMQTT"]),
+    .testTarget(
+        name: "CleaveAgentTests", dependencies: ["CleaveAgent", "CleaveCodec", "CleaveProtocol", "CleaveSupport", "CleaveTensor"]),
+    .testTarget(name: "CleaveMQTTTests", dependencies: ["CleaveMQTT", "CleaveProtocol"]),
     .testTarget(
         name: "CleaveCoordinatorTests",
         dependencies: [

@@ -13,6 +13,9 @@ if grep -q "warning:" /tmp/cleave-build.log; then
     exit 1
 fi
 
+echo "== layers: every import allowed by docs/ARCHITECTURE.md's layer table"
+scripts/check-layers.sh
+
 echo "== format"
 swift format lint --strict $(find Sources Tests Package.swift -name '*.swift' ! -name 'onnx.pb.swift' ! -path '*/.build/*')
 

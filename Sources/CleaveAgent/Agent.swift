@@ -7,25 +7,22 @@ import CleaveTensor
 import Foundation
 import Logging
 
-/// The device agent: announces itself, takes its assignment, fetches and verifies
-/// the models, and serves requests locally, split or offloaded.
+/// The device agent: announces itself, takes its assignment, and serves requests locally,
+/// split or offloaded. It composes three parts with one job each: the ``Provisioner``
+/// (assignment → verified artifacts → sessions and costs), the ``RemoteChannel`` (frames out,
+/// answers back, offline queue and retries) and the ``AdaptivePolicy`` (which mode, per request).
 ///
-/// Follow one image: ``infer(_:)`` asks the ``AdaptivePolicy`` for a mode; a split request
-/// runs the head, encodes the cut tensor as a feature frame, publishes it on `infer/{id}`
-/// with a response topic and the request id as correlation data, and resumes when the
-/// result arrives on `devices/{id}/results` — or, if it has not arrived by the hedging
-/// deadline, computes the whole model locally instead. ``RemoteRequests`` keeps every
-/// unanswered request through broker restarts and link outages.
+/// Follow one image: ``infer(_:)`` asks the policy for a mode; a split request runs the head,
+/// encodes the cut tensor as a feature frame, hands it to the channel, which publishes it on
+/// `infer/{id}` with a response topic and the request id as correlation data and resumes the
+/// caller when the result arrives on `devices/{id}/results` — or, if it has not arrived by the
+/// hedging deadline, the whole model runs locally instead.
 public actor Agent {
     public let configuration: AgentConfiguration
-    private let client: MQTTClient
+    private let transport: any MessageTransport
     private let logger: Logger
-    private var assignment: Assignment?
-    private var artifacts: ArtifactStore
-    /// The whole model, loaded on the first local request (split serving never needs it in memory).
-    private var fullSession: InferenceSession?
-    private var headSession: InferenceSession?
-    private var remote: RemoteRequests<CheckedContinuation<InferenceResult, Error>>
+    private var provisioner: Provisioner
+    private let channel: RemoteChannel
     /// Made when the models are loaded: it needs their FLOPs.
     private var policy: AdaptivePolicy?
     private var lastDecision: InferenceMode?
@@ -49,31 +46,51 @@ public actor Agent {
         UInt64(now.timeIntervalSince1970 * 1000) << 20
     }
 
+    /// The offline state, published retained by the will and by ``stop()``.
+    static func offlineState(_ deviceID: String) -> MQTTMessage {
+        let payload = (try? JSONEncoder().encode(DeviceState(id: deviceID, status: .offline, profile: nil))) ?? Data()
+        return MQTTMessage(topic: Topic.deviceState(device: deviceID).path, payload: [UInt8](payload), qos: 1, retain: true)
+    }
+
+    /// An agent that reaches the broker of its configuration over MQTT.
     public init(_ configuration: AgentConfiguration) throws {
-        self.configuration = configuration
-        artifacts = ArtifactStore(directory: configuration.modelCache)
-        remote = RemoteRequests(offlineLimit: configuration.offlineQueueLimit, retryAfter: configuration.retryInterval.milliseconds)
-        var logger = Logger(label: "cleave.agent.\(configuration.deviceID)")
-        logger.logLevel = .notice
-        self.logger = logger
-        let offline = try JSONEncoder().encode(DeviceState(id: configuration.deviceID, status: .offline, profile: nil))
-        client = try MQTTClient(
+        let will = Self.offlineState(configuration.deviceID)
+        let client = try MQTTClient(
             MQTTConfiguration(
                 host: configuration.brokerHost, port: configuration.brokerPort, clientID: configuration.deviceID,
                 username: configuration.username, password: configuration.password,
-                will: .init(topic: Topics.deviceState(configuration.deviceID), payload: [UInt8](offline), qos: 1, retain: true),
+                will: .init(topic: will.topic, payload: will.payload, qos: 1, retain: true),
                 reconnectDelay: (1, 4), sessionExpiry: configuration.sessionExpiry))
+        self.init(configuration, transport: client)
+    }
+
+    /// An agent over any transport (the in-memory broker in unit tests); `logger` defaults to
+    /// `cleave.agent.{id}` at notice level.
+    public init(_ configuration: AgentConfiguration, transport: any MessageTransport, logger: Logger? = nil) {
+        self.configuration = configuration
+        self.transport = transport
+        provisioner = Provisioner(configuration: configuration)
+        channel = RemoteChannel(transport: transport, offlineLimit: configuration.offlineQueueLimit, retryAfter: configuration.retryInterval)
+        self.logger =
+            logger
+            ?? {
+                var logger = Logger(label: "cleave.agent.\(configuration.deviceID)")
+                logger.logLevel = .notice
+                return logger
+            }()
     }
 
     /// What the agent has done so far.
     public var statistics: AgentStatistics {
-        var result = counters
-        result.retries = remote.retries
-        result.droppedAnswers = remote.droppedAnswers
-        return result
+        get async {
+            var result = counters
+            result.retries = await channel.retries
+            result.droppedAnswers = await channel.droppedAnswers
+            return result
+        }
     }
 
-    /// Milliseconds since the agent was made (the clock of ``RemoteRequests`` and the policy).
+    /// Milliseconds since the agent was made (the policy's clock).
     private func milliseconds(_ instant: ContinuousClock.Instant = .now) -> Double {
         (instant - epoch).milliseconds
     }
@@ -82,21 +99,21 @@ public actor Agent {
 
     /// Connects, subscribes to its control and result topics and announces itself.
     public func start() async throws {
-        let events = client.events
+        let events = transport.events
         eventTask = Task { [weak self] in
             for await event in events {
                 guard let self else { return }
                 await self.handle(event)
             }
         }
-        try client.connect()
+        try transport.connect()
         if !connected { await withCheckedContinuation { connectedWaiters.append($0) } }
     }
 
     /// Waits until an assignment arrived, both its models are verified and the head is loaded.
     public func waitUntilReady(timeout: Duration = .seconds(30)) async throws {
         let deadline = ContinuousClock.now + timeout
-        while headSession == nil || !(assignment.map { artifacts.contains($0.full.sha256) } ?? false) {
+        while !provisioner.isReady {
             guard ContinuousClock.now < deadline else {
                 throw AgentError(description: "\(configuration.deviceID): no assignment and models within \(timeout)")
             }
@@ -108,17 +125,15 @@ public actor Agent {
     /// that every request is answered by this process.
     public func drain(timeout: Duration = .seconds(30)) async {
         let deadline = ContinuousClock.now + timeout
-        while remote.count > 0 && ContinuousClock.now < deadline { try? await Task.sleep(for: .milliseconds(10)) }
+        while await channel.waiting > 0 && ContinuousClock.now < deadline { try? await Task.sleep(for: .milliseconds(10)) }
     }
 
     /// Publishes the offline state and disconnects; requests still waiting fail.
-    public func stop() {
-        if let payload = try? JSONEncoder().encode(DeviceState(id: configuration.deviceID, status: .offline, profile: nil)) {
-            try? client.publish(MQTTMessage(topic: Topics.deviceState(configuration.deviceID), payload: [UInt8](payload), qos: 1, retain: true))
-        }
-        client.disconnect()
+    public func stop() async {
+        try? transport.publish(Self.offlineState(configuration.deviceID))
+        transport.disconnect()
         eventTask?.cancel()
-        for (id, entry) in remote.removeAll() { entry.waiter.resume(throwing: RemoteFailure.stopped(requestID: id)) }
+        await channel.stop()
     }
 
     // MARK: - Serving requests
@@ -172,15 +187,18 @@ public actor Agent {
     public func inferSplit(features: Tensor) async -> AgentOutcome {
         let requestID = takeRequestID()
         let started = ContinuousClock.now
-        guard let assignment else { return Self.outcome(requestID, .split, started, error: "no assignment yet") }
+        guard let assignment = provisioner.assignment else { return Self.outcome(requestID, .split, started, failure: .noAssignment) }
         do {
             let frame = try encode(features, mode: .split, requestID: requestID, assignment: assignment)
             let result = try await send(frame, requestID: requestID, mode: .split, deadline: configuration.requestTimeout.milliseconds)
             return Self.outcome(requestID, .split, started, result: result, bytes: frame.count)
         } catch {
-            return Self.outcome(requestID, .split, started, error: "\(error)")
+            return Self.outcome(requestID, .split, started, failure: AgentFailure(error))
         }
     }
+
+    /// The head's output for `input` at the assignment's cut (what a split request sends).
+    public func headFeatures(_ input: Tensor) throws -> Tensor { try provisioner.headFeatures(input) }
 
     private func takeRequestID() -> UInt64 {
         defer { nextRequestID += 1 }
@@ -189,10 +207,19 @@ public actor Agent {
 
     /// The whole model on the device.
     private func runLocal(_ input: Tensor, requestID: UInt64, started: ContinuousClock.Instant) async -> AgentOutcome {
-        guard let assignment, headSession != nil else { return fail(Self.outcome(requestID, .local, started, error: "no assignment yet")) }
+        guard let assignment = provisioner.assignment, provisioner.headSession != nil else {
+            return fail(Self.outcome(requestID, .local, started, failure: .noAssignment))
+        }
         await emulate(emulated?.localMilliseconds)
         do {
-            let output = try loadedFullSession(assignment).run([assignment.inputName: input])
+            let output: [String: Tensor]
+            do {
+                output = try provisioner.full().run([assignment.inputName: input])
+            } catch {
+                // A corrupt cache file was dropped: fetch it again from the broker.
+                subscribeToMissingArtifacts()
+                throw error
+            }
             guard let logits = output.values.first else { throw AgentError(description: "model produced no output") }
             let (prediction, confidence) = Classification.top(logits.scalars(as: Float.self))
             counters.answered[.local, default: 0] += 1
@@ -200,7 +227,7 @@ public actor Agent {
                 requestID: requestID, prediction: prediction, confidence: confidence, error: nil, coordinator: "local", batchSize: 1)
             return Self.outcome(requestID, .local, started, result: result)
         } catch {
-            return fail(Self.outcome(requestID, .local, started, error: "\(error)"))
+            return fail(Self.outcome(requestID, .local, started, failure: .computation("\(error)")))
         }
     }
 
@@ -213,12 +240,14 @@ public actor Agent {
         _ input: Tensor, mode: InferenceMode, requestID: UInt64, started: ContinuousClock.Instant, deadline: Double, learn: Bool = false,
         race: Bool = false
     ) async -> AgentOutcome {
-        guard let assignment, headSession != nil else { return fail(Self.outcome(requestID, mode, started, error: "no assignment yet")) }
+        guard let assignment = provisioner.assignment, provisioner.headSession != nil else {
+            return fail(Self.outcome(requestID, mode, started, failure: .noAssignment))
+        }
         do {
             var features = input
             if mode == .split {
                 await emulate(emulated?.headMilliseconds)
-                features = try headFeatures(input)
+                features = try provisioner.headFeatures(input)
             }
             let frame = try encode(features, mode: mode, requestID: requestID, assignment: assignment)
             let remaining = deadline - (milliseconds() - milliseconds(started))
@@ -238,7 +267,7 @@ public actor Agent {
             outcome.fallback = mode
             return outcome
         } catch {
-            return fail(Self.outcome(requestID, mode, started, error: "\(error)"))
+            return fail(Self.outcome(requestID, mode, started, failure: AgentFailure(error)))
         }
     }
 
@@ -266,7 +295,7 @@ public actor Agent {
     /// The frame for a split (features at the cut, the assignment's codec) or offload (the
     /// input, uint8) request; its size teaches the policy what each mode sends.
     private func encode(_ tensor: Tensor, mode: InferenceMode, requestID: UInt64, assignment: Assignment) throws -> [UInt8] {
-        let codec = mode == .split ? FrameCodec(named: assignment.codec) ?? .uint8 : .uint8
+        let codec = mode == .split ? FrameCodec(named: assignment.codec.rawValue) ?? .uint8 : .uint8
         let frame = BottleneckCodec.encode(tensor, requestID: requestID, options: FrameOptions(codec: codec, zstdLevel: assignment.zstdLevel))
         policy?.observeFrame(mode: mode, bytes: frame.count)
         return frame
@@ -274,10 +303,11 @@ public actor Agent {
 
     private static func outcome(
         _ requestID: UInt64, _ mode: InferenceMode, _ started: ContinuousClock.Instant, result: InferenceResult? = nil, bytes: Int = 0,
-        error: String? = nil
+        failure: AgentFailure? = nil
     ) -> AgentOutcome {
-        AgentOutcome(
-            requestID: requestID, mode: mode, fallback: nil, prediction: result?.prediction, error: error ?? result?.error, bytesSent: bytes,
+        let failure = failure ?? result.flatMap { $0.prediction == nil ? AgentFailure.rejected($0.error ?? "no prediction") : nil }
+        return AgentOutcome(
+            requestID: requestID, mode: mode, fallback: nil, prediction: result?.prediction, failure: failure, bytesSent: bytes,
             latencyMilliseconds: (ContinuousClock.now - started).milliseconds, batchSize: result?.batchSize ?? 1, decision: nil)
     }
 
@@ -287,79 +317,13 @@ public actor Agent {
         try? await Task.sleep(for: .microseconds(Int(milliseconds * 1000)))
     }
 
-    private func loadedFullSession(_ assignment: Assignment) throws -> InferenceSession {
-        if let fullSession { return fullSession }
-        let session = try loadSession(assignment.full.sha256, role: "full model")
-        fullSession = session
-        return session
-    }
-
-    private func loadSession(_ sha256: String, role: String) throws -> InferenceSession {
-        let bytes: [UInt8]
-        do {
-            bytes = try artifacts.bytes(sha256)
-        } catch {
-            // A corrupt cache file: drop it and fetch the artifact again from the broker.
-            artifacts.remove(sha256)
-            try? client.subscribe(Topics.model(sha256), qos: 1)
-            throw error
-        }
-        let threads = configuration.threads ?? configuration.profile.cores
-        return InferenceSession(model: try Model(serialized: Data(bytes), source: "\(role) \(sha256.prefix(12))"), threads: threads)
-    }
-
-    /// The head's output for `input` at the assignment's cut (what a split request sends).
-    public func headFeatures(_ input: Tensor) throws -> Tensor {
-        guard let assignment, let headSession else { throw AgentError(description: "no assignment yet") }
-        guard let features = try headSession.run([assignment.inputName: input])[assignment.cutTensor] else {
-            throw AgentError(description: "the assigned head model has no output '\(assignment.cutTensor)'")
-        }
-        return features
-    }
-
-    // MARK: - Remote requests
-
-    /// Publishes `frame` (or queues it while offline) and waits for the answer, at most
-    /// `deadline` milliseconds; retries and the offline queue are ``RemoteRequests``'s.
+    /// Hands `frame` to the channel and waits for the answer, at most `deadline` milliseconds.
     private func send(_ frame: [UInt8], requestID: UInt64, mode: InferenceMode, deadline: Double) async throws -> InferenceResult {
+        let device = configuration.deviceID
         let message = MQTTMessage(
-            topic: Topics.infer(configuration.deviceID), payload: frame, qos: 1,
-            responseTopic: Topics.results(configuration.deviceID), correlationData: RequestID.encode(requestID),
-            userProperties: [Topics.modeProperty: mode.rawValue])
-        return try await withCheckedThrowingContinuation { continuation in
-            let now = milliseconds()
-            let (publication, evicted) = remote.add(
-                requestID, message: message, now: now, deadline: now + max(0, deadline), connected: connected, waiter: continuation)
-            if let (id, entry) = evicted {
-                entry.waiter.resume(throwing: RemoteFailure.offlineQueueFull(requestID: id, limit: remote.offlineLimit))
-            }
-            if let publication { publish(publication) }
-            Task { [weak self] in await self?.watch(requestID, since: now) }
-        }
-    }
-
-    /// Retries `requestID` when its answer is late and fails it at its deadline.
-    private func watch(_ requestID: UInt64, since start: Double) async {
-        while let next = remote.nextEvent(for: requestID) {
-            // Wake at least every 200 ms: a queued request is published by the reconnect, and its
-            // retries must not wait for the deadline.
-            let wait = min(next - milliseconds(), 200)
-            if wait > 0 { try? await Task.sleep(for: .microseconds(Int(wait * 1000))) }
-            let (retry, expired) = remote.service(requestID, now: milliseconds(), connected: connected)
-            if let retry { publish(retry) }
-            if let expired {
-                expired.waiter.resume(throwing: RemoteFailure.noAnswer(requestID: requestID, afterMilliseconds: milliseconds() - start))
-                return
-            }
-        }
-    }
-
-    private func publish(_ publication: RemoteRequests<CheckedContinuation<InferenceResult, Error>>.Publication) {
-        do {
-            try client.publish(publication.message)
-        } catch {
-            remote.unsent(publication.requestID)
-        }
+            topic: Topic.infer(device: device).path, payload: frame, qos: 1, responseTopic: Topic.results(device: device).path,
+            correlationData: RequestID.encode(requestID), userProperties: [Topic.modeProperty: mode.rawValue])
+        return try await channel.send(message, requestID: requestID, deadline: deadline)
     }
 
     // MARK: - Events from the broker
@@ -370,24 +334,20 @@ public actor Agent {
             connected = true
             counters.connects += 1
             do {
-                try client.subscribe(Topics.deviceControl(configuration.deviceID), qos: 1)
-                try client.subscribe(Topics.results(configuration.deviceID), qos: 1)
-                if let assignment {
-                    for sha in [assignment.full.sha256, assignment.head.sha256] where !artifacts.contains(sha) {
-                        try client.subscribe(Topics.model(sha), qos: 1)
-                    }
-                }
+                try transport.subscribe(Topic.deviceControl(device: configuration.deviceID).path, qos: 1)
+                try transport.subscribe(Topic.results(device: configuration.deviceID).path, qos: 1)
+                subscribeToMissingArtifacts()
                 let state = try JSONEncoder().encode(DeviceState(id: configuration.deviceID, status: .online, profile: configuration.profile))
-                try client.publish(MQTTMessage(topic: Topics.deviceState(configuration.deviceID), payload: [UInt8](state), qos: 1, retain: true))
+                try transport.publish(
+                    MQTTMessage(topic: Topic.deviceState(device: configuration.deviceID).path, payload: [UInt8](state), qos: 1, retain: true))
                 logger.info("connected and announced")
             } catch {
                 logger.error("announcing failed: \(error)")
             }
             // Whatever waited while offline goes out now, and so does whatever was in flight when
             // the connection dropped (the coordinator answers repeats from its cache).
-            let waiting = remote.flush(now: milliseconds())
-            if !waiting.isEmpty { logger.notice("connected: sending \(waiting.count) waiting requests") }
-            waiting.forEach(publish)
+            let sent = await channel.connectionEstablished()
+            if sent > 0 { logger.notice("connected: sending \(sent) waiting requests") }
             if counters.connects > 1 { policy?.reconnected(now: milliseconds() / 1000) }
             let waiters = connectedWaiters
             connectedWaiters = []
@@ -396,83 +356,67 @@ public actor Agent {
             logger.error("broker refused the connection (reason \(code))")
         case .disconnected(let code):
             connected = false
-            remote.disconnected()
+            await channel.connectionLost()
             if code != 0 { logger.warning("connection lost (code \(code)); reconnecting, requests wait in the offline queue") }
         case .message(let message):
-            if message.topic == Topics.results(configuration.deviceID) {
-                receiveResult(message)
-            } else if message.topic == Topics.deviceControl(configuration.deviceID) {
-                receiveControl(message)
-            } else if message.topic.hasPrefix("\(Topics.prefix)/models/") {
-                receiveArtifact(message)
+            switch Topic(parsing: message.topic) {
+            case .results(let device) where device == configuration.deviceID: await receiveResult(message)
+            case .deviceControl(let device) where device == configuration.deviceID: receiveControl(message)
+            case .model(let sha256): receiveArtifact(message, claimed: sha256)
+            default: logger.debug("ignored a message on \(message.topic)")
             }
         }
     }
 
-    private func receiveResult(_ message: MQTTMessage) {
+    private func receiveResult(_ message: MQTTMessage) async {
         guard let result = try? JSONDecoder().decode(InferenceResult.self, from: Data(message.payload)) else {
             logger.warning("unreadable result on \(message.topic) (\(message.payload.count) bytes)")
             return
         }
         // A duplicate answer (a retry's, or a redelivered QoS 1 message) finds no waiting request
         // and is dropped: the application sees each request answered once.
-        if let waiting = remote.answer(result.requestID) {
-            waiting.waiter.resume(returning: result)
-        } else if let late = abandoned.removeValue(forKey: result.requestID), result.prediction != nil {
+        if await channel.deliver(result) { return }
+        if let late = abandoned.removeValue(forKey: result.requestID), result.prediction != nil {
             policy?.record(mode: late.mode, latency: (ContinuousClock.now - late.started).milliseconds, now: milliseconds() / 1000)
         }
     }
 
     private func receiveControl(_ message: MQTTMessage) {
         guard !message.payload.isEmpty else { return }
-        guard let control = try? JSONDecoder().decode(ControlMessage.self, from: Data(message.payload)), let assignment = control.assignment else {
-            logger.warning("unreadable control message (\(message.payload.count) bytes)")
-            return
-        }
-        guard assignment != self.assignment else { return }
-        logger.notice("assigned \(assignment.model): cut at \(assignment.cutTensor) \(assignment.cutShape), codec \(assignment.codec)")
-        self.assignment = assignment
-        headSession = nil
-        fullSession = nil
-        policy = nil
-        for sha in [assignment.full.sha256, assignment.head.sha256] {
-            if !artifacts.contains(sha) { try? client.subscribe(Topics.model(sha), qos: 1) }
-        }
-        loadSessionsIfComplete()
-    }
-
-    private func receiveArtifact(_ message: MQTTMessage) {
-        let claimed = String(message.topic.split(separator: "/").last ?? "")
-        let actual = SHA256.hex(message.payload)
-        guard actual == claimed else {
-            logger.error("refused model artifact on \(message.topic): its SHA-256 is \(actual)")
-            return
-        }
-        guard !artifacts.contains(claimed) else { return }
-        if let warning = artifacts.put(claimed, message.payload) { logger.warning("\(warning)") }
-        try? client.unsubscribe(Topics.model(claimed))
-        loadSessionsIfComplete()
-    }
-
-    /// What each mode costs on this device: FLOPs of the assigned models over the profile's
-    /// GFLOP/s (× `scale`); frame sizes are first guesses that the frames sent replace.
-    private func modeCosts(_ assignment: Assignment, scale: Double) throws -> ModeCosts {
-        let types = [assignment.inputName: TensorType([1] + assignment.inputShape, .float32)]
-        func flops(_ sha256: String) throws -> Int {
-            let model = try Model(serialized: Data(try artifacts.bytes(sha256)))
-            return try ModelSummary(session: InferenceSession(model: model, threads: 1), types: types).flops
-        }
-        return ModeCosts.emulated(
-            fullFLOPs: try flops(assignment.full.sha256), headFLOPs: try flops(assignment.head.sha256), profile: configuration.profile,
-            scale: scale, splitBytes: 40 + assignment.cutShape.reduce(1, *), offloadBytes: 40 + assignment.inputShape.reduce(1, *))
-    }
-
-    private func loadSessionsIfComplete() {
-        guard let assignment, headSession == nil, artifacts.contains(assignment.full.sha256), artifacts.contains(assignment.head.sha256)
-        else { return }
+        let control: ControlMessage
         do {
-            headSession = try loadSession(assignment.head.sha256, role: "head model")
-            let costs = try modeCosts(assignment, scale: configuration.computeEmulation ?? 1)
+            control = try JSONDecoder().decode(ControlMessage.self, from: Data(message.payload))
+        } catch {
+            logger.warning("unreadable control message (\(message.payload.count) bytes): \(error)")
+            return
+        }
+        guard let assignment = control.assignment, provisioner.accept(assignment) else { return }
+        logger.notice("assigned \(assignment.model): cut at \(assignment.cutTensor) \(assignment.cutShape), codec \(assignment.codec.rawValue)")
+        policy = nil
+        subscribeToMissingArtifacts()
+        loadIfComplete()
+    }
+
+    private func receiveArtifact(_ message: MQTTMessage, claimed: String) {
+        switch provisioner.receive(message.payload, claimed: claimed) {
+        case .refused(let actual):
+            logger.error("refused model artifact on \(message.topic): its SHA-256 is \(actual)")
+        case .duplicate:
+            break
+        case .stored(let warning):
+            if let warning { logger.warning("\(warning)") }
+            try? transport.unsubscribe(Topic.model(sha256: claimed).path)
+            loadIfComplete()
+        }
+    }
+
+    private func subscribeToMissingArtifacts() {
+        for sha256 in provisioner.missing { try? transport.subscribe(Topic.model(sha256: sha256).path, qos: 1) }
+    }
+
+    private func loadIfComplete() {
+        do {
+            guard let costs = try provisioner.loadIfComplete(scale: configuration.computeEmulation ?? 1) else { return }
             emulated = configuration.computeEmulation == nil ? nil : costs
             policy = AdaptivePolicy(costs: costs, timeout: configuration.requestTimeout.milliseconds)
             logger.notice(
@@ -480,6 +424,7 @@ public actor Agent {
             )
         } catch {
             logger.error("cannot load assigned models: \(error)")
+            subscribeToMissingArtifacts()
         }
     }
 }

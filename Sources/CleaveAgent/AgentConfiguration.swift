@@ -81,7 +81,7 @@ public struct AgentOutcome: Sendable {
     /// Predicted class, or nil when the request failed.
     public var prediction: Int?
     /// Why it failed.
-    public var error: String?
+    public var failure: AgentFailure?
     /// Bytes published for it (the frame), 0 for local.
     public var bytesSent: Int
     /// Time from the call to the answer, in milliseconds.
@@ -90,6 +90,51 @@ public struct AgentOutcome: Sendable {
     public var batchSize: Int
     /// Why the adaptive policy chose the mode (nil for a fixed mode).
     public var decision: String?
+}
+
+extension AgentOutcome {
+    /// Why it failed, as a sentence.
+    public var error: String? { failure?.description }
+}
+
+/// Why a request ended without a prediction: what an application (or the harness) can act on
+/// without matching strings.
+public enum AgentFailure: Error, Sendable, Equatable, CustomStringConvertible {
+    /// The agent has no assignment (or its models) yet.
+    case noAssignment
+    /// No answer before the request's deadline, and no local fallback.
+    case noAnswer(afterMilliseconds: Double)
+    /// The broker was unreachable and the offline queue was full.
+    case offlineQueueFull(limit: Int)
+    /// The agent stopped while the request waited.
+    case stopped
+    /// The coordinator answered with an error (a rejected frame, another model).
+    case rejected(String)
+    /// The device's own computation failed (a corrupt model, a codec error).
+    case computation(String)
+
+    init(_ error: any Error) {
+        switch error {
+        case let failure as RemoteFailure:
+            switch failure {
+            case .noAnswer(_, let milliseconds): self = .noAnswer(afterMilliseconds: milliseconds)
+            case .offlineQueueFull(_, let limit): self = .offlineQueueFull(limit: limit)
+            case .stopped: self = .stopped
+            }
+        default: self = .computation("\(error)")
+        }
+    }
+
+    public var description: String {
+        switch self {
+        case .noAssignment: "no assignment yet"
+        case .noAnswer(let milliseconds): "no answer within \(Int(milliseconds.rounded())) ms"
+        case .offlineQueueFull(let limit): "left the offline queue: it was full (\(limit) requests)"
+        case .stopped: "dropped: agent stopped"
+        case .rejected(let reason): "rejected by the coordinator: \(reason)"
+        case .computation(let reason): reason
+        }
+    }
 }
 
 /// What an agent has done since it started (for logs, tests and the fault suite).

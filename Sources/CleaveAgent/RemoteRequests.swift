@@ -1,4 +1,4 @@
-import CleaveMQTT
+import CleaveProtocol
 
 /// Why a remote request ended without an answer from a coordinator.
 public enum RemoteFailure: Error, Sendable, Equatable, CustomStringConvertible {
@@ -35,6 +35,8 @@ public enum RemoteFailure: Error, Sendable, Equatable, CustomStringConvertible {
 struct RemoteRequests<Waiter> {
     struct Entry {
         var message: MQTTMessage
+        /// When it was added, milliseconds on the agent's clock.
+        var added: Double
         /// Milliseconds on the agent's clock.
         var deadline: Double
         var lastSent: Double?
@@ -73,7 +75,7 @@ struct RemoteRequests<Waiter> {
         _ requestID: UInt64, message: MQTTMessage, now: Double, deadline: Double, connected: Bool,
         waiter: Waiter
     ) -> (publish: Publication?, evicted: (UInt64, Entry)?) {
-        var entry = Entry(message: message, deadline: deadline, waiter: waiter)
+        var entry = Entry(message: message, added: now, deadline: deadline, waiter: waiter)
         if connected {
             entry.lastSent = now
             entry.attempts = 1
@@ -157,6 +159,24 @@ struct RemoteRequests<Waiter> {
         entries[requestID]!.attempts += 1
         retries += 1
         return (Publication(requestID: requestID, message: entry.message, retry: true), nil)
+    }
+
+    /// When the first of all requests next needs attention (milliseconds), nil when none waits.
+    func nextEvent() -> Double? {
+        entries.keys.lazy.compactMap { nextEvent(for: $0) }.min()
+    }
+
+    /// Everything due at `now`, for every request: retries to publish, and the requests whose
+    /// deadline has passed (removed), oldest id first.
+    mutating func serviceAll(now: Double, connected: Bool) -> (retries: [Publication], expired: [(UInt64, Entry)]) {
+        var retries: [Publication] = []
+        var expired: [(UInt64, Entry)] = []
+        for id in entries.keys.sorted() {
+            let (retry, gone) = service(id, now: now, connected: connected)
+            if let retry { retries.append(retry) }
+            if let gone { expired.append((id, gone)) }
+        }
+        return (retries, expired)
     }
 
     /// When `requestID` next needs attention (milliseconds), nil once it is gone.

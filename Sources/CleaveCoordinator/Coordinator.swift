@@ -67,11 +67,13 @@ public struct CoordinatorStatistics: Sendable {
 public actor Coordinator {
     public let configuration: CoordinatorConfiguration
     private let bundle: ModelBundle
-    private let client: MQTTClient
+    private let transport: any MessageTransport
     private let logger: Logger
+    private let planner: any Planner
     private let tailBatcher: TailBatcher
     private let fullBatcher: TailBatcher
-    private let assignment: Assignment
+    /// The artifacts and shapes this coordinator serves (every plan is a variant of it).
+    private let served: Assignment
     private let headDigestPrefix: [UInt8]
     private var devices: [String: DeviceState] = [:]
     /// Answers to the last ``recentCapacity`` requests, for duplicates (a QoS 1 redelivery).
@@ -79,18 +81,42 @@ public actor Coordinator {
     private var recentOrder: [String] = []
     private var recentNext = 0
     private let recentCapacity = 4096
+    /// Copies of requests being computed, by `device/id`: answered with the first copy's result.
+    private var inFlight: [String: [MQTTMessage]] = [:]
     private var eventTask: Task<Void, Never>?
     private var connectedWaiters: [CheckedContinuation<Void, Never>] = []
     private var connected = false
     public private(set) var statistics = CoordinatorStatistics()
 
+    /// A coordinator that reaches the broker of its configuration over MQTT.
     public init(_ configuration: CoordinatorConfiguration, bundle: ModelBundle) throws {
+        let client = try MQTTClient(
+            MQTTConfiguration(
+                host: configuration.brokerHost, port: configuration.brokerPort, clientID: configuration.id,
+                username: configuration.username, password: configuration.password, reconnectDelay: (1, 4)))
+        try self.init(configuration, bundle: bundle, transport: client)
+    }
+
+    /// A coordinator over any transport (the in-memory broker in unit tests), with the split
+    /// planner for `bundle` unless `planner` is given.
+    public init(
+        _ configuration: CoordinatorConfiguration, bundle: ModelBundle, transport: any MessageTransport, planner: (any Planner)? = nil,
+        logger: Logger? = nil
+    ) throws {
         self.configuration = configuration
         self.bundle = bundle
-        var logger = Logger(label: "cleave.coordinator.\(configuration.id)")
-        logger.logLevel = .notice
-        self.logger = logger
+        self.transport = transport
+        self.logger =
+            logger
+            ?? {
+                var logger = Logger(label: "cleave.coordinator.\(configuration.id)")
+                logger.logLevel = .notice
+                return logger
+            }()
         let manifest = bundle.manifest
+        let split = try SplitPlanner(bundle: bundle)
+        self.planner = planner ?? split
+        served = split.base
         let tail = InferenceSession(model: try Model(serialized: Data(bundle.tail), source: "tail of \(manifest.name)"), threads: 1)
         let full = InferenceSession(model: try Model(serialized: Data(bundle.full), source: "\(manifest.name)"), threads: 1)
         tailBatcher = TailBatcher(
@@ -99,39 +125,30 @@ public actor Coordinator {
         fullBatcher = TailBatcher(
             session: full, inputName: manifest.inputName, maximumBatch: configuration.maximumBatch, maximumWait: configuration.maximumWait,
             workers: configuration.threads)
-        assignment = Assignment(
-            model: manifest.name, full: ArtifactReference(sha256: manifest.full.sha256, bytes: bundle.full.count),
-            head: ArtifactReference(sha256: manifest.head.sha256, bytes: bundle.head.count), inputName: manifest.inputName,
-            inputShape: manifest.inputShape, cutTensor: manifest.cutTensor, cutShape: manifest.cutShape, codec: manifest.codec,
-            zstdLevel: manifest.zstdLevel)
         headDigestPrefix = stride(from: 0, to: 16, by: 2).map { offset in
             let start = manifest.head.sha256.index(manifest.head.sha256.startIndex, offsetBy: offset)
             return UInt8(manifest.head.sha256[start..<manifest.head.sha256.index(start, offsetBy: 2)], radix: 16) ?? 0
         }
-        client = try MQTTClient(
-            MQTTConfiguration(
-                host: configuration.brokerHost, port: configuration.brokerPort, clientID: configuration.id,
-                username: configuration.username, password: configuration.password, reconnectDelay: (1, 4)))
     }
 
     // MARK: - Lifecycle
 
     /// Connects, publishes the model artifacts (retained) and starts serving.
     public func start() async throws {
-        let events = client.events
+        let events = transport.events
         eventTask = Task { [weak self] in
             for await event in events {
                 guard let self else { return }
                 await self.handle(event)
             }
         }
-        try client.connect()
+        try transport.connect()
         if !connected { await withCheckedContinuation { connectedWaiters.append($0) } }
     }
 
     /// Disconnects.
     public func stop() {
-        client.disconnect()
+        transport.disconnect()
         eventTask?.cancel()
     }
 
@@ -145,12 +162,12 @@ public actor Coordinator {
         case .connected:
             connected = true
             do {
-                for (sha, bytes) in [(assignment.full.sha256, bundle.full), (assignment.head.sha256, bundle.head)] {
-                    try client.publish(MQTTMessage(topic: Topics.model(sha), payload: bytes, qos: 1, retain: true))
+                for (sha, bytes) in [(served.full.sha256, bundle.full), (served.head.sha256, bundle.head)] {
+                    try transport.publish(MQTTMessage(topic: Topic.model(sha256: sha).path, payload: bytes, qos: 1, retain: true))
                 }
-                try client.subscribe(Topics.allDeviceStates, qos: 1)
-                try client.subscribe(Topics.sharedInfer, qos: 1)
-                logger.notice("serving \(assignment.model) (cut at \(assignment.cutTensor)); batches up to \(configuration.maximumBatch)")
+                try transport.subscribe(Topic.allDeviceStates, qos: 1)
+                try transport.subscribe(Topic.sharedInfer, qos: 1)
+                logger.notice("serving \(served.model) (cut at \(served.cutTensor)); batches up to \(configuration.maximumBatch)")
             } catch {
                 logger.error("starting to serve failed: \(error)")
             }
@@ -160,19 +177,21 @@ public actor Coordinator {
         case .refused(let code):
             logger.error("broker refused the connection (reason \(code))")
         case .disconnected(let code):
+            connected = false
             if code != 0 { logger.warning("connection lost (code \(code)); reconnecting") }
         case .message(let message):
-            if message.topic.hasSuffix("/state") {
-                receiveState(message)
-            } else if message.topic.hasPrefix("\(Topics.prefix)/infer/") {
+            switch Topic(parsing: message.topic) {
+            case .deviceState(let device): receiveState(message, device: device)
+            case .infer(let device):
                 let work = message
-                Task { await self.serve(work) }
+                Task { await self.serve(work, device: device) }
+            default: logger.debug("ignored a message on \(message.topic)")
             }
         }
     }
 
-    private func receiveState(_ message: MQTTMessage) {
-        guard let device = Topics.deviceID(in: message.topic), !message.payload.isEmpty else { return }
+    private func receiveState(_ message: MQTTMessage, device: String) {
+        guard !message.payload.isEmpty else { return }
         guard let state = try? JSONDecoder().decode(DeviceState.self, from: Data(message.payload)) else {
             logger.warning("unreadable state from \(device)")
             return
@@ -182,15 +201,19 @@ public actor Coordinator {
         statistics.devicesOnline = devices.values.filter { $0.status == .online }.count
         guard state.status != previous else { return }
         logger.notice("device \(device) is \(state.status.rawValue)\(state.profile.map { " (\($0.name))" } ?? "")")
-        if state.status == .online, let control = try? JSONEncoder().encode(ControlMessage(assignment: assignment)) {
-            try? client.publish(MQTTMessage(topic: Topics.deviceControl(device), payload: [UInt8](control), qos: 1, retain: true))
+        guard state.status == .online else { return }
+        do {
+            let assignment = try planner.assignment(for: state)
+            let control = try JSONEncoder().encode(ControlMessage(assignment: assignment))
+            try transport.publish(MQTTMessage(topic: Topic.deviceControl(device: device).path, payload: [UInt8](control), qos: 1, retain: true))
+        } catch {
+            logger.error("no assignment for \(device): \(error)")
         }
     }
 
     // MARK: - Serving frames
 
-    private func serve(_ message: MQTTMessage) async {
-        let device = Topics.deviceID(in: message.topic) ?? "?"
+    private func serve(_ message: MQTTMessage, device: String) async {
         let requestID = RequestID.decode(message.correlationData)
         let key = "\(device)/\(requestID.map(String.init) ?? "-")"
         if requestID != nil, let cached = recent[key] {
@@ -198,8 +221,16 @@ public actor Coordinator {
             reply(cached, to: message)
             return
         }
-        let mode = InferenceMode(rawValue: message.userProperties[Topics.modeProperty] ?? "split") ?? .split
-        let shape = [1] + (mode == .offload ? assignment.inputShape : assignment.cutShape)
+        // A copy (a retry, a redelivery) of a request still being computed waits for that answer
+        // instead of computing it again.
+        if requestID != nil, inFlight[key] != nil {
+            statistics.duplicates += 1
+            inFlight[key]!.append(message)
+            return
+        }
+        if requestID != nil { inFlight[key] = [] }
+        let mode = InferenceMode(rawValue: message.userProperties[Topic.modeProperty] ?? "split") ?? .split
+        let shape = [1] + (mode == .offload ? served.inputShape : served.cutShape)
         let result: InferenceResult
         do {
             guard message.payload.count <= configuration.maximumFrameBytes else {
@@ -209,7 +240,7 @@ public actor Coordinator {
             let frame = try BottleneckCodec.decode(message.payload, expectedShape: shape, limits: limits)
             if let context = frame.context, context.modelDigest != headDigestPrefix {
                 let digest = context.modelDigest.map { String(format: "%02x", $0) }.joined()
-                throw FrameError.invalidParameters("frame is for model \(digest)…, this coordinator serves \(assignment.head.sha256.prefix(16))…")
+                throw FrameError.invalidParameters("frame is for model \(digest)…, this coordinator serves \(served.head.sha256.prefix(16))…")
             }
             if let requestID, frame.requestID != requestID {
                 throw FrameError.invalidParameters("frame request id \(frame.requestID) differs from correlation data \(requestID)")
@@ -227,6 +258,7 @@ public actor Coordinator {
         }
         if requestID != nil {
             remember(result, key: key)
+            for copy in inFlight.removeValue(forKey: key) ?? [] { reply(result, to: copy) }
         }
         reply(result, to: message)
     }
@@ -245,7 +277,7 @@ public actor Coordinator {
     private func reply(_ result: InferenceResult, to request: MQTTMessage) {
         guard let topic = request.responseTopic, let payload = try? JSONEncoder().encode(result) else { return }
         do {
-            try client.publish(MQTTMessage(topic: topic, payload: [UInt8](payload), qos: 1, correlationData: request.correlationData))
+            try transport.publish(MQTTMessage(topic: topic, payload: [UInt8](payload), qos: 1, correlationData: request.correlationData))
         } catch {
             logger.error("cannot answer on \(topic): \(error)")
         }

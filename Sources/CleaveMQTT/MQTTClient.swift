@@ -1,4 +1,5 @@
 import CMosquitto
+import CleaveProtocol
 import Synchronization
 
 #if canImport(Glibc)
@@ -194,3 +195,5 @@ extension MQTTMessage {
             responseTopic: responseTopic, correlationData: correlation, userProperties: user)
     }
 }
+
+extension MQTTClient: MessageTransport {}

@@ -1,3 +1,5 @@
+import CleaveProtocol
+
 /// How to reach and identify with a broker.
 public struct MQTTConfiguration: Sendable {
     /// A message the broker publishes if this client vanishes.
@@ -67,43 +69,4 @@ public struct MQTTConfiguration: Sendable {
         self.tls = tls
         self.reconnectDelay = reconnectDelay
     }
-}
-
-/// An application message received from or sent to the broker.
-public struct MQTTMessage: Sendable {
-    public var topic: String
-    public var payload: [UInt8]
-    public var qos: Int
-    public var retain: Bool
-    /// MQTT v5 response topic, where the receiver should answer.
-    public var responseTopic: String?
-    /// MQTT v5 correlation data, echoed in the answer.
-    public var correlationData: [UInt8]?
-    /// MQTT v5 user properties.
-    public var userProperties: [String: String]
-
-    /// A message.
-    public init(
-        topic: String, payload: [UInt8], qos: Int = 0, retain: Bool = false, responseTopic: String? = nil,
-        correlationData: [UInt8]? = nil, userProperties: [String: String] = [:]
-    ) {
-        self.topic = topic
-        self.payload = payload
-        self.qos = qos
-        self.retain = retain
-        self.responseTopic = responseTopic
-        self.correlationData = correlationData
-        self.userProperties = userProperties
-    }
-}
-
-/// What the client reports through ``MQTTClient/events``.
-public enum MQTTEvent: Sendable {
-    /// The broker accepted the connection (also after each automatic reconnect).
-    case connected
-    /// The broker refused the connection; the code is the MQTT v5 reason code.
-    case refused(reasonCode: Int)
-    /// The connection dropped (code 0: we asked for it); libmosquitto reconnects by itself.
-    case disconnected(code: Int)
-    case message(MQTTMessage)
 }

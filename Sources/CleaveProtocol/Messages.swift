@@ -42,6 +42,27 @@ public struct ArtifactReference: Codable, Sendable, Equatable {
     }
 }
 
+/// The frame codecs an assignment can name. Decoding an assignment with any other name fails
+/// (an agent must not guess a codec the coordinator did not mean).
+public enum CodecName: String, Codable, Sendable, CaseIterable {
+    case float32, float16, uint8, int4
+
+    /// The codec called `name`, or an error that lists the known ones.
+    public init(validating name: String) throws {
+        guard let codec = CodecName(rawValue: name) else {
+            throw ProtocolError("unknown frame codec '\(name)'; known: \(CodecName.allCases.map(\.rawValue).joined(separator: ", "))")
+        }
+        self = codec
+    }
+}
+
+/// A protocol message or manifest that cannot be used as it is.
+public struct ProtocolError: Error, Sendable, Equatable, CustomStringConvertible {
+    public let description: String
+
+    public init(_ description: String) { self.description = description }
+}
+
 /// What a coordinator asks a device to run.
 public struct Assignment: Codable, Sendable, Equatable {
     /// Human-readable model name.
@@ -55,13 +76,13 @@ public struct Assignment: Codable, Sendable, Equatable {
     /// The cut tensor and its shape for one sample.
     public var cutTensor: String
     public var cutShape: [Int]
-    /// Codec name (`float32`, `float16`, `uint8`, `int4`) and zstd level (nil: none) for frames.
-    public var codec: String
+    /// Frame codec and zstd level (nil: none) for split frames.
+    public var codec: CodecName
     public var zstdLevel: Int?
 
     public init(
         model: String, full: ArtifactReference, head: ArtifactReference, inputName: String, inputShape: [Int], cutTensor: String,
-        cutShape: [Int], codec: String, zstdLevel: Int?
+        cutShape: [Int], codec: CodecName, zstdLevel: Int?
     ) {
         self.model = model
         self.full = full

@@ -183,7 +183,7 @@ struct HarnessRun: AsyncParsableCommand {
                         if let prediction = outcome.prediction {
                             status = (prediction == Int(test.labels[image]) ? "ok" : "wrong") + (outcome.fallback != nil ? "-fallback" : "")
                         } else {
-                            status = (outcome.error ?? "error").contains("no answer") ? "timeout" : "error: \(outcome.error ?? "?")"
+                            if case .noAnswer = outcome.failure { status = "timeout" } else { status = "error: \(outcome.error ?? "?")" }
                         }
                         mine.append(
                             RequestRecord(

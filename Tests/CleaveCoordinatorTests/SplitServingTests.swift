@@ -111,7 +111,7 @@ import Testing
         let client = try MQTTClient(MQTTConfiguration(port: broker.port, clientID: "prober"))
         try client.connect()
         for await event in client.events { if case .connected = event { break } }
-        try client.subscribe(Topics.results("prober"), qos: 1)
+        try client.subscribe(Topic.results(device: "prober").path, qos: 1)
         try await Task.sleep(for: .milliseconds(100))
         let features = Tensor(zeros: [1] + bundle.manifest.cutShape)
         var wrongCRC = BottleneckCodec.encode(features, requestID: 2)
@@ -126,7 +126,7 @@ import Testing
         for (id, payload, _) in probes {
             try client.publish(
                 MQTTMessage(
-                    topic: Topics.infer("prober"), payload: payload, qos: 1, responseTopic: Topics.results("prober"),
+                    topic: Topic.infer(device: "prober").path, payload: payload, qos: 1, responseTopic: Topic.results(device: "prober").path,
                     correlationData: RequestID.encode(id)))
         }
         var replies: [UInt64: String] = [:]
@@ -207,24 +207,33 @@ import Testing
         #expect(expected != nil)
         await first.stop()
 
-        // Corrupt the cached whole model: the restarted agent loads its head from the cache,
-        // refuses the whole model on first use, and fetches it again from the broker.
+        // Corrupt the cached whole model: the restarted agent finds it while loading (both
+        // artifacts are verified before it is ready), removes it and fetches it again.
         var bytes = [UInt8](try Data(contentsOf: URL(fileURLWithPath: full)))
         bytes[bytes.count / 2] ^= 0xFF
         try Data(bytes).write(to: URL(fileURLWithPath: full))
         let second = try agent("cache-b")
         try await second.start()
         try await second.waitUntilReady()
-        let refused = await second.infer(image, mode: .local)
+        #expect(try Data(contentsOf: URL(fileURLWithPath: full)) == Data(bundle.full), "the corrupt file was replaced")
+        let recovered = await second.infer(image, mode: .local)
+        #expect(recovered.prediction == expected, "\(recovered.error ?? "")")
+        // A file corrupted while the agent runs is refused on use, naming the problem.
+        try Data(bytes).write(to: URL(fileURLWithPath: full))
+        let third = try agent("cache-c")
+        try await third.start()
+        try await third.waitUntilReady()
+        try Data(bytes).write(to: URL(fileURLWithPath: full))
+        let refused = await third.infer(image, mode: .local)
         #expect(refused.prediction == nil)
         #expect(refused.error?.contains("is corrupt") == true, "\(refused.error ?? "no error")")
-        var recovered: AgentOutcome?
-        for _ in 0..<100 where recovered?.prediction == nil {
+        var again: AgentOutcome?
+        for _ in 0..<100 where again?.prediction == nil {
             try await Task.sleep(for: .milliseconds(50))
-            recovered = await second.infer(image, mode: .local)
+            again = await third.infer(image, mode: .local)
         }
-        #expect(recovered?.prediction == expected)
-        #expect(try Data(contentsOf: URL(fileURLWithPath: full)) == Data(bundle.full))
+        #expect(again?.prediction == expected)
+        await third.stop()
         await second.stop()
         await coordinator.stop()
         _ = broker

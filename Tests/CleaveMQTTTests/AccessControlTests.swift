@@ -1,3 +1,4 @@
+import CleaveProtocol
 import Foundation
 import Testing
 

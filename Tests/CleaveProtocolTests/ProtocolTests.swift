@@ -45,9 +45,9 @@ import Testing
     }
 
     @Test func topicsRoundTrip() {
-        #expect(Topics.deviceID(in: Topics.infer("pi-7")) == "pi-7")
-        #expect(Topics.deviceID(in: Topics.deviceState("pi-7")) == "pi-7")
-        #expect(Topics.deviceID(in: "other/v1/infer/x") == nil)
+        #expect(Topic(parsing: Topic.infer(device: "pi-7").path)?.device == "pi-7")
+        #expect(Topic(parsing: Topic.deviceState(device: "pi-7").path)?.device == "pi-7")
+        #expect(Topic(parsing: "other/v1/infer/x") == nil)
         #expect(RequestID.decode(RequestID.encode(0xDEAD_BEEF_0102)) == 0xDEAD_BEEF_0102)
         #expect(RequestID.decode([1, 2, 3]) == nil)
     }

@@ -1,4 +1,5 @@
 import CleaveMQTT
+import CleaveProtocol
 import Testing
 
 @testable import CleaveAgent

@@ -1,0 +1,114 @@
+import CleaveProtocol
+import CleaveSupport
+
+/// The agent's remote path: requests out through the transport, answers back to the callers
+/// that wait for them, with ``RemoteRequests``'s offline queue and retries driven by one timer
+/// for all requests.
+///
+/// The timer sleeps until the earliest retry or deadline of any waiting request (at most
+/// 200 ms, so that queued requests see a reconnect promptly) and is moved earlier when a new
+/// request's deadline comes first — a hedging deadline of 30 ms fires at 30 ms.
+actor RemoteChannel {
+    typealias Waiter = CheckedContinuation<InferenceResult, Error>
+
+    private let transport: any MessageTransport
+    private var requests: RemoteRequests<Waiter>
+    private var connected = false
+    private var timer: Task<Void, Never>?
+    private var timerDue = Double.infinity
+    private let epoch = ContinuousClock.now
+
+    init(transport: any MessageTransport, offlineLimit: Int, retryAfter: Duration) {
+        self.transport = transport
+        requests = RemoteRequests(offlineLimit: offlineLimit, retryAfter: retryAfter.milliseconds)
+    }
+
+    /// Requests waiting for an answer, published or queued.
+    var waiting: Int { requests.count }
+    /// Publications repeated because an answer was late or the connection was new.
+    var retries: Int { requests.retries }
+    /// Answers that found no waiting request (dropped, never delivered twice).
+    var droppedAnswers: Int { requests.droppedAnswers }
+
+    private func now() -> Double { (ContinuousClock.now - epoch).milliseconds }
+
+    /// Publishes `message` for `requestID` (or queues it while offline) and waits for its
+    /// answer at most `deadline` milliseconds from now.
+    func send(_ message: MQTTMessage, requestID: UInt64, deadline: Double) async throws -> InferenceResult {
+        try await withCheckedThrowingContinuation { continuation in
+            let now = now()
+            let (publication, evicted) = requests.add(
+                requestID, message: message, now: now, deadline: now + max(0, deadline), connected: connected, waiter: continuation)
+            if let (id, entry) = evicted {
+                entry.waiter.resume(throwing: RemoteFailure.offlineQueueFull(requestID: id, limit: requests.offlineLimit))
+            }
+            if let publication { publish(publication) }
+            scheduleTimer()
+        }
+    }
+
+    /// An answer arrived; false when no request waits for it (a duplicate or a late one).
+    func deliver(_ result: InferenceResult) -> Bool {
+        guard let entry = requests.answer(result.requestID) else { return false }
+        entry.waiter.resume(returning: result)
+        return true
+    }
+
+    /// The connection is up: whatever waited goes out now (returns how many).
+    func connectionEstablished() -> Int {
+        connected = true
+        let waiting = requests.flush(now: now())
+        waiting.forEach(publish)
+        scheduleTimer()
+        return waiting.count
+    }
+
+    /// The connection dropped: published requests wait to be sent again.
+    func connectionLost() {
+        connected = false
+        requests.disconnected()
+    }
+
+    /// Fails every waiting request (the agent stops).
+    func stop() {
+        timer?.cancel()
+        timer = nil
+        for (id, entry) in requests.removeAll() { entry.waiter.resume(throwing: RemoteFailure.stopped(requestID: id)) }
+    }
+
+    // MARK: - The timer
+
+    private func scheduleTimer() {
+        guard let next = requests.nextEvent() else { return }
+        let due = min(next, now() + 200)
+        if timer != nil && timerDue <= due { return }
+        timer?.cancel()
+        timerDue = due
+        let wait = max(0, due - now())
+        timer = Task { [weak self] in
+            try? await Task.sleep(for: .microseconds(Int(wait * 1000)))
+            guard !Task.isCancelled else { return }
+            await self?.timerFired()
+        }
+    }
+
+    private func timerFired() {
+        timer = nil
+        timerDue = .infinity
+        let current = now()
+        let (retries, expired) = requests.serviceAll(now: current, connected: connected)
+        retries.forEach(publish)
+        for (id, entry) in expired {
+            entry.waiter.resume(throwing: RemoteFailure.noAnswer(requestID: id, afterMilliseconds: current - entry.added))
+        }
+        scheduleTimer()
+    }
+
+    private func publish(_ publication: RemoteRequests<Waiter>.Publication) {
+        do {
+            try transport.publish(publication.message)
+        } catch {
+            requests.unsent(publication.requestID)
+        }
+    }
+}

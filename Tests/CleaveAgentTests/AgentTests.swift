@@ -1,0 +1,209 @@
+import CleaveCodec
+import CleaveProtocol
+import CleaveSupport
+import CleaveTensor
+import Foundation
+import Synchronization
+import Testing
+
+@testable import CleaveAgent
+
+/// The agent's logic on the in-memory broker, against a scripted coordinator: assignment,
+/// artifact verification, retries, the offline queue, duplicate answers, a broker that goes away.
+@Suite struct AgentTests {
+    static let repository = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("../..").standardizedFileURL.path
+    static let bundle = Result { try ModelBundle(directory: "\(repository)/models/fmnist/c4") }
+    static let image = Tensor(shape: [1, 1, 28, 28], scalars: (0..<784).map { Float($0 % 29) / 29 })
+
+    /// A coordinator written out by hand on a raw transport: it publishes the artifacts and the
+    /// assignment, and answers each frame as `answer` says (nil: ignore that copy).
+    final class ScriptedCoordinator: Sendable {
+        let transport: InMemoryTransport
+        let received = Received()
+        private let task: Task<Void, Never>
+
+        init(broker: InMemoryBroker, device: String, answer: @escaping @Sendable (_ requestID: UInt64, _ copy: Int) -> [Int]) throws {
+            let bundle = try AgentTests.bundle.get()
+            let manifest = bundle.manifest
+            let assignment = try ScriptedCoordinatorAssignment.make(bundle)
+            transport = broker.makeTransport(clientID: "scripted-coordinator")
+            try transport.connect()
+            try transport.publish(MQTTMessage(topic: Topic.model(sha256: manifest.full.sha256).path, payload: bundle.full, qos: 1, retain: true))
+            try transport.publish(MQTTMessage(topic: Topic.model(sha256: manifest.head.sha256).path, payload: bundle.head, qos: 1, retain: true))
+            let control = try JSONEncoder().encode(ControlMessage(assignment: assignment))
+            try transport.publish(MQTTMessage(topic: Topic.deviceControl(device: device).path, payload: [UInt8](control), qos: 1, retain: true))
+            try transport.subscribe(Topic.sharedInfer, qos: 1)
+            let events = transport.events
+            let transport = self.transport
+            let received = self.received
+            task = Task {
+                for await event in events {
+                    guard case .message(let message) = event, let id = RequestID.decode(message.correlationData) else { continue }
+                    let copy = received.ids.withLock { list in
+                        list.append(id)
+                        return list.filter { $0 == id }.count
+                    }
+                    for prediction in answer(id, copy) {
+                        let result = InferenceResult(
+                            requestID: id, prediction: prediction, confidence: 1, error: nil, coordinator: "scripted", batchSize: 1)
+                        try? transport.publish(
+                            MQTTMessage(
+                                topic: message.responseTopic ?? "", payload: [UInt8](try! JSONEncoder().encode(result)), qos: 1,
+                                correlationData: message.correlationData))
+                    }
+                }
+            }
+        }
+
+        deinit { task.cancel() }
+    }
+
+    func makeAgent(_ broker: InMemoryBroker, _ id: String, timeout: Duration = .seconds(5), fallback: Bool = false, offline: Int = 64) throws
+        -> Agent
+    {
+        let profile = try DeviceProfile.load("\(Self.repository)/devices/generic.yaml")
+        let configuration = AgentConfiguration(
+            deviceID: id, profile: profile, threads: 1, requestTimeout: timeout, fallbackToLocal: fallback, offlineQueueLimit: offline,
+            retryInterval: .milliseconds(50))
+        return Agent(configuration, transport: broker.makeTransport(clientID: id, will: Agent.offlineState(id)))
+    }
+
+    @Test func takesTheAssignmentAndServesSplitRequests() async throws {
+        let broker = InMemoryBroker()
+        let coordinator = try ScriptedCoordinator(broker: broker, device: "a1") { _, _ in [7] }
+        let agent = try makeAgent(broker, "a1")
+        try await agent.start()
+        try await agent.waitUntilReady(timeout: .seconds(5))
+        let outcome = await agent.infer(Self.image, mode: .split)
+        #expect(outcome.prediction == 7 && outcome.failure == nil, "\(outcome.error ?? "")")
+        #expect(outcome.bytesSent > 0 && outcome.bytesSent < 100, "an int4 frame of a 4×4×4 cut")
+        let local = await agent.infer(Self.image, mode: .local)
+        #expect(local.prediction != nil && local.mode == .local)
+        // The retained online state carries the profile.
+        func retainedState() throws -> DeviceState {
+            let message = try #require(broker.retained(Topic.deviceState(device: "a1").path))
+            return try JSONDecoder().decode(DeviceState.self, from: Data(message.payload))
+        }
+        let state = try retainedState()
+        #expect(state.status == .online && state.profile?.name == "generic")
+        await agent.stop()
+        let offline = try retainedState()
+        #expect(offline.status == .offline)
+        _ = coordinator
+    }
+
+    @Test func refusesAnArtifactWhoseHashDiffers() async throws {
+        let broker = InMemoryBroker()
+        let bundle = try Self.bundle.get()
+        // A forged full model is retained under the real hash before the coordinator starts.
+        let forger = broker.makeTransport(clientID: "forger")
+        try forger.connect()
+        var forged = bundle.full
+        forged[forged.count / 2] ^= 0xFF
+        try forger.publish(MQTTMessage(topic: Topic.model(sha256: bundle.manifest.full.sha256).path, payload: forged, qos: 1, retain: true))
+        let agent = try makeAgent(broker, "a2")
+        try await agent.start()
+        let control = try JSONEncoder().encode(ControlMessage(assignment: try ScriptedCoordinatorAssignment.make(bundle)))
+        try forger.publish(MQTTMessage(topic: Topic.deviceControl(device: "a2").path, payload: [UInt8](control), qos: 1, retain: true))
+        try await Task.sleep(for: .milliseconds(300))
+        await #expect(throws: AgentError.self) { try await agent.waitUntilReady(timeout: .milliseconds(100)) }
+        // The real artifacts arrive: the agent verifies them and becomes ready.
+        let coordinator = try ScriptedCoordinator(broker: broker, device: "a2") { _, _ in [1] }
+        try await agent.waitUntilReady(timeout: .seconds(5))
+        #expect(await agent.infer(Self.image, mode: .split).prediction == 1)
+        await agent.stop()
+        _ = coordinator
+    }
+
+    @Test func retriesAnUnansweredRequest() async throws {
+        let broker = InMemoryBroker()
+        // The first copy of every request is lost; the retry is answered.
+        let coordinator = try ScriptedCoordinator(broker: broker, device: "a3") { _, copy in copy == 1 ? [] : [3] }
+        let agent = try makeAgent(broker, "a3")
+        try await agent.start()
+        try await agent.waitUntilReady(timeout: .seconds(5))
+        let outcome = await agent.infer(Self.image, mode: .offload)
+        #expect(outcome.prediction == 3, "\(outcome.error ?? "")")
+        #expect(await agent.statistics.retries >= 1)
+        #expect(outcome.latencyMilliseconds >= 40, "answered by the retry after its 50 ms interval")
+        await agent.stop()
+        _ = coordinator
+    }
+
+    @Test func duplicateAnswersReachTheCallerOnce() async throws {
+        let broker = InMemoryBroker()
+        let coordinator = try ScriptedCoordinator(broker: broker, device: "a4") { _, _ in [5, 5, 5] }
+        let agent = try makeAgent(broker, "a4")
+        try await agent.start()
+        try await agent.waitUntilReady(timeout: .seconds(5))
+        for _ in 0..<3 { #expect(await agent.infer(Self.image, mode: .split).prediction == 5) }
+        try await Task.sleep(for: .milliseconds(50))
+        let statistics = await agent.statistics
+        #expect(statistics.answered[.split] == 3)
+        #expect(statistics.droppedAnswers == 6, "two extra answers per request, dropped")
+        await agent.stop()
+        _ = coordinator
+    }
+
+    @Test func requestsWaitOutABrokerOutage() async throws {
+        let broker = InMemoryBroker()
+        let coordinator = try ScriptedCoordinator(broker: broker, device: "a5") { _, _ in [2] }
+        let agent = try makeAgent(broker, "a5", offline: 2)
+        try await agent.start()
+        try await agent.waitUntilReady(timeout: .seconds(5))
+        broker.setAvailable(false)
+        try await Task.sleep(for: .milliseconds(20))
+        // Three requests during the outage: the offline queue holds two, the oldest leaves it.
+        async let first = agent.infer(Self.image, mode: .split)
+        try await Task.sleep(for: .milliseconds(20))
+        async let second = agent.infer(Self.image, mode: .split)
+        try await Task.sleep(for: .milliseconds(20))
+        async let third = agent.infer(Self.image, mode: .split)
+        try await Task.sleep(for: .milliseconds(100))
+        broker.setAvailable(true)
+        let outcomes = await [first, second, third]
+        #expect(outcomes[0].failure == .offlineQueueFull(limit: 2), "\(outcomes[0].error ?? "answered")")
+        #expect(outcomes[1].prediction == 2 && outcomes[2].prediction == 2, "queued requests go out on reconnect")
+        #expect(await agent.statistics.connects == 2)
+        await agent.stop()
+        _ = coordinator
+    }
+
+    @Test func noAnswerFallsBackToLocalOrFails() async throws {
+        let broker = InMemoryBroker()
+        let coordinator = try ScriptedCoordinator(broker: broker, device: "a6") { _, _ in [] }
+        let strict = try makeAgent(broker, "a6", timeout: .milliseconds(150))
+        try await strict.start()
+        try await strict.waitUntilReady(timeout: .seconds(5))
+        let failed = await strict.infer(Self.image, mode: .split)
+        guard case .noAnswer = failed.failure else {
+            Issue.record("expected no answer, got \(failed.error ?? "a prediction")")
+            return
+        }
+        await strict.stop()
+        let lenient = try makeAgent(broker, "a6", timeout: .milliseconds(150), fallback: true)
+        try await lenient.start()
+        try await lenient.waitUntilReady(timeout: .seconds(5))
+        let fallback = await lenient.infer(Self.image, mode: .split)
+        #expect(fallback.prediction != nil && fallback.fallback == .split && fallback.mode == .local)
+        await lenient.stop()
+        _ = coordinator
+    }
+}
+
+/// Request ids a scripted coordinator has seen, one entry per copy.
+final class Received: Sendable {
+    let ids = Mutex<[UInt64]>([])
+}
+
+/// The assignment the scripted coordinator sends, for tests that send it themselves.
+enum ScriptedCoordinatorAssignment {
+    static func make(_ bundle: ModelBundle) throws -> Assignment {
+        let manifest = bundle.manifest
+        return Assignment(
+            model: manifest.name, full: ArtifactReference(sha256: manifest.full.sha256, bytes: bundle.full.count),
+            head: ArtifactReference(sha256: manifest.head.sha256, bytes: bundle.head.count), inputName: manifest.inputName,
+            inputShape: manifest.inputShape, cutTensor: manifest.cutTensor, cutShape: manifest.cutShape,
+            codec: try CodecName(validating: manifest.codec), zstdLevel: manifest.zstdLevel)
+    }
+}

@@ -1,0 +1,116 @@
+import CleaveCodec
+import CleaveProtocol
+import CleaveSupport
+import CleaveTensor
+import Foundation
+import Testing
+
+@testable import CleaveCoordinator
+
+/// The coordinator's logic on the in-memory broker, with a device written out by hand:
+/// planning, artifacts, answers, the duplicate cache and rejections.
+@Suite struct CoordinatorTests {
+    static let modelFolder = SplitServingTests.modelFolder
+
+    /// Messages a raw device has received, in order.
+    actor Inbox {
+        private var messages: [MQTTMessage] = []
+        func add(_ message: MQTTMessage) { messages.append(message) }
+        func take(_ topic: String) -> MQTTMessage? {
+            guard let index = messages.firstIndex(where: { $0.topic == topic }) else { return nil }
+            return messages.remove(at: index)
+        }
+    }
+
+    /// A raw device: announces itself and collects everything sent to it.
+    struct Device {
+        let transport: InMemoryTransport
+        let id: String
+        let inbox = Inbox()
+
+        init(_ broker: InMemoryBroker, id: String, profile: DeviceProfile?) throws {
+            self.id = id
+            transport = broker.makeTransport(clientID: id)
+            let events = transport.events
+            let inbox = self.inbox
+            Task {
+                for await event in events { if case .message(let message) = event { await inbox.add(message) } }
+            }
+            try transport.connect()
+            try transport.subscribe(Topic.results(device: id).path, qos: 1)
+            try transport.subscribe(Topic.deviceControl(device: id).path, qos: 1)
+            let state = try JSONEncoder().encode(DeviceState(id: id, status: .online, profile: profile))
+            try transport.publish(MQTTMessage(topic: Topic.deviceState(device: id).path, payload: [UInt8](state), qos: 1, retain: true))
+        }
+
+        func send(_ frame: [UInt8], requestID: UInt64, mode: InferenceMode = .split) throws {
+            try transport.publish(
+                MQTTMessage(
+                    topic: Topic.infer(device: id).path, payload: frame, qos: 1, responseTopic: Topic.results(device: id).path,
+                    correlationData: RequestID.encode(requestID), userProperties: [Topic.modeProperty: mode.rawValue]))
+        }
+
+        /// The next message on `topic`, waiting at most 30 seconds (a loaded machine runs every suite at once).
+        func next(on topic: String) async -> MQTTMessage? {
+            let deadline = ContinuousClock.now + .seconds(30)
+            while ContinuousClock.now < deadline {
+                if let message = await inbox.take(topic) { return message }
+                try? await Task.sleep(for: .milliseconds(5))
+            }
+            return nil
+        }
+    }
+
+    struct Refusing: Planner {
+        func assignment(for device: DeviceState) throws(PlanningError) -> Assignment { throw PlanningError("no plan for \(device.id)") }
+    }
+
+    @Test func assignsAnswersAndAnswersRepeatsFromItsCache() async throws {
+        let broker = InMemoryBroker()
+        let bundle = try ModelBundle(directory: Self.modelFolder)
+        let coordinator = try Coordinator(CoordinatorConfiguration(id: "c-mem"), bundle: bundle, transport: broker.makeTransport(clientID: "c-mem"))
+        try await coordinator.start()
+        let profile = try DeviceProfile.load("\(SplitServingTests.repository)/devices/generic.yaml")
+        let device = try Device(broker, id: "d1", profile: profile)
+        let control = try #require(await device.next(on: Topic.deviceControl(device: "d1").path))
+        let assignment = try #require(try JSONDecoder().decode(ControlMessage.self, from: Data(control.payload)).assignment)
+        #expect(assignment.codec.rawValue == bundle.manifest.codec && assignment.head.sha256 == bundle.manifest.head.sha256)
+        #expect(broker.retained(Topic.model(sha256: assignment.full.sha256).path)?.payload == bundle.full, "artifacts retained")
+
+        let features = Tensor(shape: [1] + assignment.cutShape, scalars: [Float](repeating: 0.5, count: assignment.cutShape.reduce(1, *)))
+        let frame = BottleneckCodec.encode(features, requestID: 42, options: FrameOptions(codec: .int4))
+        try device.send(frame, requestID: 42)
+        try device.send(frame, requestID: 42)
+        let results = Topic.results(device: "d1").path
+        let first = try JSONDecoder().decode(InferenceResult.self, from: Data(try #require(await device.next(on: results)).payload))
+        let second = try JSONDecoder().decode(InferenceResult.self, from: Data(try #require(await device.next(on: results)).payload))
+        #expect(first.prediction != nil && first == second)
+        let statistics = await coordinator.statistics
+        #expect(statistics.answered == 1 && statistics.duplicates == 1)
+
+        try device.send([1, 2, 3], requestID: 43)
+        let rejected = try JSONDecoder().decode(InferenceResult.self, from: Data(try #require(await device.next(on: results)).payload))
+        #expect(rejected.prediction == nil && rejected.error != nil && rejected.requestID == 43)
+        #expect(await coordinator.statistics.rejected == 1)
+        await coordinator.stop()
+    }
+
+    @Test func aPlannerThatRefusesSendsNoAssignment() async throws {
+        let broker = InMemoryBroker()
+        let bundle = try ModelBundle(directory: Self.modelFolder)
+        let coordinator = try Coordinator(
+            CoordinatorConfiguration(id: "c-refuse"), bundle: bundle, transport: broker.makeTransport(clientID: "c-refuse"), planner: Refusing())
+        try await coordinator.start()
+        _ = try Device(broker, id: "d2", profile: nil)
+        try await Task.sleep(for: .milliseconds(100))
+        #expect(broker.retained(Topic.deviceControl(device: "d2").path) == nil)
+        #expect(await coordinator.onlineDevices == ["d2"])
+        #expect(throws: PlanningError.self) { try SplitPlanner(bundle: bundle).assignment(for: DeviceState(id: "d2", status: .online, profile: nil)) }
+        await coordinator.stop()
+    }
+
+    @Test func anUnknownCodecInTheManifestIsRefused() throws {
+        #expect(throws: ProtocolError.self) { try CodecName(validating: "int3") }
+        for codec in CodecName.allCases { #expect(FrameCodec(named: codec.rawValue) != nil, "\(codec) is a frame codec") }
+    }
+}
