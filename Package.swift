@@ -21,6 +21,7 @@ let dependencies: [Package.Dependency] = [
     .package(url: "https://github.com/apple/swift-protobuf", from: "1.28.0"),
     .package(url: "https://github.com/jpsim/Yams", from: "5.0.0"),
     .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
+    .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.6.0"),
 ]
 
 // MARK: - Implementation details: C system libraries
@@ -76,12 +77,14 @@ let modules: [Target] = [
         dependencies: [
             "CleaveONNX", "CleaveCodec", "CleaveDatasets", "CleaveMQTT", "CleaveProtocol", "CleaveSupport", "CleaveTensor",
             .product(name: "Logging", package: "swift-log"),
+            .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
         ]),
     .target(
         name: "CleaveCoordinator",
         dependencies: [
             "CleaveONNX", "CleaveCodec", "CleaveMQTT", "CleaveProtocol", "CleaveSupport", "CleaveTensor",
             .product(name: "Logging", package: "swift-log"),
+            .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
         ]),
     .target(
         name: "CleaveMQTT",
@@ -100,12 +103,23 @@ let modules: [Target] = [
             .product(name: "SwiftProtobuf", package: "swift-protobuf"),
         ],
         exclude: ["Proto/onnx.proto"]),
+    .target(
+        name: "CleaveAgentCLI",
+        dependencies: [
+            "CleaveAgent", "CleaveDatasets", "CleaveProtocol",
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            .product(name: "Logging", package: "swift-log"),
+            .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+        ]),
     .executableTarget(
         name: "cleave",
         dependencies: [
             "CleaveONNX", "CleaveTensor", "CleaveTrain", "CleaveCodec", "CleaveDatasets", "CleaveProtocol", "CleaveMQTT",
             "CleaveAgent", "CleaveCoordinator", "CleaveLLM", "CleaveNetem", "CleaveSupport",
+            "CleaveAgentCLI",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            .product(name: "Logging", package: "swift-log"),
+            .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
         ]),
 ]
 
@@ -113,7 +127,7 @@ let leanAgent: [Target] = [
     .executableTarget(
         name: "cleave-agent",
         dependencies: [
-            "CleaveAgent", "CleaveDatasets", "CleaveProtocol",
+            "CleaveAgentCLI",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ])
 ]
@@ -134,7 +148,7 @@ let tests: [Target] = [
         dependencies: [
             "CleaveCoordinator", "CleaveAgent", "CleaveMQTT", "CleaveCodec", "CleaveProtocol", "CleaveONNX", "CleaveSupport", "CleaveTrain",
             "CleaveDatasets",
-            "CleaveNetem", "cleave",
+            "CleaveNetem", "cleave", "cleave-agent",
         ]),
     .testTarget(name: "CleaveProtocolTests", dependencies: ["CleaveProtocol"]),
     .testTarget(

@@ -54,8 +54,12 @@ public struct RunSummary: Sendable {
 extension Agent {
     /// Serves `samples` inputs from `source` and prints what a user of the agent CLIs sees:
     /// one line per image for folders, a summary line per 1,000 requests, and the final table row.
-    public func serveAndReport(_ source: InputSource, samples: Int, mode: InferenceMode?, rate: Double) async throws {
-        let run = try await stream(source, samples: samples, mode: mode, rate: rate, report: { print($0.line) }) { index, outcome in
+    /// `stopping` is asked before each request: once it says yes, no new request is sent.
+    public func serveAndReport(
+        _ source: InputSource, samples: Int, mode: InferenceMode?, rate: Double, stopping: @Sendable () -> Bool = { false }
+    ) async throws {
+        let run = try await stream(source, samples: samples, mode: mode, rate: rate, stopping: stopping, report: { print($0.line) }) {
+            index, outcome in
             guard case .folder(let paths) = source else { return }
             let label = outcome.prediction.map { FashionMNIST.classNames[$0] } ?? "failed: \(outcome.error ?? "")"
             print("\(paths[index % paths.count]) → \(label) (\(String(format: "%.1f", outcome.latencyMilliseconds)) ms)")
@@ -68,7 +72,8 @@ extension Agent {
     /// calling `report` after every 1,000 and `each` after every request; returns the outcomes, the true
     /// labels (empty unless the source has them) and the duration.
     public func stream(
-        _ source: InputSource, samples: Int, mode: InferenceMode?, rate: Double, report: (RunSummary) -> Void = { _ in },
+        _ source: InputSource, samples: Int, mode: InferenceMode?, rate: Double, stopping: @Sendable () -> Bool = { false },
+        report: (RunSummary) -> Void = { _ in },
         each: (Int, AgentOutcome) -> Void = { _, _ in }
     ) async throws -> (outcomes: [AgentOutcome], labels: [UInt8], seconds: Double) {
         var outcomes: [AgentOutcome] = []
@@ -76,6 +81,7 @@ extension Agent {
         var inputs = source.makeIterator()
         let started = ContinuousClock.now
         for index in 0..<samples {
+            if stopping() { break }
             let (input, label, _) = try inputs.next()
             if let label { labels.append(label) }
             let outcome = if let mode { await infer(input, mode: mode) } else { await infer(input) }

@@ -86,6 +86,9 @@ public actor Coordinator {
     private var eventTask: Task<Void, Never>?
     private var connectedWaiters: [CheckedContinuation<Void, Never>] = []
     private var connected = false
+    /// Frames being computed, and whether new ones are refused (a graceful shutdown).
+    private var serving = 0
+    private var draining = false
     public private(set) var statistics = CoordinatorStatistics()
 
     /// A coordinator that reaches the broker of its configuration over MQTT.
@@ -146,6 +149,16 @@ public actor Coordinator {
         if !connected { await withCheckedContinuation { connectedWaiters.append($0) } }
     }
 
+    /// Stops taking new frames (leaves the shared subscription: the broker hands them to the
+    /// other coordinators) and waits, at most `timeout`, until the frames being computed are answered.
+    public func drain(timeout: Duration) async {
+        try? transport.unsubscribe(Topic.sharedInfer)
+        draining = true
+        let deadline = ContinuousClock.now + timeout
+        while serving > 0 && ContinuousClock.now < deadline { try? await Task.sleep(for: .milliseconds(5)) }
+        logger.notice("drained: \(serving) frames unanswered")
+    }
+
     /// Disconnects.
     public func stop() {
         transport.disconnect()
@@ -182,13 +195,19 @@ public actor Coordinator {
         case .message(let message):
             switch Topic(parsing: message.topic) {
             case .deviceState(let device): receiveState(message, device: device)
-            case .infer(let device):
+            case .infer(let device) where !draining:
                 let work = message
-                Task { await self.serve(work, device: device) }
+                serving += 1
+                Task {
+                    await self.serve(work, device: device)
+                    self.finishedServing()
+                }
             default: logger.debug("ignored a message on \(message.topic)")
             }
         }
     }
+
+    private func finishedServing() { serving -= 1 }
 
     private func receiveState(_ message: MQTTMessage, device: String) {
         guard !message.payload.isEmpty else { return }

@@ -1,5 +1,6 @@
 import ArgumentParser
 import CleaveAgent
+import CleaveAgentCLI
 import CleaveCoordinator
 import CleaveDatasets
 import CleaveMQTT

@@ -1,5 +1,6 @@
 import ArgumentParser
 import CleaveAgent
+import CleaveAgentCLI
 import CleaveCoordinator
 import CleaveDatasets
 import CleaveMQTT
@@ -8,40 +9,10 @@ import CleaveTensor
 import CleaveTrain
 import Dispatch
 import Foundation
-
-/// `--broker HOST:PORT`.
-struct BrokerAddress: ExpressibleByArgument {
-    let host: String
-    let port: Int
-
-    init?(argument: String) {
-        let parts = argument.split(separator: ":")
-        guard parts.count == 2, let port = Int(parts[1]), (1...65535).contains(port) else { return nil }
-        host = String(parts[0])
-        self.port = port
-    }
-
-    init(host: String, port: Int) {
-        self.host = host
-        self.port = port
-    }
-}
+import Logging
+import ServiceLifecycle
 
 extension InferenceMode: ExpressibleByArgument {}
-
-/// `--username` and `--password-file` for brokers with password authentication.
-struct CredentialOptions: ParsableArguments {
-    @Option(help: "Broker username (for agents: the device id, as the ACL in deploy/ expects).") var username: String?
-    @Option(help: "File whose first line is the broker password (kept off the command line).") var passwordFile: String?
-
-    func password() throws -> String? {
-        guard let passwordFile else { return nil }
-        guard let text = try? String(contentsOfFile: passwordFile, encoding: .utf8) else {
-            throw ValidationError("cannot read --password-file \(passwordFile)")
-        }
-        return String(text.split(separator: "\n", omittingEmptySubsequences: false).first ?? "")
-    }
-}
 
 /// Runs `body` when SIGINT or SIGTERM arrives (once), then exits.
 func onInterrupt(_ body: @escaping @Sendable () -> Void) -> [DispatchSourceSignal] {
@@ -83,16 +54,16 @@ struct CoordinatorCommand: AsyncParsableCommand {
                 id: id, brokerHost: broker.host, brokerPort: broker.port, maximumBatch: maxBatch, maximumWait: .milliseconds(maxWaitMs),
                 threads: threads, username: credentials.username, password: try credentials.password()),
             bundle: try ModelBundle(directory: model))
-        try await coordinator.start()
-        let signals = onInterrupt {}
-        while true {
-            try await Task.sleep(for: .seconds(10))
-            let stats = await coordinator.statistics
+        let id = self.id
+        let service = CoordinatorService(coordinator: coordinator) { stats in
             print(
                 "coordinator \(id): \(stats.devicesOnline) devices online, \(stats.answered) answered, \(stats.rejected) rejected, \(stats.duplicates) duplicates"
             )
-            _ = signals
         }
+        var logger = Logger(label: "cleave.coordinator")
+        logger.logLevel = .notice
+        // SIGTERM/SIGINT: leave the shared subscription, answer the frames being computed, exit 0.
+        try await ServiceGroup(services: [service], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger).run()
     }
 }
 
@@ -113,43 +84,7 @@ struct AgentCommand: AsyncParsableCommand {
             from its cache).
             """)
 
-    @Option(help: "Broker as HOST:PORT.") var broker: BrokerAddress = BrokerAddress(host: "127.0.0.1", port: 1883)
-    @Option(help: "Device profile YAML.") var profile: String = "devices/generic.yaml"
-    @Option(help: "Device id (default: the profile name and the process id).") var id: String?
-    @Option(help: "How to serve requests: adaptive, local, split or offload.") var mode: String = "adaptive"
-    @Option(help: "Seconds a remote request waits for its answer before it is computed locally.") var timeout: Double = 10
-    @Option(help: "Requests that wait while the broker is unreachable.") var offlineQueue: Int = 64
-    @Flag(help: "Fail a remote request without an answer instead of computing it locally.") var noFallback = false
-    @Option(help: "How many test images to send (0: serve until interrupted without sending).") var samples: Int = 1000
-    @Option(help: "Requests per second (0: as fast as answers come).") var rate: Double = 0
-    @Option(help: "Fashion-MNIST folder.") var dataset: String = FashionMNIST.defaultDirectory
-    @Option(
-        help: "Inputs: fmnist (test set, accuracy reported), synthetic (seeded random images) or a folder of PNG/PGM files (predictions printed).")
-    var source: String = "fmnist"
-    @Option(help: "Folder for verified model artifacts, kept across restarts (\"none\": memory only).")
-    var modelCache: String = AgentConfiguration.defaultModelCache
-    @OptionGroup var credentials: CredentialOptions
+    @OptionGroup var options: AgentOptions
 
-    func run() async throws {
-        let fixedMode = InferenceMode(rawValue: mode)
-        guard fixedMode != nil || mode == "adaptive" else { throw ValidationError("--mode must be adaptive, local, split or offload") }
-        guard timeout > 0, offlineQueue > 0 else { throw ValidationError("--timeout and --offline-queue must be positive") }
-        let deviceProfile = try DeviceProfile.load(profile)
-        let agent = try Agent(
-            AgentConfiguration(
-                deviceID: id ?? "\(deviceProfile.name)-\(ProcessInfo.processInfo.processIdentifier)", profile: deviceProfile,
-                brokerHost: broker.host, brokerPort: broker.port, requestTimeout: .milliseconds(Int(timeout * 1000)),
-                username: credentials.username, password: try credentials.password(), modelCache: AgentConfiguration.modelCache(option: modelCache),
-                fallbackToLocal: !noFallback, offlineQueueLimit: offlineQueue))
-        try await agent.start()
-        try await agent.waitUntilReady()
-        let signals = onInterrupt {}
-        guard samples > 0 else {
-            while true { try await Task.sleep(for: .seconds(60)) }
-        }
-        let input = try InputSource.named(source, datasetDirectory: dataset)
-        try await agent.serveAndReport(input, samples: samples, mode: fixedMode, rate: rate)
-        await agent.stop()
-        _ = signals
-    }
+    func run() async throws { try await options.run() }
 }
