@@ -141,7 +141,7 @@ let tests: [Target] = [
     .testTarget(name: "CleaveONNXTests", dependencies: ["CleaveONNX", "CleaveTensor"]),
     .testTarget(name: "CleaveCodecTests", dependencies: ["CleaveCodec", "CleaveSupport", "CleaveTensor"]),
     .testTarget(
-        name: "CleaveAgentTests", dependencies: ["CleaveAgent", "CleaveCodec", "CleaveProtocol", "CleaveSupport", "CleaveTensor"]),
+        name: "CleaveAgentTests", dependencies: ["CleaveAgent", "CleaveCodec", "CleaveONNX", "CleaveProtocol", "CleaveSupport", "CleaveTensor"]),
     .testTarget(name: "CleaveMQTTTests", dependencies: ["CleaveMQTT", "CleaveProtocol"]),
     .testTarget(
         name: "CleaveCoordinatorTests",

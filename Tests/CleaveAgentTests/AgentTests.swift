@@ -12,7 +12,7 @@ import Testing
 /// artifact verification, retries, the offline queue, duplicate answers, a broker that goes away.
 @Suite struct AgentTests {
     static let repository = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("../..").standardizedFileURL.path
-    static let bundle = Result { try ModelBundle(directory: "\(repository)/models/fmnist/c4") }
+    static let bundle = TinySplitModel.bundle
     static let image = Tensor(shape: [1, 1, 28, 28], scalars: (0..<784).map { Float($0 % 29) / 29 })
 
     /// A coordinator written out by hand on a raw transport: it publishes the artifacts and the
