@@ -90,6 +90,14 @@ public actor Agent {
         }
     }
 
+    /// Remote requests waiting for an answer, published or queued (for tests).
+    var waitingRemote: Int {
+        get async { await channel.waiting }
+    }
+
+    /// Whether the agent holds a broker connection (as its event loop has seen it).
+    public var isConnected: Bool { connected }
+
     /// Milliseconds since the agent was made (the policy's clock).
     private func milliseconds(_ instant: ContinuousClock.Instant = .now) -> Double {
         (instant - epoch).milliseconds
