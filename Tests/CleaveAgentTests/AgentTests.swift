@@ -1,4 +1,5 @@
 import CleaveCodec
+import CleaveONNX
 import CleaveProtocol
 import CleaveSupport
 import CleaveTensor
@@ -107,8 +108,9 @@ import Testing
         // A forged full model is retained under the real hash before the coordinator starts.
         let forger = broker.makeTransport(clientID: "forger")
         try forger.connect()
-        var forged = bundle.full
-        forged[forged.count / 2] ^= 0xFF
+        // Another valid model (the tail) under the whole model's hash: it would load, so only the
+        // hash check can keep it out.
+        let forged = bundle.tail
         try forger.publish(MQTTMessage(topic: Topic.model(sha256: bundle.manifest.full.sha256).path, payload: forged, qos: 1, retain: true))
         let agent = try makeAgent(broker, "a2")
         try await agent.start()
@@ -120,6 +122,10 @@ import Testing
         let coordinator = try ScriptedCoordinator(broker: broker, device: "a2") { _, _ in [1] }
         try await agent.waitUntilReady(timeout: .seconds(60))
         #expect(await agent.infer(Self.image, mode: .split).prediction == 1)
+        let whole = InferenceSession(model: try Model(serialized: Data(bundle.full)), threads: 1)
+        let expected = Classification.top(try #require(try whole.run(["image": Self.image])["logits"]).scalars(as: Float.self)).index
+        let local = await agent.infer(Self.image, mode: .local)
+        #expect(local.prediction == expected, "the whole model is the real one: \(local.error ?? "")")
         await agent.stop()
         _ = coordinator
     }
