@@ -12,6 +12,7 @@ let products: [Product] = [
     .library(name: "CleaveMQTT", targets: ["CleaveMQTT"]),
     .library(name: "CleaveLLM", targets: ["CleaveLLM"]),
     .library(name: "CleaveNetem", targets: ["CleaveNetem"]),
+    .library(name: "CleaveTestbed", targets: ["CleaveTestbed"]),
 ]
 
 // MARK: - Dependencies
@@ -104,6 +105,13 @@ let modules: [Target] = [
         ],
         exclude: ["Proto/onnx.proto"]),
     .target(
+        name: "CleaveTestbed",
+        dependencies: [
+            "CleaveAgent", "CleaveCoordinator", "CleaveMQTT", "CleaveNetem", "CleaveProtocol", "CleaveSupport", "CleaveTensor",
+            .product(name: "Logging", package: "swift-log"),
+            .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+        ]),
+    .target(
         name: "CleaveAgentCLI",
         dependencies: [
             "CleaveAgent", "CleaveDatasets", "CleaveProtocol",
@@ -116,7 +124,7 @@ let modules: [Target] = [
         dependencies: [
             "CleaveONNX", "CleaveTensor", "CleaveTrain", "CleaveCodec", "CleaveDatasets", "CleaveProtocol", "CleaveMQTT",
             "CleaveAgent", "CleaveCoordinator", "CleaveLLM", "CleaveNetem", "CleaveSupport",
-            "CleaveAgentCLI",
+            "CleaveAgentCLI", "CleaveTestbed",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -148,7 +156,7 @@ let tests: [Target] = [
         dependencies: [
             "CleaveCoordinator", "CleaveAgent", "CleaveMQTT", "CleaveCodec", "CleaveProtocol", "CleaveONNX", "CleaveSupport", "CleaveTrain",
             "CleaveDatasets",
-            "CleaveNetem", "cleave", "cleave-agent",
+            "CleaveNetem", "CleaveTestbed", "cleave", "cleave-agent",
         ]),
     .testTarget(name: "CleaveProtocolTests", dependencies: ["CleaveProtocol"]),
     .testTarget(
@@ -156,6 +164,12 @@ let tests: [Target] = [
     .testTarget(name: "CleaveCLITests", dependencies: ["cleave"]),
     .testTarget(name: "CleaveLLMTests", dependencies: ["CleaveLLM", "CleaveSupport"]),
     .testTarget(name: "CleaveNetemTests", dependencies: ["CleaveNetem"]),
+    .testTarget(
+        name: "CleaveTestbedTests",
+        dependencies: [
+            "CleaveTestbed", "CleaveAgent", "CleaveCoordinator", "CleaveDatasets", "CleaveNetem", "CleaveProtocol",
+            .product(name: "Logging", package: "swift-log"),
+        ]),
 ]
 
 let package = Package(

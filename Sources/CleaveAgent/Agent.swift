@@ -232,7 +232,7 @@ public actor Agent {
             let (prediction, confidence) = Classification.top(logits.scalars(as: Float.self))
             counters.answered[.local, default: 0] += 1
             let result = InferenceResult(
-                requestID: requestID, prediction: prediction, confidence: confidence, error: nil, coordinator: "local", batchSize: 1)
+                requestID: requestID, prediction: prediction, confidence: confidence, coordinator: "local", batchSize: 1)
             return Self.outcome(requestID, .local, started, result: result)
         } catch {
             return fail(Self.outcome(requestID, .local, started, failure: .computation("\(error)")))
@@ -313,7 +313,8 @@ public actor Agent {
         _ requestID: UInt64, _ mode: InferenceMode, _ started: ContinuousClock.Instant, result: InferenceResult? = nil, bytes: Int = 0,
         failure: AgentFailure? = nil
     ) -> AgentOutcome {
-        let failure = failure ?? result.flatMap { $0.prediction == nil ? AgentFailure.rejected($0.error ?? "no prediction") : nil }
+        let rejection = result.flatMap { $0.prediction == nil ? $0.rejection ?? Rejection(.computationFailed, "no prediction") : nil }
+        let failure = failure ?? rejection.map(AgentFailure.rejected)
         return AgentOutcome(
             requestID: requestID, mode: mode, fallback: nil, prediction: result?.prediction, failure: failure, bytesSent: bytes,
             latencyMilliseconds: (ContinuousClock.now - started).milliseconds, batchSize: result?.batchSize ?? 1, decision: nil)
@@ -409,10 +410,13 @@ public actor Agent {
         switch provisioner.receive(message.payload, claimed: claimed) {
         case .refused(let actual):
             logger.error("refused model artifact on \(message.topic): its SHA-256 is \(actual)")
-        case .duplicate:
-            break
         case .stored(let warning):
             if let warning { logger.warning("\(warning)") }
+            try? transport.unsubscribe(Topic.model(sha256: claimed).path)
+            loadIfComplete()
+        case .duplicate:
+            // Held already: another agent sharing the cache folder wrote it first. It may be
+            // the last one this agent waited for.
             try? transport.unsubscribe(Topic.model(sha256: claimed).path)
             loadIfComplete()
         }

@@ -109,7 +109,7 @@ public enum AgentFailure: Error, Sendable, Equatable, CustomStringConvertible {
     /// The agent stopped while the request waited.
     case stopped
     /// The coordinator answered with an error (a rejected frame, another model).
-    case rejected(String)
+    case rejected(Rejection)
     /// The device's own computation failed (a corrupt model, a codec error).
     case computation(String)
 
@@ -131,7 +131,7 @@ public enum AgentFailure: Error, Sendable, Equatable, CustomStringConvertible {
         case .noAnswer(let milliseconds): "no answer within \(Int(milliseconds.rounded())) ms"
         case .offlineQueueFull(let limit): "left the offline queue: it was full (\(limit) requests)"
         case .stopped: "dropped: agent stopped"
-        case .rejected(let reason): "rejected by the coordinator: \(reason)"
+        case .rejected(let rejection): "rejected by the coordinator (\(rejection.reason.rawValue)): \(rejection.message)"
         case .computation(let reason): reason
         }
     }

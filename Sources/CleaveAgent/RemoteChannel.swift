@@ -14,6 +14,7 @@ actor RemoteChannel {
     private let transport: any MessageTransport
     private var requests: RemoteRequests<Waiter>
     private var connected = false
+    private var stopped = false
     private var timer: Task<Void, Never>?
     private var timerDue = Double.infinity
     private let epoch = ContinuousClock.now
@@ -34,8 +35,10 @@ actor RemoteChannel {
 
     /// Publishes `message` for `requestID` (or queues it while offline) and waits for its
     /// answer at most `deadline` milliseconds from now.
+    /// After ``stop()``, fails at once.
     func send(_ message: MQTTMessage, requestID: UInt64, deadline: Double) async throws -> InferenceResult {
-        try await withCheckedThrowingContinuation { continuation in
+        guard !stopped else { throw RemoteFailure.stopped(requestID: requestID) }
+        return try await withCheckedThrowingContinuation { continuation in
             let now = now()
             let (publication, evicted) = requests.add(
                 requestID, message: message, now: now, deadline: now + max(0, deadline), connected: connected, waiter: continuation)
@@ -69,8 +72,9 @@ actor RemoteChannel {
         requests.disconnected()
     }
 
-    /// Fails every waiting request (the agent stops).
+    /// Fails every waiting request, and every later one (the agent stops).
     func stop() {
+        stopped = true
         timer?.cancel()
         timer = nil
         for (id, entry) in requests.removeAll() { entry.waiter.resume(throwing: RemoteFailure.stopped(requestID: id)) }

@@ -253,27 +253,29 @@ public actor Coordinator {
         let result: InferenceResult
         do {
             guard message.payload.count <= configuration.maximumFrameBytes else {
-                throw FrameError.limitExceeded(field: "frame size", value: message.payload.count, limit: configuration.maximumFrameBytes)
+                throw Rejection(.frameTooLarge, "frame size is \(message.payload.count), the limit is \(configuration.maximumFrameBytes)")
             }
             let limits = FrameLimits(maximumPayloadBytes: configuration.maximumFrameBytes, maximumElements: shape.reduce(1, *))
             let frame = try BottleneckCodec.decode(message.payload, expectedShape: shape, limits: limits)
             if let context = frame.context, context.modelDigest != headDigestPrefix {
                 let digest = context.modelDigest.map { String(format: "%02x", $0) }.joined()
-                throw FrameError.invalidParameters("frame is for model \(digest)…, this coordinator serves \(served.head.sha256.prefix(16))…")
+                throw Rejection(.wrongModel, "frame is for model \(digest)…, this coordinator serves \(served.head.sha256.prefix(16))…")
             }
             if let requestID, frame.requestID != requestID {
-                throw FrameError.invalidParameters("frame request id \(frame.requestID) differs from correlation data \(requestID)")
+                throw Rejection(.mismatchedRequest, "frame request id \(frame.requestID) differs from correlation data \(requestID)")
             }
             let (logits, batchSize) = try await (mode == .offload ? fullBatcher : tailBatcher).submit(frame.tensor)
             let (best, confidence) = Classification.top(logits.scalars(as: Float.self))
             result = InferenceResult(
-                requestID: frame.requestID, prediction: best, confidence: confidence, error: nil, coordinator: configuration.id, batchSize: batchSize)
+                requestID: frame.requestID, prediction: best, confidence: confidence, coordinator: configuration.id, batchSize: batchSize)
             statistics.answered += 1
         } catch {
+            let rejection =
+                error as? Rejection ?? (error is FrameError ? Rejection(.malformedFrame, "\(error)") : Rejection(.computationFailed, "\(error)"))
             statistics.rejected += 1
-            logger.warning("rejected frame from \(device) (\(message.payload.count) bytes): \(error)")
+            logger.warning("rejected frame from \(device) (\(message.payload.count) bytes): \(rejection)")
             result = InferenceResult(
-                requestID: requestID ?? 0, prediction: nil, confidence: nil, error: "\(error)", coordinator: configuration.id, batchSize: 0)
+                requestID: requestID ?? 0, prediction: nil, confidence: nil, rejection: rejection, coordinator: configuration.id, batchSize: 0)
         }
         if requestID != nil {
             remember(result, key: key)

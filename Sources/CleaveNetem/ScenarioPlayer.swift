@@ -57,7 +57,8 @@ public struct ScenarioPlayer: Sendable {
         return parts.joined(separator: ", ")
     }
 
-    static func format(_ rate: Double) -> String {
+    /// A link rate in bits per second, as people write it (`800 kbit/s`, `2.0 Mbit/s`).
+    public static func format(_ rate: Double) -> String {
         rate >= 1e6 ? String(format: "%.1f Mbit/s", rate / 1e6) : String(format: "%.0f kbit/s", rate / 1e3)
     }
 }

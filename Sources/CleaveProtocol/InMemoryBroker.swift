@@ -35,6 +35,13 @@ public final class InMemoryBroker: Sendable {
     /// Messages published so far (for tests that count traffic).
     public var publishedCount: Int { state.withLock { $0.published } }
 
+    /// The topic filters the client `clientID` is subscribed to (for tests that wait for a subscription).
+    public func subscriptions(of clientID: String) -> [String] {
+        state.withLock { state in
+            state.subscriptions.filter { state.clients[$0.client]?.clientID == clientID }.map(\.filter)
+        }
+    }
+
     /// The retained message on `topic`, if any.
     public func retained(_ topic: String) -> MQTTMessage? { state.withLock { $0.retained[topic] } }
 

@@ -114,19 +114,46 @@ public struct InferenceResult: Codable, Sendable, Equatable {
     public var prediction: Int?
     /// Softmax probability of the predicted class.
     public var confidence: Float?
-    /// Why it failed, when it did.
-    public var error: String?
+    /// Why the coordinator gave no prediction, when it did not.
+    public var rejection: Rejection?
     /// Which coordinator answered.
     public var coordinator: String
     /// How many requests the tail ran together with this one.
     public var batchSize: Int
 
-    public init(requestID: UInt64, prediction: Int?, confidence: Float?, error: String?, coordinator: String, batchSize: Int) {
+    public init(requestID: UInt64, prediction: Int?, confidence: Float?, rejection: Rejection? = nil, coordinator: String, batchSize: Int) {
         self.requestID = requestID
         self.prediction = prediction
         self.confidence = confidence
-        self.error = error
+        self.rejection = rejection
         self.coordinator = coordinator
         self.batchSize = batchSize
     }
+}
+
+/// Why a coordinator answered a request without a prediction: a reason a program can act on
+/// (`reason`, stable on the wire) and what a person needs to fix it (`message`).
+public struct Rejection: Error, Codable, Sendable, Equatable, CustomStringConvertible {
+    public enum Reason: String, Codable, Sendable {
+        /// The frame did not decode: truncated, a CRC mismatch, invalid fields.
+        case malformedFrame = "malformed-frame"
+        /// The frame is larger than the coordinator accepts.
+        case frameTooLarge = "frame-too-large"
+        /// The frame's model context names weights this coordinator does not serve.
+        case wrongModel = "wrong-model"
+        /// The frame's request id differs from the message's correlation data.
+        case mismatchedRequest = "mismatched-request"
+        /// The frame was valid and the tail failed on it.
+        case computationFailed = "computation-failed"
+    }
+
+    public var reason: Reason
+    public var message: String
+
+    public init(_ reason: Reason, _ message: String) {
+        self.reason = reason
+        self.message = message
+    }
+
+    public var description: String { "\(reason.rawValue): \(message)" }
 }

@@ -2,11 +2,11 @@ import ArgumentParser
 import CleaveAgent
 import CleaveCoordinator
 import CleaveDatasets
-import CleaveMQTT
 import CleaveProtocol
 import CleaveTensor
-import CleaveTrain
+import CleaveTestbed
 import Foundation
+import Logging
 
 struct BenchCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -43,86 +43,87 @@ struct SplitBench: AsyncParsableCommand {
     @Flag(help: "Run the head for every request on this machine instead of replaying its features.") var liveHeads = false
 
     func run() async throws {
-        let broker = try LocalBroker()
         let bundle = try ModelBundle(directory: model)
         let deviceProfile = try DeviceProfile.load(profile)
         let image = try FashionMNIST(split: .test).image(0)
+        var logger = Logger(label: "cleave.bench")
+        logger.logLevel = .notice
+        // A fresh broker, coordinator and agents for each configuration.
         for (label, maximumBatch) in [("batching", 32), ("no-batching", 1)] {
-            let coordinator = try Coordinator(
-                CoordinatorConfiguration(
-                    id: "bench-\(label)", brokerPort: broker.port, maximumBatch: maximumBatch, maximumWait: .milliseconds(1), threads: threads),
-                bundle: bundle)
-            try await coordinator.start()
-            let fleet = try await startAgents(port: broker.port, profile: deviceProfile, tag: label)
-            let features = try await fleet[0].headFeatures(image)
-            let perAgent = requests / agents
-            let started = ContinuousClock.now
-            let outcomes = await withTaskGroup(of: [AgentOutcome].self) { group in
-                for agent in fleet {
-                    for lane in 0..<inFlight {
-                        group.addTask {
-                            var mine: [AgentOutcome] = []
-                            for _ in stride(from: lane, to: perAgent, by: inFlight) { mine.append(await send(image, features, to: agent)) }
-                            return mine
+            do {
+                try await Testbed().run(logger: logger) { testbed in
+                    try await measure(label: label, maximumBatch: maximumBatch, on: testbed, bundle: bundle, profile: deviceProfile, image: image)
+                }
+            } catch TestbedError.interrupted {
+                throw ExitCode(130)
+            }
+        }
+    }
+
+    /// The throughput run of one configuration and, with batching, the paced latency run.
+    func measure(label: String, maximumBatch: Int, on testbed: Testbed, bundle: ModelBundle, profile: DeviceProfile, image: Tensor) async throws {
+        try await testbed.addCoordinator(
+            CoordinatorConfiguration(id: "bench-\(label)", maximumBatch: maximumBatch, maximumWait: .milliseconds(1), threads: threads),
+            bundle: bundle)
+        for index in 0..<agents {
+            try await testbed.addAgent(AgentConfiguration(deviceID: "bench-\(label)-\(index)", profile: profile, threads: 1))
+        }
+        try await testbed.waitUntilReady()
+        let fleet = await testbed.agents
+        let features = try await fleet[0].headFeatures(image)
+        let perAgent = requests / agents
+        let started = ContinuousClock.now
+        let outcomes = await withTaskGroup(of: [AgentOutcome].self) { group in
+            for agent in fleet {
+                for lane in 0..<inFlight {
+                    group.addTask {
+                        var mine: [AgentOutcome] = []
+                        for _ in stride(from: lane, to: perAgent, by: inFlight) { mine.append(await send(image, features, to: agent)) }
+                        return mine
+                    }
+                }
+            }
+            var all: [AgentOutcome] = []
+            for await part in group { all += part }
+            return all
+        }
+        let seconds = (ContinuousClock.now - started).seconds
+        let summary = RunSummary(mode: .split, outcomes: outcomes, labels: [UInt8](repeating: 0, count: outcomes.count), seconds: seconds)
+        printNow(
+            String(
+                format:
+                    "{\"bench\": \"split-throughput\", \"coordinator\": \"%@\", \"workers\": %d, \"heads\": \"%@\", \"agents\": %d, \"in_flight_per_agent\": %d, \"requests\": %d, \"failed\": %d, \"frames_per_s\": %.0f, \"mean_batch\": %.2f, \"p50_ms\": %.2f, \"p99_ms\": %.2f}",
+                label, threads, liveHeads ? "live" : "replayed", agents, inFlight, summary.count, summary.failures, summary.throughput,
+                summary.meanBatch, summary.p50, summary.p99))
+        if label == "batching" {
+            let paced = await withTaskGroup(of: [AgentOutcome].self) { group in
+                let interval = Double(agents) / rate
+                for (slot, agent) in fleet.enumerated() {
+                    group.addTask {
+                        let begin = ContinuousClock.now + .milliseconds(Int(Double(slot) * 1000 / rate))
+                        var mine: [AgentOutcome] = []
+                        for index in 0..<(latencyRequests / agents) {
+                            try? await Task.sleep(until: begin + .milliseconds(Int(Double(index) * interval * 1000)))
+                            mine.append(await send(image, features, to: agent))
                         }
+                        return mine
                     }
                 }
                 var all: [AgentOutcome] = []
                 for await part in group { all += part }
                 return all
             }
-            let seconds = (ContinuousClock.now - started).seconds
-            let summary = RunSummary(mode: .split, outcomes: outcomes, labels: [UInt8](repeating: 0, count: outcomes.count), seconds: seconds)
-            print(
+            let latency = RunSummary(mode: .split, outcomes: paced, labels: [UInt8](repeating: 0, count: paced.count), seconds: 1)
+            printNow(
                 String(
                     format:
-                        "{\"bench\": \"split-throughput\", \"coordinator\": \"%@\", \"workers\": %d, \"heads\": \"%@\", \"agents\": %d, \"in_flight_per_agent\": %d, \"requests\": %d, \"failed\": %d, \"frames_per_s\": %.0f, \"mean_batch\": %.2f, \"p50_ms\": %.2f, \"p99_ms\": %.2f}",
-                    label, threads, liveHeads ? "live" : "replayed", agents, inFlight, summary.count, summary.failures, summary.throughput,
-                    summary.meanBatch, summary.p50, summary.p99))
-            if label == "batching" {
-                let paced = await withTaskGroup(of: [AgentOutcome].self) { group in
-                    let interval = Double(agents) / rate
-                    for (slot, agent) in fleet.enumerated() {
-                        group.addTask {
-                            let begin = ContinuousClock.now + .milliseconds(Int(Double(slot) * 1000 / rate))
-                            var mine: [AgentOutcome] = []
-                            for index in 0..<(latencyRequests / agents) {
-                                try? await Task.sleep(until: begin + .milliseconds(Int(Double(index) * interval * 1000)))
-                                mine.append(await send(image, features, to: agent))
-                            }
-                            return mine
-                        }
-                    }
-                    var all: [AgentOutcome] = []
-                    for await part in group { all += part }
-                    return all
-                }
-                let latency = RunSummary(mode: .split, outcomes: paced, labels: [UInt8](repeating: 0, count: paced.count), seconds: 1)
-                print(
-                    String(
-                        format:
-                            "{\"bench\": \"split-latency\", \"rate_per_s\": %.0f, \"requests\": %d, \"failed\": %d, \"p50_ms\": %.2f, \"p95_ms\": %.2f, \"p99_ms\": %.2f, \"bytes_per_frame\": %.1f}",
-                        rate, latency.count, latency.failures, latency.p50, latency.p95, latency.p99, latency.bytesPerSample))
-            }
-            for agent in fleet { await agent.stop() }
-            await coordinator.stop()
+                        "{\"bench\": \"split-latency\", \"rate_per_s\": %.0f, \"requests\": %d, \"failed\": %d, \"p50_ms\": %.2f, \"p95_ms\": %.2f, \"p99_ms\": %.2f, \"bytes_per_frame\": %.1f}",
+                    rate, latency.count, latency.failures, latency.p50, latency.p95, latency.p99, latency.bytesPerSample))
         }
-        broker.stop()
     }
 
     /// One split request: the whole agent path with --live-heads, else the recorded features.
     func send(_ image: Tensor, _ features: Tensor, to agent: Agent) async -> AgentOutcome {
         liveHeads ? await agent.infer(image, mode: .split) : await agent.inferSplit(features: features)
-    }
-
-    func startAgents(port: Int, profile: DeviceProfile, tag: String) async throws -> [Agent] {
-        var fleet: [Agent] = []
-        for index in 0..<agents {
-            let agent = try Agent(AgentConfiguration(deviceID: "bench-\(tag)-\(index)", profile: profile, brokerPort: port, threads: 1))
-            try await agent.start()
-            fleet.append(agent)
-        }
-        for agent in fleet { try await agent.waitUntilReady() }
-        return fleet
     }
 }

@@ -3,11 +3,11 @@ import CleaveAgent
 import CleaveAgentCLI
 import CleaveCoordinator
 import CleaveDatasets
-import CleaveMQTT
 import CleaveProtocol
-import CleaveTensor
-import CleaveTrain
+import CleaveSupport
+import CleaveTestbed
 import Foundation
+import Logging
 
 struct DemoCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
@@ -33,84 +33,46 @@ struct DemoCommand: AsyncParsableCommand {
         let profiles = try ["raspberry-pi-zero-2w", "raspberry-pi-4b-4gb", "raspberry-pi-5-8gb"].map {
             try DeviceProfile.load("\(devices)/\($0).yaml")
         }
-
-        var localBroker: LocalBroker?
-        let address: BrokerAddress
-        if let broker {
-            address = broker
-        } else {
-            let started = try LocalBroker()
-            localBroker = started
-            address = BrokerAddress(host: "127.0.0.1", port: started.port)
-            print("started mosquitto on 127.0.0.1:\(started.port) (config in \(started.directory.path))")
+        let testbed = try Testbed(broker: broker.map { ($0.host, $0.port) })
+        if let started = await testbed.localBroker {
+            printNow("started mosquitto on 127.0.0.1:\(started.port) (config in \(started.directory.path))")
         }
-        let brokerToStop = localBroker
-        let signals = onInterrupt { brokerToStop?.stop() }
-
-        let coordinator = try Coordinator(
-            CoordinatorConfiguration(id: "demo-coordinator", brokerHost: address.host, brokerPort: address.port), bundle: bundle)
-        try await coordinator.start()
-        var agents: [Agent] = []
-        for (index, profile) in profiles.enumerated() {
-            let agent = try Agent(
-                AgentConfiguration(
-                    deviceID: "demo-\(index + 1)-\(profile.name)", profile: profile, brokerHost: address.host, brokerPort: address.port, threads: 1))
-            try await agent.start()
-            agents.append(agent)
-        }
-        for agent in agents { try await agent.waitUntilReady() }
-        print("coordinator and \(agents.count) agents ready: \(await coordinator.onlineDevices.joined(separator: ", "))")
-        print("model \(bundle.manifest.name): cut at \(bundle.manifest.cutTensor) \(bundle.manifest.cutShape), codec \(bundle.manifest.codec)")
-
-        var rows: [RunSummary] = []
-        for mode in [InferenceMode.split, .local, .offload] {
-            rows.append(try await stream(mode: mode, agents: agents, test: test))
-        }
-        print("")
-        print(RunSummary.header)
-        for row in rows { print(row.line) }
-        let stats = await coordinator.statistics
-        print("coordinator answered \(stats.answered), rejected \(stats.rejected), duplicates \(stats.duplicates)")
-        for agent in agents { await agent.stop() }
-        await coordinator.stop()
-        localBroker?.stop()
-        _ = signals
-    }
-
-    /// Sends `samples` test images round-robin over the agents, each agent one request at a time.
-    func stream(mode: InferenceMode, agents: [Agent], test: FashionMNIST) async throws -> RunSummary {
-        let count = min(samples, test.count)
-        let started = ContinuousClock.now
-        let progress = ProgressCounter()
-        let bar = ProgressBarBox(ProgressBar(mode.rawValue.padding(toLength: 8, withPad: " ", startingAt: 0), total: count))
-        let results = await withTaskGroup(of: [(Int, AgentOutcome)].self) { group in
-            for (slot, agent) in agents.enumerated() {
-                group.addTask {
-                    var mine: [(Int, AgentOutcome)] = []
-                    for index in stride(from: slot, to: count, by: agents.count) {
-                        mine.append((index, await agent.infer(test.image(index), mode: mode)))
-                        let done = await progress.increment()
-                        await bar.update(done)
-                    }
-                    return mine
+        let samples = min(self.samples, test.count)
+        var logger = Logger(label: "cleave.demo")
+        logger.logLevel = .notice
+        do {
+            try await testbed.run(logger: logger) { testbed in
+                let coordinator = try await testbed.addCoordinator(CoordinatorConfiguration(id: "demo-coordinator"), bundle: bundle)
+                for (index, profile) in profiles.enumerated() {
+                    try await testbed.addAgent(AgentConfiguration(deviceID: "demo-\(index + 1)-\(profile.name)", profile: profile, threads: 1))
                 }
-            }
-            var all: [(Int, AgentOutcome)] = []
-            for await part in group { all += part }
-            return all.sorted { $0.0 < $1.0 }
-        }
-        let summary = RunSummary(
-            mode: mode, outcomes: results.map(\.1), labels: results.map { test.labels[$0.0] }, seconds: (ContinuousClock.now - started).seconds)
-        await bar.finish(String(format: "accuracy %.2f%%, %d failed", summary.accuracy * 100, summary.failures))
-        return summary
-    }
-}
+                try await testbed.waitUntilReady()
+                printNow("coordinator and \(profiles.count) agents ready: \(await coordinator.onlineDevices.joined(separator: ", "))")
+                print(
+                    "model \(bundle.manifest.name): cut at \(bundle.manifest.cutTensor) \(bundle.manifest.cutShape), codec \(bundle.manifest.codec)")
 
-actor ProgressCounter {
-    private var value = 0
-    func increment() -> Int {
-        value += 1
-        return value
+                var rows: [RunSummary] = []
+                for mode in [InferenceMode.split, .local, .offload] {
+                    let started = ContinuousClock.now
+                    let bar = ProgressBarBox(ProgressBar(mode.rawValue.padding(toLength: 8, withPad: " ", startingAt: 0), total: samples))
+                    let outcomes = await testbed.stream(count: samples, mode: mode, input: { test.image($0) }, progress: { await bar.update($0) })
+                    let summary = RunSummary(
+                        mode: mode, outcomes: outcomes, labels: Array(test.labels.prefix(outcomes.count)),
+                        seconds: (ContinuousClock.now - started).seconds)
+                    try Task.checkCancellation()
+                    await bar.finish(String(format: "accuracy %.2f%%, %d failed", summary.accuracy * 100, summary.failures))
+                    rows.append(summary)
+                }
+                print("")
+                print(RunSummary.header)
+                for row in rows { print(row.line) }
+                let stats = await coordinator.statistics
+                print("coordinator answered \(stats.answered), rejected \(stats.rejected), duplicates \(stats.duplicates)")
+            }
+        } catch TestbedError.interrupted {
+            FileHandle.standardError.write(Data("demo: \(TestbedError.interrupted)\n".utf8))
+            throw ExitCode(130)
+        }
     }
 }
 

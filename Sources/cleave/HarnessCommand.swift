@@ -2,14 +2,11 @@ import ArgumentParser
 import CleaveAgent
 import CleaveCoordinator
 import CleaveDatasets
-import CleaveMQTT
 import CleaveNetem
-import CleaveONNX
 import CleaveProtocol
-import CleaveTensor
-import CleaveTrain
+import CleaveTestbed
 import Foundation
-import Synchronization
+import Logging
 
 struct HarnessCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -85,28 +82,32 @@ struct HarnessRun: AsyncParsableCommand {
         let folder = out ?? "harness-out/\(played.name)"
         try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
 
-        let broker = try LocalBroker()
-        let signals = onInterrupt { broker.stop() }
-        defer {
-            broker.stop()
-            withExtendedLifetime(signals) {}
+        let testbed = try Testbed()
+        log(
+            "mosquitto on 127.0.0.1:\(testbed.brokerPort); scenario '\(played.name)' (\(Int(played.duration / 1000)) s), \(agents) agents at \(rate) req/s"
+        )
+        var logger = Logger(label: "cleave.harness")
+        logger.logLevel = .notice
+        let reports: [HarnessReport]
+        do {
+            reports = try await testbed.run(logger: logger) { testbed in
+                try await testbed.addCoordinator(CoordinatorConfiguration(id: "harness-coordinator"), bundle: bundle)
+                var reports: [HarnessReport] = []
+                for mode in runModes {
+                    let name = mode?.rawValue ?? "adaptive"
+                    let records = try await runOnce(mode: mode, scenario: played, on: testbed, profiles: profiles, test: test)
+                    let report = HarnessReport(scenario: played, run: name, records: records, link: "a1")
+                    try report.csv.write(toFile: "\(folder)/\(name).csv", atomically: true, encoding: String.Encoding.utf8)
+                    try report.svg.write(toFile: "\(folder)/\(name).svg", atomically: true, encoding: String.Encoding.utf8)
+                    reports.append(report)
+                    log("\(name): wrote \(folder)/\(name).csv and .svg")
+                }
+                return reports
+            }
+        } catch TestbedError.interrupted {
+            log("\(TestbedError.interrupted)")
+            throw ExitCode(130)
         }
-        log("mosquitto on 127.0.0.1:\(broker.port); scenario '\(played.name)' (\(Int(played.duration / 1000)) s), \(agents) agents at \(rate) req/s")
-        let coordinator = try Coordinator(
-            CoordinatorConfiguration(id: "harness-coordinator", brokerHost: "127.0.0.1", brokerPort: broker.port), bundle: bundle)
-        try await coordinator.start()
-
-        var reports: [HarnessReport] = []
-        for mode in runModes {
-            let name = mode?.rawValue ?? "adaptive"
-            let records = try await runOnce(mode: mode, scenario: played, brokerPort: broker.port, profiles: profiles, test: test)
-            let report = HarnessReport(scenario: played, run: name, records: records, link: "a1")
-            try report.csv.write(toFile: "\(folder)/\(name).csv", atomically: true, encoding: String.Encoding.utf8)
-            try report.svg.write(toFile: "\(folder)/\(name).svg", atomically: true, encoding: String.Encoding.utf8)
-            reports.append(report)
-            log("\(name): wrote \(folder)/\(name).csv and .svg")
-        }
-        await coordinator.stop()
         print(HarnessReport.summaryHeader)
         for report in reports { print(report.summaryLine) }
         let table = HarnessComparison(scenario: played, reports: reports, settle: 5 * timeScale, lostPenalty: timeout * 1000)
@@ -127,81 +128,26 @@ struct HarnessRun: AsyncParsableCommand {
         }
     }
 
-    /// One run, fixed (`mode`) or adaptive (nil): fresh proxies and agents, the timeline, the request streams.
+    /// One run, fixed (`mode`) or adaptive (nil): fresh agents behind fresh proxies a1, a2, …,
+    /// the scenario's timeline and the request streams; the agents are removed afterwards.
     private func runOnce(
-        mode: InferenceMode?, scenario: Scenario, brokerPort: Int, profiles: [DeviceProfile], test: FashionMNIST
+        mode: InferenceMode?, scenario: Scenario, on testbed: Testbed, profiles: [DeviceProfile], test: FashionMNIST
     ) async throws -> [RequestRecord] {
-        let proxies = try (1...agents).map { index in
-            try NetemProxy(
-                name: "a\(index)", listen: Endpoint(host: "127.0.0.1", port: 0), upstream: Endpoint(host: "127.0.0.1", port: UInt16(brokerPort)),
-                seed: scenario.seed &+ UInt64(index))
-        }
-        var fleet: [(String, Agent)] = []
-        for (index, proxy) in proxies.enumerated() {
-            let profile = profiles[index % profiles.count]
-            let agent = try Agent(
+        for index in 1...agents {
+            let profile = profiles[(index - 1) % profiles.count]
+            try await testbed.addAgent(
                 AgentConfiguration(
-                    deviceID: "harness-\(proxy.name)-\(profile.name)", profile: profile, brokerHost: "127.0.0.1", brokerPort: Int(proxy.listen.port),
-                    threads: 1, requestTimeout: .milliseconds(Int((mode == nil ? adaptiveTimeout : timeout) * 1000)),
-                    modelCache: AgentConfiguration.defaultModelCache, fallbackToLocal: mode == nil, computeEmulation: computeScale))
-            try await agent.start()
-            fleet.append((proxy.name, agent))
+                    deviceID: "harness-a\(index)-\(profile.name)", profile: profile, threads: 1,
+                    requestTimeout: .milliseconds(Int((mode == nil ? adaptiveTimeout : timeout) * 1000)),
+                    modelCache: AgentConfiguration.defaultModelCache, fallbackToLocal: mode == nil, computeEmulation: computeScale),
+                proxy: "a\(index)", seed: scenario.seed &+ UInt64(index))
         }
-        for (_, agent) in fleet { try await agent.waitUntilReady() }
-        let runName = mode?.rawValue ?? "adaptive"
-        log("\(runName): \(fleet.count) agents ready; playing the scenario")
-
-        let player = ScenarioPlayer(scenario: scenario, proxies: proxies)
-        let start = ContinuousClock.now
-        let playback = Task.detached { try player.play(log: { line in FileHandle.standardError.write(Data("netem: \(line)\n".utf8)) }) }
-        let end = start + .milliseconds(Int(scenario.duration))
-        let rate = self.rate
-        let agentsByName = fleet
-        let records = await withTaskGroup(of: [RequestRecord].self) { group in
-            for (slot, (name, agent)) in agentsByName.enumerated() {
-                group.addTask {
-                    var mine: [RequestRecord] = []
-                    var index = slot
-                    var next = start
-                    var lastMode: InferenceMode?
-                    while next < end {
-                        try? await Task.sleep(until: next, clock: .continuous)
-                        let sent = ContinuousClock.now
-                        let image = index % test.count
-                        let outcome: AgentOutcome
-                        if let mode {
-                            outcome = await agent.infer(test.image(image), mode: mode)
-                        } else {
-                            outcome = await agent.infer(test.image(image))
-                        }
-                        if mode == nil, outcome.fallback == nil, outcome.mode != lastMode, let decision = outcome.decision {
-                            FileHandle.standardError.write(
-                                Data("adaptive \(name) t=\(String(format: "%.1f", (sent - start).seconds))s: \(decision)\n".utf8))
-                            lastMode = outcome.mode
-                        }
-                        let status: String
-                        if let prediction = outcome.prediction {
-                            status = (prediction == Int(test.labels[image]) ? "ok" : "wrong") + (outcome.fallback != nil ? "-fallback" : "")
-                        } else {
-                            if case .noAnswer = outcome.failure { status = "timeout" } else { status = "error: \(outcome.error ?? "?")" }
-                        }
-                        mine.append(
-                            RequestRecord(
-                                time: (sent - start).seconds, agent: name, mode: outcome.mode.rawValue, bytes: outcome.bytesSent,
-                                latencyMilliseconds: outcome.latencyMilliseconds, outcome: status))
-                        index += agentsByName.count
-                        next = max(next + .milliseconds(Int(1000 / rate)), ContinuousClock.now)
-                    }
-                    return mine
-                }
-            }
-            var all: [RequestRecord] = []
-            for await part in group { all += part }
-            return all.sorted { $0.time < $1.time }
-        }
-        try await playback.value
-        for (_, agent) in fleet { await agent.stop() }
-        for proxy in proxies { proxy.stop() }
+        try await testbed.waitUntilReady()
+        log("\(mode?.rawValue ?? "adaptive"): \(agents) agents ready; playing the scenario")
+        let records = try await testbed.play(
+            scenario, rate: rate, mode: mode, input: { index in (test.image(index % test.count), Int(test.labels[index % test.count])) },
+            log: { line in FileHandle.standardError.write(Data("\(line)\n".utf8)) })
+        await testbed.removeAgents()
         return records
     }
 

@@ -14,6 +14,13 @@ import ServiceLifecycle
 
 extension InferenceMode: ExpressibleByArgument {}
 
+/// Prints `line` and flushes standard output, so that a pipe or a file (`cleave demo | tee`,
+/// a test reading the output) has it at once rather than when the buffer fills.
+func printNow(_ line: String) {
+    print(line)
+    fflush(nil)
+}
+
 /// Runs `body` when SIGINT or SIGTERM arrives (once), then exits.
 func onInterrupt(_ body: @escaping @Sendable () -> Void) -> [DispatchSourceSignal] {
     [SIGINT, SIGTERM].map { signalNumber in

@@ -46,7 +46,7 @@ import Testing
                     }
                     for prediction in answer(id, copy) {
                         let result = InferenceResult(
-                            requestID: id, prediction: prediction, confidence: 1, error: nil, coordinator: "scripted", batchSize: 1)
+                            requestID: id, prediction: prediction, confidence: 1, coordinator: "scripted", batchSize: 1)
                         try? transport.publish(
                             MQTTMessage(
                                 topic: message.responseTopic ?? "", payload: [UInt8](try! JSONEncoder().encode(result)), qos: 1,
@@ -68,13 +68,13 @@ import Testing
         }
     }
 
-    func makeAgent(_ broker: InMemoryBroker, _ id: String, timeout: Duration = .seconds(60), fallback: Bool = false, offline: Int = 64) throws
-        -> Agent
-    {
+    func makeAgent(
+        _ broker: InMemoryBroker, _ id: String, timeout: Duration = .seconds(60), fallback: Bool = false, offline: Int = 64, cache: String? = nil
+    ) throws -> Agent {
         let profile = try DeviceProfile.load("\(Self.repository)/devices/generic.yaml")
         let configuration = AgentConfiguration(
-            deviceID: id, profile: profile, threads: 1, requestTimeout: timeout, fallbackToLocal: fallback, offlineQueueLimit: offline,
-            retryInterval: .milliseconds(50))
+            deviceID: id, profile: profile, threads: 1, requestTimeout: timeout, modelCache: cache, fallbackToLocal: fallback,
+            offlineQueueLimit: offline, retryInterval: .milliseconds(50))
         return Agent(configuration, transport: broker.makeTransport(clientID: id, will: Agent.offlineState(id)))
     }
 
@@ -202,6 +202,51 @@ import Testing
         let fallback = await lenient.infer(Self.image, mode: .split)
         #expect(fallback.prediction != nil && fallback.fallback == .split && fallback.mode == .local)
         await lenient.stop()
+        _ = coordinator
+    }
+
+    /// Two agents on one board share a model cache: when the artifacts arrive, the other agent
+    /// may have written them already. They are then no news to this agent's store, and it must
+    /// still load them and become ready (it waited for ever, seen in the harness on a cold cache).
+    @Test func artifactsAnotherAgentCachedFirstStillMakeItReady() async throws {
+        let broker = InMemoryBroker()
+        let bundle = try Self.bundle.get()
+        let cache = FileManager.default.temporaryDirectory.appendingPathComponent("cleave-shared-\(UUID().uuidString)").path
+        defer { try? FileManager.default.removeItem(atPath: cache) }
+        let coordinator = broker.makeTransport(clientID: "hand-coordinator")
+        try coordinator.connect()
+        let control = try JSONEncoder().encode(ControlMessage(assignment: try ScriptedCoordinatorAssignment.make(bundle)))
+        try coordinator.publish(MQTTMessage(topic: Topic.deviceControl(device: "a8").path, payload: [UInt8](control), qos: 1, retain: true))
+        let agent = try makeAgent(broker, "a8", cache: cache)
+        try await agent.start()
+        try await eventually { broker.subscriptions(of: "a8").contains(Topic.model(sha256: bundle.manifest.head.sha256).path) }
+        // The other agent's copies land in the cache first; then the broker delivers ours.
+        try SystemCall.makeDirectories(cache)
+        try SystemCall.writeFileAtomically("\(cache)/\(bundle.manifest.full.sha256).onnx", bundle.full)
+        try SystemCall.writeFileAtomically("\(cache)/\(bundle.manifest.head.sha256).onnx", bundle.head)
+        try coordinator.publish(MQTTMessage(topic: Topic.model(sha256: bundle.manifest.full.sha256).path, payload: bundle.full, qos: 1, retain: true))
+        try coordinator.publish(MQTTMessage(topic: Topic.model(sha256: bundle.manifest.head.sha256).path, payload: bundle.head, qos: 1, retain: true))
+        try await agent.waitUntilReady(timeout: .seconds(30))
+        #expect(await agent.infer(Self.image, mode: .local).prediction != nil)
+        await agent.stop()
+    }
+
+    /// A stopped agent fails a waiting request and every later remote one at once, with
+    /// `.stopped`, instead of keeping them until their timeout (a testbed that stops on Ctrl-C
+    /// would wait that long).
+    @Test func aStoppedAgentFailsRemoteRequestsAtOnce() async throws {
+        let broker = InMemoryBroker()
+        let coordinator = try ScriptedCoordinator(broker: broker, device: "a7") { _, _ in [] }
+        let agent = try makeAgent(broker, "a7", timeout: .seconds(30))
+        try await agent.start()
+        try await agent.waitUntilReady(timeout: .seconds(60))
+        async let waiting = agent.infer(Self.image, mode: .split)
+        try await eventually { await agent.waitingRemote == 1 }
+        await agent.stop()
+        #expect(await waiting.failure == .stopped)
+        let started = ContinuousClock.now
+        let later = await agent.infer(Self.image, mode: .offload)
+        #expect(later.failure == .stopped && ContinuousClock.now - started < .seconds(1), "\(later.error ?? "answered")")
         _ = coordinator
     }
 }

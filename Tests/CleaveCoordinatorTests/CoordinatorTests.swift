@@ -90,7 +90,7 @@ import Testing
 
         try device.send([1, 2, 3], requestID: 43)
         let rejected = try JSONDecoder().decode(InferenceResult.self, from: Data(try #require(await device.next(on: results)).payload))
-        #expect(rejected.prediction == nil && rejected.error != nil && rejected.requestID == 43)
+        #expect(rejected.prediction == nil && rejected.rejection?.reason == .malformedFrame && rejected.requestID == 43)
         #expect(await coordinator.statistics.rejected == 1)
         await coordinator.stop()
     }

@@ -6,6 +6,7 @@ import CleaveONNX
 import CleaveProtocol
 import CleaveSupport
 import CleaveTensor
+import CleaveTestbed
 import CleaveTrain
 import Foundation
 import Testing
@@ -28,8 +29,8 @@ import Testing
     @Test func brokerKilledAndRestarted() async throws {
         let rig = try await FaultRig(name: "broker")
         let tally = try await rig.drive(seconds: 14) { second in
-            if second == 2 { rig.broker?.kill9() }
-            if second == 5 { rig.broker = try LocalBroker(port: rig.port) }
+            if second == 2 { try await rig.testbed.killBroker() }
+            if second == 5 { try await rig.testbed.restartBroker() }
         }
         tally.report("broker kill -9 at 2 s, restarted at 5 s")
         tally.expectNothingLost()
@@ -57,8 +58,8 @@ import Testing
     @Test func brokerKilledAndRestartedSplitOnly() async throws {
         let rig = try await FaultRig(name: "broker-split", fixedMode: .split)
         let tally = try await rig.drive(seconds: 10) { second in
-            if second == 2 { rig.broker?.kill9() }
-            if second == 5 { rig.broker = try LocalBroker(port: rig.port) }
+            if second == 2 { try await rig.testbed.killBroker() }
+            if second == 5 { try await rig.testbed.restartBroker() }
         }
         tally.report("split only, no fallback: broker kill -9 at 2 s, restarted at 5 s")
         tally.expectNothingLost()
@@ -147,11 +148,11 @@ final class CoordinatorProcess: Sendable {
     }
 }
 
-/// Broker, coordinator process, proxy and agent for one fault test.
+/// A testbed (broker, the agent behind its proxy) and a coordinator process for one fault test.
 final class FaultRig: @unchecked Sendable {
+    let testbed: Testbed
     let port: Int
     // Changed only by the fault callbacks, which `drive` runs one at a time on its own task.
-    var broker: LocalBroker?
     var coordinator: CoordinatorProcess?
     var agent: Agent
     let proxy: NetemProxy
@@ -165,16 +166,14 @@ final class FaultRig: @unchecked Sendable {
     init(name: String, fixedMode: InferenceMode? = nil) async throws {
         self.name = name
         self.fixedMode = fixedMode
-        let broker = try LocalBroker()
-        self.broker = broker
-        port = broker.port
+        testbed = try Testbed()
+        port = testbed.brokerPort
         coordinator = try CoordinatorProcess(port: port, id: "fault-coordinator-1")
-        proxy = try NetemProxy(
-            name: name, listen: Endpoint(host: "127.0.0.1", port: 0), upstream: Endpoint(host: "127.0.0.1", port: UInt16(port)))
-        cache = FileManager.default.temporaryDirectory.appendingPathComponent("cleave-fault-\(UUID().uuidString)").path
-        agent = try Self.makeAgent(name: name, port: Int(proxy.listen.port), cache: cache, fixed: fixedMode != nil)
-        try await agent.start()
-        try await agent.waitUntilReady()
+        let cache = FileManager.default.temporaryDirectory.appendingPathComponent("cleave-fault-\(UUID().uuidString)").path
+        self.cache = cache
+        agent = try await testbed.addAgent(try Self.agentConfiguration(name: name, cache: cache, fixed: fixedMode != nil), proxy: name)
+        proxy = try #require(await testbed.members.first?.proxy)
+        try await testbed.waitUntilReady()
 
         let bundle = try ModelBundle(directory: SplitServingTests.modelFolder)
         let test = try FashionMNIST(split: .test)
@@ -182,12 +181,11 @@ final class FaultRig: @unchecked Sendable {
         references = try Self.references(bundle, images)
     }
 
-    static func makeAgent(name: String, port: Int, cache: String, fixed: Bool) throws -> Agent {
+    static func agentConfiguration(name: String, cache: String, fixed: Bool) throws -> AgentConfiguration {
         let profile = try DeviceProfile.load("\(SplitServingTests.repository)/devices/generic.yaml")
-        return try Agent(
-            AgentConfiguration(
-                deviceID: "fault-\(name)", profile: profile, brokerPort: port, threads: 1, requestTimeout: .seconds(fixed ? 15 : 2),
-                modelCache: cache, fallbackToLocal: !fixed, offlineQueueLimit: fixed ? 512 : 64, computeEmulation: 10))
+        return AgentConfiguration(
+            deviceID: "fault-\(name)", profile: profile, threads: 1, requestTimeout: .seconds(fixed ? 15 : 2), modelCache: cache,
+            fallbackToLocal: !fixed, offlineQueueLimit: fixed ? 512 : 64, computeEmulation: 10)
     }
 
     /// The whole model's prediction and the offline split path's (head, codec, tail) per image.
@@ -216,11 +214,7 @@ final class FaultRig: @unchecked Sendable {
     /// A planned restart: no new requests, the waiting ones answered, then a new process's agent
     /// (same device id and model cache).
     func restartAgent() async throws {
-        await agent.drain()
-        await agent.stop()
-        agent = try Self.makeAgent(name: name, port: Int(proxy.listen.port), cache: cache, fixed: fixedMode != nil)
-        try await agent.start()
-        try await agent.waitUntilReady()
+        agent = try await testbed.restart(agent, as: try Self.agentConfiguration(name: name, cache: cache, fixed: fixedMode != nil))
     }
 
     /// Sends 20 requests per second for `seconds`, each on its own task, calling `fault` at
@@ -256,10 +250,8 @@ final class FaultRig: @unchecked Sendable {
     }
 
     func stop() async {
-        await agent.stop()
-        proxy.stop()
+        await testbed.stop()
         coordinator?.kill9()
-        broker?.stop()
         try? FileManager.default.removeItem(atPath: cache)
     }
 }

@@ -6,7 +6,7 @@ import CleaveONNX
 import CleaveProtocol
 import CleaveSupport
 import CleaveTensor
-import CleaveTrain
+import CleaveTestbed
 import Foundation
 import Testing
 
@@ -18,19 +18,18 @@ import Testing
     static let repository = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("../..").standardizedFileURL.path
     static let modelFolder = "\(repository)/models/fmnist/c4"
 
-    func makeAgent(_ id: String, port: Int) throws -> Agent {
+    /// A generic-profile agent with a 5 s request timeout (the testbed fills in the broker).
+    func agentConfiguration(_ id: String) throws -> AgentConfiguration {
         let profile = try DeviceProfile.load("\(Self.repository)/devices/generic.yaml")
-        return try Agent(AgentConfiguration(deviceID: id, profile: profile, brokerPort: port, threads: 1, requestTimeout: .seconds(5)))
+        return AgentConfiguration(deviceID: id, profile: profile, threads: 1, requestTimeout: .seconds(5))
     }
 
     @Test func everyModeMatchesTheWholeModel() async throws {
-        let broker = try LocalBroker()
+        let testbed = try Testbed()
         let bundle = try ModelBundle(directory: Self.modelFolder)
-        let coordinator = try Coordinator(CoordinatorConfiguration(id: "c1", brokerPort: broker.port), bundle: bundle)
-        try await coordinator.start()
-        let agent = try makeAgent("device-a", port: broker.port)
-        try await agent.start()
-        try await agent.waitUntilReady()
+        try await testbed.addCoordinator(CoordinatorConfiguration(id: "c1"), bundle: bundle)
+        let agent = try await testbed.addAgent(try agentConfiguration("device-a"))
+        try await testbed.waitUntilReady()
 
         let test = try FashionMNIST(split: .test)
         let whole = InferenceSession(model: try Model(serialized: Data(bundle.full)), threads: 1)
@@ -66,20 +65,16 @@ import Testing
         #expect(correct[.split] == splitReference)
         #expect(correct[.local] == reference)
         #expect(correct[.offload] == reference)
-        await agent.stop()
-        await coordinator.stop()
+        await testbed.stop()
     }
 
     @Test func twoCoordinatorsShareTheLoadAndAnswerOnce() async throws {
-        let broker = try LocalBroker()
+        let testbed = try Testbed()
         let bundle = try ModelBundle(directory: Self.modelFolder)
-        let first = try Coordinator(CoordinatorConfiguration(id: "c1", brokerPort: broker.port), bundle: bundle)
-        let second = try Coordinator(CoordinatorConfiguration(id: "c2", brokerPort: broker.port), bundle: bundle)
-        try await first.start()
-        try await second.start()
-        let agent = try makeAgent("device-b", port: broker.port)
-        try await agent.start()
-        try await agent.waitUntilReady()
+        let first = try await testbed.addCoordinator(CoordinatorConfiguration(id: "c1"), bundle: bundle)
+        let second = try await testbed.addCoordinator(CoordinatorConfiguration(id: "c2"), bundle: bundle)
+        let agent = try await testbed.addAgent(try agentConfiguration("device-b"))
+        try await testbed.waitUntilReady()
         let test = try FashionMNIST(split: .test)
         let requests = 200
         var answered = 0
@@ -94,21 +89,17 @@ import Testing
         let retries = await agent.statistics.retries
         #expect(
             a.answered + b.answered >= requests && a.answered + b.answered <= requests + retries, "\(a.answered) + \(b.answered), \(retries) retries")
-        await agent.stop()
-        await first.stop()
-        await second.stop()
+        await testbed.stop()
     }
 
     @Test func badFramesGetTypedRejectionsAndServiceContinues() async throws {
-        let broker = try LocalBroker()
+        let testbed = try Testbed()
         let bundle = try ModelBundle(directory: Self.modelFolder)
-        let coordinator = try Coordinator(CoordinatorConfiguration(id: "c1", brokerPort: broker.port), bundle: bundle)
-        try await coordinator.start()
-        let agent = try makeAgent("device-c", port: broker.port)
-        try await agent.start()
-        try await agent.waitUntilReady()
+        let coordinator = try await testbed.addCoordinator(CoordinatorConfiguration(id: "c1"), bundle: bundle)
+        let agent = try await testbed.addAgent(try agentConfiguration("device-c"))
+        try await testbed.waitUntilReady()
 
-        let client = try MQTTClient(MQTTConfiguration(port: broker.port, clientID: "prober"))
+        let client = try MQTTClient(MQTTConfiguration(port: testbed.brokerPort, clientID: "prober"))
         try client.connect()
         for await event in client.events { if case .connected = event { break } }
         try client.subscribe(Topic.results(device: "prober").path, qos: 1)
@@ -119,87 +110,79 @@ import Testing
         let unknownModel = BottleneckCodec.encode(
             features, requestID: 4, options: FrameOptions(context: FrameContext(modelDigest: [0, 1, 2, 3, 4, 5, 6, 7], splitID: 0)))
         let oversized = [UInt8](repeating: 0xC7, count: 2 << 20)
-        let probes: [(UInt64, [UInt8], String)] = [
-            (1, [0xC7, 0x12, 0x00, 0x01, 0x02], "truncated"), (2, wrongCRC, "CRC-32C mismatch"), (3, oversized, "limit"),
-            (4, unknownModel, "is for model"),
+        let probes: [(UInt64, [UInt8], Rejection.Reason, String)] = [
+            (1, [0xC7, 0x12, 0x00, 0x01, 0x02], .malformedFrame, "truncated"), (2, wrongCRC, .malformedFrame, "CRC-32C mismatch"),
+            (3, oversized, .frameTooLarge, "limit"), (4, unknownModel, .wrongModel, "is for model"),
         ]
-        for (id, payload, _) in probes {
+        for (id, payload, _, _) in probes {
             try client.publish(
                 MQTTMessage(
                     topic: Topic.infer(device: "prober").path, payload: payload, qos: 1, responseTopic: Topic.results(device: "prober").path,
                     correlationData: RequestID.encode(id)))
         }
-        var replies: [UInt64: String] = [:]
+        var replies: [UInt64: Rejection] = [:]
         let deadline = ContinuousClock.now + .seconds(10)
         for await event in client.events {
             if case .message(let message) = event, let result = try? JSONDecoder().decode(InferenceResult.self, from: Data(message.payload)) {
-                replies[result.requestID] = result.error ?? "no error"
+                replies[result.requestID] = result.rejection ?? Rejection(.computationFailed, "answered with a prediction")
             }
             if replies.count == probes.count || ContinuousClock.now > deadline { break }
         }
-        for (id, _, fragment) in probes {
-            #expect(replies[id]?.contains(fragment) == true, "request \(id): \(replies[id] ?? "no reply")")
+        for (id, _, reason, fragment) in probes {
+            let reply = replies[id]
+            #expect(reply?.reason == reason && reply?.message.contains(fragment) == true, "request \(id): \(reply?.description ?? "no reply")")
         }
         #expect(await coordinator.statistics.rejected == probes.count)
         let after = await agent.infer(Tensor(zeros: [1, 1, 28, 28]), mode: .split)
         #expect(after.error == nil, "the coordinator must keep serving: \(after.error ?? "")")
-        await agent.stop()
-        await coordinator.stop()
+        await testbed.stop()
     }
 }
 
 @Suite struct BrokerFailureTests {
     @Test func aVanishedBrokerGivesErrorsAndServiceResumesWhenItReturns() async throws {
-        var broker: LocalBroker? = try LocalBroker()
-        let port = broker!.port
+        let testbed = try Testbed()
         let bundle = try ModelBundle(directory: SplitServingTests.modelFolder)
-        let coordinator = try Coordinator(CoordinatorConfiguration(id: "c1", brokerPort: port), bundle: bundle)
-        try await coordinator.start()
+        try await testbed.addCoordinator(CoordinatorConfiguration(id: "c1"), bundle: bundle)
         let profile = try DeviceProfile.load("\(SplitServingTests.repository)/devices/generic.yaml")
-        let agent = try Agent(
-            AgentConfiguration(
-                deviceID: "device-d", profile: profile, brokerPort: port, threads: 1, requestTimeout: .seconds(5), fallbackToLocal: false))
-        try await agent.start()
-        try await agent.waitUntilReady()
+        let agent = try await testbed.addAgent(
+            AgentConfiguration(deviceID: "device-d", profile: profile, threads: 1, requestTimeout: .seconds(5), fallbackToLocal: false))
+        try await testbed.waitUntilReady()
         let image = Tensor(zeros: [1, 1, 28, 28])
         #expect(await agent.infer(image, mode: .split).error == nil)
 
-        broker!.kill9()
-        broker = nil
+        try await testbed.killBroker()
         let during = await agent.infer(image, mode: .split)
         #expect(during.prediction == nil && during.error != nil, "no broker: an explicit error, not a hang or a crash")
         #expect(await agent.infer(image, mode: .local).prediction != nil, "local mode keeps working without a broker")
 
-        broker = try LocalBroker(port: port)
+        try await testbed.restartBroker()
         var recovered = false
         for _ in 0..<40 where !recovered {
             try await Task.sleep(for: .milliseconds(500))
             recovered = await agent.infer(image, mode: .split).error == nil
         }
         #expect(recovered, "agent and coordinator reconnect and serve again")
-        await agent.stop()
-        await coordinator.stop()
-        _ = broker
+        await testbed.stop()
     }
 
     /// Artifacts go to the cache folder under their hash; a restarted agent serves from it, and a
     /// corrupted cache file is refused with an error naming it, removed, and fetched again.
     @Test func modelCacheSurvivesRestartAndRefusesCorruption() async throws {
-        let broker = try LocalBroker()
+        let testbed = try Testbed()
         let bundle = try ModelBundle(directory: SplitServingTests.modelFolder)
-        let coordinator = try Coordinator(CoordinatorConfiguration(id: "c-cache", brokerPort: broker.port), bundle: bundle)
-        try await coordinator.start()
+        try await testbed.addCoordinator(CoordinatorConfiguration(id: "c-cache"), bundle: bundle)
         let cache = FileManager.default.temporaryDirectory.appendingPathComponent("cleave-cache-\(UUID().uuidString)").path
         defer { try? FileManager.default.removeItem(atPath: cache) }
         let profile = try DeviceProfile.load("\(SplitServingTests.repository)/devices/generic.yaml")
-        func agent(_ id: String) throws -> Agent {
-            try Agent(AgentConfiguration(deviceID: id, profile: profile, brokerPort: broker.port, threads: 1, modelCache: cache))
+        func agent(_ id: String) async throws -> Agent {
+            let agent = try await testbed.addAgent(AgentConfiguration(deviceID: id, profile: profile, threads: 1, modelCache: cache))
+            try await agent.waitUntilReady()
+            return agent
         }
         let image = try FashionMNIST(split: .test).image(0)
 
-        let first = try agent("cache-a")
-        try await first.start()
-        try await first.waitUntilReady()
+        let first = try await agent("cache-a")
         let full = "\(cache)/\(bundle.manifest.full.sha256).onnx"
         #expect(try Data(contentsOf: URL(fileURLWithPath: full)) == Data(bundle.full))
         #expect(FileManager.default.fileExists(atPath: "\(cache)/\(bundle.manifest.head.sha256).onnx"))
@@ -212,17 +195,13 @@ import Testing
         var bytes = [UInt8](try Data(contentsOf: URL(fileURLWithPath: full)))
         bytes[bytes.count / 2] ^= 0xFF
         try Data(bytes).write(to: URL(fileURLWithPath: full))
-        let second = try agent("cache-b")
-        try await second.start()
-        try await second.waitUntilReady()
+        let second = try await agent("cache-b")
         #expect(try Data(contentsOf: URL(fileURLWithPath: full)) == Data(bundle.full), "the corrupt file was replaced")
         let recovered = await second.infer(image, mode: .local)
         #expect(recovered.prediction == expected, "\(recovered.error ?? "")")
         // A file corrupted while the agent runs is refused on use, naming the problem.
         try Data(bytes).write(to: URL(fileURLWithPath: full))
-        let third = try agent("cache-c")
-        try await third.start()
-        try await third.waitUntilReady()
+        let third = try await agent("cache-c")
         try Data(bytes).write(to: URL(fileURLWithPath: full))
         let refused = await third.infer(image, mode: .local)
         #expect(refused.prediction == nil)
@@ -233,10 +212,7 @@ import Testing
             again = await third.infer(image, mode: .local)
         }
         #expect(again?.prediction == expected)
-        await third.stop()
-        await second.stop()
-        await coordinator.stop()
-        _ = broker
+        await testbed.stop()
     }
 
     /// A folder that cannot be written (a full or read-only disk) keeps the artifact in memory, with a warning.

@@ -1,6 +1,7 @@
+import CleaveNetem
 import Testing
 
-@testable import CleaveNetem
+@testable import CleaveTestbed
 
 /// The per-phase comparison that `cleave harness run` prints and `docs/results.md` quotes.
 @Suite struct HarnessComparisonTests {

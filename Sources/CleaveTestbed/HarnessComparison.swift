@@ -1,3 +1,4 @@
+import CleaveNetem
 import CleaveSupport
 import Foundation
 

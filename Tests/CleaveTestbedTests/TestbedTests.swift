@@ -1,0 +1,124 @@
+import CleaveAgent
+import CleaveCoordinator
+import CleaveDatasets
+import CleaveProtocol
+import Foundation
+import Logging
+import Testing
+
+@testable import CleaveNetem
+@testable import CleaveTestbed
+
+/// The fleet that the demo, the split benchmark, the harness and the integration tests share:
+/// real Mosquitto, the committed demo model, agents direct and behind proxies.
+@Suite struct TestbedTests {
+    static let repository = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("../..").standardizedFileURL.path
+
+    static func configuration(_ id: String, timeout: Duration = .seconds(5), fallback: Bool = false) throws -> AgentConfiguration {
+        let profile = try DeviceProfile.load("\(repository)/devices/generic.yaml")
+        return AgentConfiguration(deviceID: id, profile: profile, threads: 1, requestTimeout: timeout, fallbackToLocal: fallback)
+    }
+
+    /// True when something accepts TCP connections on the loopback `port`.
+    static func listening(_ port: Int) -> Bool { (try? TCPSocket.connect(to: Endpoint(host: "127.0.0.1", port: UInt16(port)))) != nil }
+
+    @Test func streamsInInputOrderThroughDirectAndProxiedAgentsAndStopsEverything() async throws {
+        let testbed = try Testbed()
+        let bundle = try ModelBundle(directory: "\(Self.repository)/models/fmnist/c4")
+        let coordinator = try await testbed.addCoordinator(CoordinatorConfiguration(id: "tb-c"), bundle: bundle)
+        try await testbed.addAgent(try Self.configuration("tb-direct"))
+        try await testbed.addAgent(try Self.configuration("tb-proxied"), proxy: "a1")
+        try await testbed.waitUntilReady()
+        let members = await testbed.members
+        #expect(members.map(\.name) == ["tb-direct", "a1"] && members[0].proxy == nil && members[1].proxy?.name == "a1")
+        let proxyPort = Int(try #require(members[1].proxy).listen.port)
+
+        let test = try FashionMNIST(split: .test)
+        let outcomes = await testbed.stream(count: 40, mode: .split, input: { test.image($0) })
+        #expect(outcomes.count == 40 && outcomes.allSatisfy { $0.prediction != nil }, "\(outcomes.compactMap(\.error))")
+        // In input order: the local answers for the same images agree with the split ones
+        // wherever the split model agrees with the whole one, which is most of the time.
+        let local = await testbed.stream(count: 40, mode: .local, input: { test.image($0) })
+        let agreeing = zip(outcomes, local).filter { $0.prediction == $1.prediction }.count
+        #expect(agreeing >= 36, "outcomes come back in input order: \(agreeing) of 40 agree")
+        #expect(await coordinator.statistics.answered == 40)
+        #expect(members[1].proxy!.metrics.uplink.bytes.load(ordering: .relaxed) > 0, "the proxied agent's traffic went through its proxy")
+
+        await testbed.stop()
+        #expect(!Self.listening(testbed.brokerPort), "the broker is stopped")
+        #expect(!Self.listening(proxyPort), "the proxy is stopped")
+        await testbed.stop()  // a second stop is harmless
+    }
+
+    @Test func playShapesTheNamedLinkAndRecordsWhatWasLost() async throws {
+        let scenario = try Scenario.parse(
+            """
+            name: short-outage
+            description: up, down for 1.5 s, up
+            duration: 3500ms
+            links:
+              a1:
+                - at: 0s
+                  latency: 1ms
+                - at: 1s
+                  down: hold
+                - at: 2500ms
+                  up: true
+            """, source: "short-outage.yaml")
+        let testbed = try Testbed()
+        let bundle = try ModelBundle(directory: "\(Self.repository)/models/fmnist/c4")
+        try await testbed.addCoordinator(CoordinatorConfiguration(id: "tb-c2"), bundle: bundle)
+        try await testbed.addAgent(try Self.configuration("tb-shaped", timeout: .milliseconds(300)), proxy: "a1")
+        try await testbed.addAgent(try Self.configuration("tb-clear", timeout: .milliseconds(300)), proxy: "a2")
+        try await testbed.waitUntilReady()
+        let test = try FashionMNIST(split: .test)
+        let records = try await testbed.play(scenario, rate: 10, mode: .split, input: { (test.image($0), Int(test.labels[$0])) })
+        await testbed.stop()
+
+        let shaped = records.filter { $0.agent == "a1" }
+        let clear = records.filter { $0.agent == "a2" }
+        #expect(shaped.count >= 20 && clear.count >= 20, "about 10 requests per second each for 3.5 s: \(shaped.count), \(clear.count)")
+        #expect(zip(records, records.dropFirst()).allSatisfy { $0.time <= $1.time }, "records in time order")
+        let lostInOutage = shaped.filter { $0.time >= 1.05 && $0.time < 2.2 && $0.outcome == "timeout" }.count
+        #expect(lostInOutage >= 2, "the link named a1 went down: \(shaped.map { "\($0.time): \($0.outcome)" })")
+        #expect(shaped.filter { $0.time < 0.9 }.allSatisfy { $0.answered }, "a1 answered before its outage")
+        #expect(clear.allSatisfy { $0.answered }, "a2's link was never touched: \(clear.filter { !$0.answered }.map(\.outcome))")
+    }
+
+    @Test func restartKeepsTheAgentsLink() async throws {
+        let testbed = try Testbed()
+        let bundle = try ModelBundle(directory: "\(Self.repository)/models/fmnist/c4")
+        try await testbed.addCoordinator(CoordinatorConfiguration(id: "tb-c3"), bundle: bundle)
+        let first = try await testbed.addAgent(try Self.configuration("tb-restart"), proxy: "a1")
+        try await testbed.waitUntilReady()
+        let proxy = try #require(await testbed.members.first?.proxy)
+        let before = proxy.metrics.accepted.load(ordering: .relaxed)
+        let second = try await testbed.restart(first, as: try Self.configuration("tb-restart"))
+        #expect(second !== first)
+        #expect(await second.infer(try FashionMNIST(split: .test).image(0), mode: .split).prediction != nil)
+        #expect(proxy.metrics.accepted.load(ordering: .relaxed) > before, "the new agent connected through the same proxy")
+        await #expect(throws: TestbedError.notAMember) { try await testbed.restart(first, as: try Self.configuration("tb-restart")) }
+        await testbed.stop()
+    }
+
+    @Test func aGivenBrokerIsNotTheTestbedsToKill() async throws {
+        let owner = try Testbed()
+        let guest = try Testbed(broker: ("127.0.0.1", owner.brokerPort))
+        #expect(await guest.localBroker == nil)
+        await #expect(throws: TestbedError.brokerNotOurs) { try await guest.killBroker() }
+        await guest.stop()
+        #expect(Self.listening(owner.brokerPort), "stopping the guest leaves the broker it was given")
+        await owner.stop()
+    }
+
+    /// `run` returns the work's value, or rethrows its error, and stops the testbed either way.
+    @Test func runStopsTheTestbedAfterTheWork() async throws {
+        struct Planted: Error {}
+        let first = try Testbed()
+        let value = try await first.run(logger: Logger(label: "test")) { testbed in testbed.brokerPort }
+        #expect(value == first.brokerPort && !Self.listening(first.brokerPort), "the broker is stopped after the work")
+        let second = try Testbed()
+        await #expect(throws: Planted.self) { try await second.run(logger: Logger(label: "test")) { _ in throw Planted() } }
+        #expect(!Self.listening(second.brokerPort), "and after a failed one")
+    }
+}
