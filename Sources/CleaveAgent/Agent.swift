@@ -35,7 +35,6 @@ public actor Agent {
     /// Request ids start from the clock so that a restarted agent (same device id) never reuses
     /// the id of a request the coordinator still holds in its duplicate cache.
     private var nextRequestID: UInt64 = Agent.firstRequestID()
-    private var connectedWaiters: [CheckedContinuation<Void, Never>] = []
     private var connected = false
     private var eventTask: Task<Void, Never>?
     private let epoch = ContinuousClock.now
@@ -107,15 +106,7 @@ public actor Agent {
 
     /// Connects, subscribes to its control and result topics and announces itself.
     public func start() async throws {
-        let events = transport.events
-        eventTask = Task { [weak self] in
-            for await event in events {
-                guard let self else { return }
-                await self.handle(event)
-            }
-        }
-        try transport.connect()
-        if !connected { await withCheckedContinuation { connectedWaiters.append($0) } }
+        eventTask = try await transport.connect(deliveringEventsTo: { [weak self] event in await self?.handle(event) })
     }
 
     /// Waits until an assignment arrived, both its models are verified and the head is loaded.
@@ -358,9 +349,6 @@ public actor Agent {
             let sent = await channel.connectionEstablished()
             if sent > 0 { logger.notice("connected: sending \(sent) waiting requests") }
             if counters.connects > 1 { policy?.reconnected(now: milliseconds() / 1000) }
-            let waiters = connectedWaiters
-            connectedWaiters = []
-            waiters.forEach { $0.resume() }
         case .refused(let code):
             logger.error("broker refused the connection (reason \(code))")
         case .disconnected(let code):

@@ -84,7 +84,6 @@ public actor Coordinator {
     /// Copies of requests being computed, by `device/id`: answered with the first copy's result.
     private var inFlight: [String: [MQTTMessage]] = [:]
     private var eventTask: Task<Void, Never>?
-    private var connectedWaiters: [CheckedContinuation<Void, Never>] = []
     private var connected = false
     /// Frames being computed, and whether new ones are refused (a graceful shutdown).
     private var serving = 0
@@ -138,15 +137,7 @@ public actor Coordinator {
 
     /// Connects, publishes the model artifacts (retained) and starts serving.
     public func start() async throws {
-        let events = transport.events
-        eventTask = Task { [weak self] in
-            for await event in events {
-                guard let self else { return }
-                await self.handle(event)
-            }
-        }
-        try transport.connect()
-        if !connected { await withCheckedContinuation { connectedWaiters.append($0) } }
+        eventTask = try await transport.connect(deliveringEventsTo: { [weak self] event in await self?.handle(event) })
     }
 
     /// Stops taking new frames (leaves the shared subscription: the broker hands them to the
@@ -184,9 +175,6 @@ public actor Coordinator {
             } catch {
                 logger.error("starting to serve failed: \(error)")
             }
-            let waiters = connectedWaiters
-            connectedWaiters = []
-            waiters.forEach { $0.resume() }
         case .refused(let code):
             logger.error("broker refused the connection (reason \(code))")
         case .disconnected(let code):

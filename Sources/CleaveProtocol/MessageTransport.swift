@@ -21,6 +21,31 @@ public protocol MessageTransport: AnyObject, Sendable {
     func unsubscribe(_ pattern: String) throws
 }
 
+extension MessageTransport {
+    /// Hands every event to `handle`, one at a time and in order, on a task of its own (it
+    /// ends with the event stream or when cancelled), connects, and returns that task once the
+    /// first `.connected` event has been handled (so that its subscriptions are in place).
+    public func connect(deliveringEventsTo handle: @escaping @Sendable (MQTTEvent) async -> Void) async throws -> Task<Void, Never> {
+        let events = self.events
+        let (handled, signal) = AsyncStream<Void>.makeStream(bufferingPolicy: .bufferingNewest(1))
+        let task = Task {
+            for await event in events {
+                await handle(event)
+                if case .connected = event { signal.yield() }
+            }
+            signal.finish()
+        }
+        do {
+            try connect()
+        } catch {
+            task.cancel()
+            throw error
+        }
+        for await _ in handled { break }
+        return task
+    }
+}
+
 /// An application message received from or sent to the broker (MQTT v5 semantics).
 public struct MQTTMessage: Sendable {
     public var topic: String

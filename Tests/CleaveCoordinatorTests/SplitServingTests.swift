@@ -149,7 +149,8 @@ import Testing
             AgentConfiguration(deviceID: "device-d", profile: profile, threads: 1, requestTimeout: .seconds(5), fallbackToLocal: false))
         try await testbed.waitUntilReady()
         let image = Tensor(zeros: [1, 1, 28, 28])
-        #expect(await agent.infer(image, mode: .split).error == nil)
+        let before = await agent.infer(image, mode: .split)
+        #expect(before.error == nil, "\(before.error ?? "")")
 
         try await testbed.killBroker()
         let during = await agent.infer(image, mode: .split)
