@@ -8,7 +8,8 @@ import ServiceLifecycle
 /// `run()` connects, waits for the assignment and models, then serves `samples` inputs from
 /// the source (0: stays online, answering nothing itself, until shut down). On a graceful
 /// shutdown it sends no new request, waits for those in flight (at most `drainTimeout`),
-/// publishes its offline state and returns, so the process exits 0.
+/// publishes its offline state and returns, so the process exits 0; a shutdown before the
+/// models are in stops the wait for them at once.
 public struct AgentService: Service {
     public let agent: Agent
     public let source: InputSource?
@@ -27,8 +28,16 @@ public struct AgentService: Service {
     }
 
     public func run() async throws {
-        try await agent.start()
-        try await agent.waitUntilReady()
+        // A shutdown while the agent connects or waits for its models ends the wait at once.
+        do {
+            try await cancelWhenGracefulShutdown {
+                try await agent.start()
+                try await agent.waitUntilReady()
+            }
+        } catch is CancellationError {
+            await agent.stop()
+            return
+        }
         if let source, samples > 0 {
             try await agent.serveAndReport(source, samples: samples, mode: mode, rate: rate) { Task.isShuttingDownGracefully }
         } else {

@@ -118,6 +118,44 @@ import Testing
         await testbed.stop()
     }
 
+    /// SIGTERM while the lean agent still waits for an assignment (no coordinator): it stops
+    /// waiting and exits 0 at once.
+    @Test func leanAgentWaitingForItsModelsExitsZero() async throws {
+        let testbed = try Testbed()
+        let (process, _) = try Self.launch(
+            "cleave-agent",
+            [
+                "--broker", "127.0.0.1:\(testbed.brokerPort)", "--profile", "\(SplitServingTests.repository)/devices/generic.yaml", "--id",
+                "term-waiting", "--model-cache", "none",
+            ])
+        defer { if process.isRunning { kill(process.processIdentifier, SIGKILL) } }
+        // Online (its retained state is on the broker), so it is past start-up and waiting.
+        let client = try MQTTClient(MQTTConfiguration(port: testbed.brokerPort, clientID: "term-watcher"))
+        try client.connect()
+        let online = await withTaskGroup(of: Bool.self) { group in
+            group.addTask {
+                for await event in client.events {
+                    if case .connected = event { try? client.subscribe(Topic.deviceState(device: "term-waiting").path, qos: 1) }
+                    if case .message(let message) = event, String(decoding: message.payload, as: UTF8.self).contains("online") { return true }
+                }
+                return false
+            }
+            group.addTask {
+                try? await Task.sleep(for: .seconds(60))
+                return false
+            }
+            let first = await group.next() ?? false
+            group.cancelAll()
+            return first
+        }
+        #expect(online, "the agent announced itself")
+        let seconds = await Self.terminate(process)
+        #expect(seconds < 5, "exited after \(seconds) s")
+        #expect(process.terminationReason == .exit && process.terminationStatus == 0, "status \(process.terminationStatus)")
+        client.disconnect()
+        await testbed.stop()
+    }
+
     /// Ctrl-C in `cleave demo` (its testbed under a ServiceGroup): exits 130 within 5 s, and
     /// the Mosquitto it started is gone.
     @Test func interruptedDemoStopsWhatItStarted() async throws {
