@@ -150,6 +150,9 @@ let tests: [Target] = [
     .testTarget(name: "CleaveCodecTests", dependencies: ["CleaveCodec", "CleaveSupport", "CleaveTensor"]),
     .testTarget(
         name: "CleaveAgentTests", dependencies: ["CleaveAgent", "CleaveCodec", "CleaveONNX", "CleaveProtocol", "CleaveSupport", "CleaveTensor"]),
+    .testTarget(
+        name: "CleaveAgentCLITests",
+        dependencies: ["CleaveAgentCLI", "CleaveAgent", .product(name: "ArgumentParser", package: "swift-argument-parser")]),
     .testTarget(name: "CleaveMQTTTests", dependencies: ["CleaveMQTT", "CleaveProtocol"]),
     .testTarget(
         name: "CleaveCoordinatorTests",
