@@ -46,8 +46,8 @@ struct HarnessRun: AsyncParsableCommand {
             times heavier), which is where split and offload start to pay.
 
             With --comparison FILE the per-phase table of all runs (mean / p95 ms and lost \
-            requests, first 5 s after each change left out, a lost request counted as the timeout) \
-            is appended to FILE as Markdown.
+            requests, the first 5 s of the run and after each change left out, a lost request \
+            counted as the timeout) is appended to FILE as Markdown.
             """)
 
     @Argument(help: "The scenario file (YAML).") var scenario: String
