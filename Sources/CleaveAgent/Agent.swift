@@ -251,23 +251,34 @@ public actor Agent {
             let frame = try encode(features, mode: mode, requestID: requestID, assignment: assignment)
             let remaining = deadline - (milliseconds() - milliseconds(started))
             let result = try await send(frame, requestID: requestID, mode: mode, deadline: remaining)
+            if result.prediction == nil, configuration.fallbackToLocal, let rejection = result.rejection {
+                // A rejection is a failure of the remote path like a missing answer.
+                logger.warning("request \(requestID) rejected by \(result.coordinator) (\(rejection)); computing it locally")
+                if learn && !race { policy?.record(mode: mode, latency: nil, now: milliseconds() / 1000) }
+                return await fallBack(input, from: mode, requestID: requestID, started: started)
+            }
             let outcome = Self.outcome(requestID, mode, started, result: result, bytes: frame.count)
             if result.prediction != nil { counters.answered[mode, default: 0] += 1 } else { counters.failed += 1 }
             if learn { policy?.record(mode: mode, latency: result.prediction != nil ? outcome.latencyMilliseconds : nil, now: milliseconds() / 1000) }
             return outcome
         } catch let failure as RemoteFailure where configuration.fallbackToLocal {
             logger.info("\(failure); computing it locally")
-            counters.fallbacks += 1
             if learn {
                 if !race { policy?.record(mode: mode, latency: nil, now: milliseconds() / 1000) }
                 if case .noAnswer = failure { rememberAbandoned(requestID, mode: mode, started: started, race: race) }
             }
-            var outcome = await runLocal(input, requestID: requestID, started: started)
-            outcome.fallback = mode
-            return outcome
+            return await fallBack(input, from: mode, requestID: requestID, started: started)
         } catch {
             return fail(Self.outcome(requestID, mode, started, failure: AgentFailure(error)))
         }
+    }
+
+    /// The remote path failed: the whole model here, the outcome saying which mode it replaced.
+    private func fallBack(_ input: Tensor, from mode: InferenceMode, requestID: UInt64, started: ContinuousClock.Instant) async -> AgentOutcome {
+        counters.fallbacks += 1
+        var outcome = await runLocal(input, requestID: requestID, started: started)
+        outcome.fallback = mode
+        return outcome
     }
 
     /// Keeps a given-up request for one request timeout, so that its late answer can still be

@@ -13,8 +13,9 @@ public struct AgentConfiguration: Sendable {
     /// How long a remote request waits for its answer (fixed modes; adaptive requests wait at
     /// most this, usually much less: see ``Agent/infer(_:)``).
     public var requestTimeout: Duration
-    /// Compute a remote request locally when it has no answer by its deadline or leaves a full
-    /// offline queue, instead of failing it. The outcome then says ``AgentOutcome/fallback``.
+    /// Compute a remote request locally when it has no answer by its deadline, is rejected by
+    /// the coordinator or leaves a full offline queue, instead of failing it. The outcome then
+    /// says ``AgentOutcome/fallback``.
     public var fallbackToLocal: Bool
     /// Requests that wait while the broker is unreachable; when a new one arrives at a full
     /// queue, the oldest waiting one is failed over (computed locally, or failed without

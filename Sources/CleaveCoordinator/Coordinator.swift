@@ -266,7 +266,9 @@ public actor Coordinator {
                 requestID: requestID ?? 0, prediction: nil, confidence: nil, rejection: rejection, coordinator: configuration.id, batchSize: 0)
         }
         if requestID != nil {
-            remember(result, key: key)
+            // Only answers are remembered: a retry of a rejected frame is judged again (the
+            // rejection may have been transient: a rollout, a tail that failed once).
+            if result.prediction != nil { remember(result, key: key) }
             for copy in inFlight.removeValue(forKey: key) ?? [] { reply(result, to: copy) }
         }
         reply(result, to: message)

@@ -25,13 +25,22 @@ extension MessageTransport {
     /// Hands every event to `handle`, one at a time and in order, on a task of its own (it
     /// ends with the event stream or when cancelled), connects, and returns that task once the
     /// first `.connected` event has been handled (so that its subscriptions are in place).
+    ///
+    /// A refusal that waiting cannot cure — bad credentials, not authorized, an invalid
+    /// client id, banned, an unsupported protocol — disconnects and throws a
+    /// ``ConnectionRefused`` naming the reason, instead of retrying for ever; a busy or
+    /// unavailable broker is waited for.
     public func connect(deliveringEventsTo handle: @escaping @Sendable (MQTTEvent) async -> Void) async throws -> Task<Void, Never> {
         let events = self.events
-        let (handled, signal) = AsyncStream<Void>.makeStream(bufferingPolicy: .bufferingNewest(1))
+        let (outcomes, signal) = AsyncStream<Int?>.makeStream(bufferingPolicy: .bufferingNewest(1))
         let task = Task {
             for await event in events {
                 await handle(event)
-                if case .connected = event { signal.yield() }
+                switch event {
+                case .connected: signal.yield(nil)
+                case .refused(let code) where ConnectionRefused.isPermanent(code): signal.yield(code)
+                default: break
+                }
             }
             signal.finish()
         }
@@ -41,8 +50,38 @@ extension MessageTransport {
             task.cancel()
             throw error
         }
-        for await _ in handled { break }
+        for await refusal in outcomes {
+            guard let code = refusal else { break }
+            disconnect()
+            task.cancel()
+            throw ConnectionRefused(reasonCode: code)
+        }
         return task
+    }
+}
+
+/// The broker refused the connection for a reason that retrying will not change.
+public struct ConnectionRefused: Error, Sendable, Equatable, CustomStringConvertible {
+    /// The CONNACK reason code (MQTT v5, or the v3.1.1 return code).
+    public let reasonCode: Int
+
+    public init(reasonCode: Int) { self.reasonCode = reasonCode }
+
+    /// Refusals a configuration change must fix (v5 0x84–0x87, 0x8A, 0x8C; v3.1.1 1, 2, 4, 5).
+    public static func isPermanent(_ code: Int) -> Bool { [0x84, 0x85, 0x86, 0x87, 0x8A, 0x8C, 1, 2, 4, 5].contains(code) }
+
+    public var description: String {
+        let reason =
+            switch reasonCode {
+            case 0x84, 1: "unsupported protocol version"
+            case 0x85, 2: "client identifier not valid"
+            case 0x86, 4: "bad user name or password"
+            case 0x87, 5: "not authorized"
+            case 0x8A: "banned"
+            case 0x8C: "bad authentication method"
+            default: "reason \(reasonCode)"
+            }
+        return "the broker refused the connection: \(reason) (reason code \(reasonCode)); check --username, --password-file and the broker's ACL"
     }
 }
 

@@ -23,7 +23,7 @@ import Testing
         let received = Received()
         private let task: Task<Void, Never>
 
-        init(broker: InMemoryBroker, device: String, answer: @escaping @Sendable (_ requestID: UInt64, _ copy: Int) -> [Int]) throws {
+        init(broker: InMemoryBroker, device: String, answer: @escaping @Sendable (_ requestID: UInt64, _ copy: Int) -> [Int?]) throws {
             let bundle = try AgentTests.bundle.get()
             let manifest = bundle.manifest
             let assignment = try ScriptedCoordinatorAssignment.make(bundle)
@@ -45,8 +45,10 @@ import Testing
                         return list.filter { $0 == id }.count
                     }
                     for prediction in answer(id, copy) {
+                        // nil: a rejection, as a coordinator serving other weights sends.
                         let result = InferenceResult(
-                            requestID: id, prediction: prediction, confidence: 1, coordinator: "scripted", batchSize: 1)
+                            requestID: id, prediction: prediction, confidence: prediction == nil ? nil : 1,
+                            rejection: prediction == nil ? Rejection(.wrongModel, "scripted rejection") : nil, coordinator: "scripted", batchSize: 1)
                         try? transport.publish(
                             MQTTMessage(
                                 topic: message.responseTopic ?? "", payload: [UInt8](try! JSONEncoder().encode(result)), qos: 1,
@@ -229,6 +231,27 @@ import Testing
         try await agent.waitUntilReady(timeout: .seconds(30))
         #expect(await agent.infer(Self.image, mode: .local).prediction != nil)
         await agent.stop()
+    }
+
+    /// A coordinator's rejection is a failure of the remote path: with local fallback the
+    /// whole model answers here; without it the outcome carries the coordinator's reason.
+    @Test func aRejectionFallsBackToLocalWhenAllowed() async throws {
+        let broker = InMemoryBroker()
+        let coordinator = try ScriptedCoordinator(broker: broker, device: "a9") { _, _ in [nil] }
+        let strict = try makeAgent(broker, "a9")
+        try await strict.start()
+        try await strict.waitUntilReady(timeout: .seconds(60))
+        let refused = await strict.infer(Self.image, mode: .split)
+        #expect(refused.failure == .rejected(Rejection(.wrongModel, "scripted rejection")), "\(refused.error ?? "answered")")
+        await strict.stop()
+        let lenient = try makeAgent(broker, "a9", fallback: true)
+        try await lenient.start()
+        try await lenient.waitUntilReady(timeout: .seconds(60))
+        let local = await lenient.infer(Self.image, mode: .split)
+        #expect(local.prediction != nil && local.fallback == .split && local.mode == .local, "\(local.error ?? "")")
+        #expect(await lenient.statistics.fallbacks == 1)
+        await lenient.stop()
+        _ = coordinator
     }
 
     /// A stopped agent fails a waiting request and every later remote one at once, with

@@ -92,6 +92,11 @@ import Testing
         let rejected = try JSONDecoder().decode(InferenceResult.self, from: Data(try #require(await device.next(on: results)).payload))
         #expect(rejected.prediction == nil && rejected.rejection?.reason == .malformedFrame && rejected.requestID == 43)
         #expect(await coordinator.statistics.rejected == 1)
+        // A retry of a rejected frame is judged again, not answered from the cache.
+        try device.send([1, 2, 3], requestID: 43)
+        _ = try #require(await device.next(on: results))
+        let after = await coordinator.statistics
+        #expect(after.rejected == 2 && after.duplicates == 1, "rejected \(after.rejected), duplicates \(after.duplicates)")
         await coordinator.stop()
     }
 

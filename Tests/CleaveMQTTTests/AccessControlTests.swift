@@ -75,18 +75,38 @@ import Testing
         #expect(await atB.map(\.payload) == [[3]], "device-b reads its own results")
     }
 
-    @Test func wrongPasswordIsRefused() async throws {
+    /// A Mosquitto that knows one user, `user` with `password`, and lets no one else in.
+    static func brokerWithOneUser(_ user: String, password: String) throws -> LocalBroker {
         let folder = FileManager.default.temporaryDirectory.appendingPathComponent("cleave-acl-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
         let passwords = folder.appendingPathComponent("passwd").path
         let process = Process()
         process.executableURL = URL(fileURLWithPath: "/usr/bin/mosquitto_passwd")
-        process.arguments = ["-c", "-b", passwords, "device-a", "right"]
+        process.arguments = ["-c", "-b", passwords, user, password]
         try process.run()
         process.waitUntilExit()
         try FileManager.default.setAttributes([.posixPermissions: 0o755], ofItemAtPath: folder.path)
         try FileManager.default.setAttributes([.posixPermissions: 0o644], ofItemAtPath: passwords)
-        let broker = try LocalBroker(extraConfiguration: "password_file \(passwords)", allowAnonymous: false)
+        return try LocalBroker(extraConfiguration: "password_file \(passwords)", allowAnonymous: false)
+    }
+
+    @Test func wrongPasswordIsRefused() async throws {
+        let broker = try Self.brokerWithOneUser("device-a", password: "right")
         await #expect(throws: MQTTError.self) { _ = try await connected("device-a", port: broker.port) }
+    }
+
+    /// The same refusal through the event loop agent and coordinator use: an error that names
+    /// the reason, at once, not a retry every few seconds for ever.
+    @Test func aRefusedConnectionEndsTheWaitWithTheReason() async throws {
+        let broker = try Self.brokerWithOneUser("device-a", password: "right")
+        let client = try MQTTClient(MQTTConfiguration(port: broker.port, clientID: "device-a", username: "device-a", password: "wrong"))
+        let started = ContinuousClock.now
+        do {
+            _ = try await client.connect(deliveringEventsTo: { _ in })
+            Issue.record("a wrong password connected")
+        } catch let refusal as ConnectionRefused {
+            #expect(refusal.description.contains("bad user name or password") || refusal.description.contains("not authorized"), "\(refusal)")
+        }
+        #expect(ContinuousClock.now - started < .seconds(10))
     }
 }
