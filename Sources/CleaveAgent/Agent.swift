@@ -39,10 +39,17 @@ public actor Agent {
     private var eventTask: Task<Void, Never>?
     private let epoch = ContinuousClock.now
 
-    /// Milliseconds since 1970 shifted left by 20 bits: increasing across restarts, with room for
-    /// a million requests per millisecond.
-    static func firstRequestID(now: Date = Date()) -> UInt64 {
-        UInt64(now.timeIntervalSince1970 * 1000) << 20
+    /// A random start in [1, 2⁶²] from the system's generator (getrandom), the ids of a run
+    /// counting up from it. Not the clock: a board without a real-time clock boots at the same
+    /// time every day, and two processes under one device id would share ids; random starts
+    /// meet in the coordinator's result cache with a chance of about n² / 2⁶² for n requests.
+    static func firstRequestID() -> UInt64 {
+        var generator = SystemRandomNumberGenerator()
+        return firstRequestID(using: &generator)
+    }
+
+    static func firstRequestID(using generator: inout some RandomNumberGenerator) -> UInt64 {
+        UInt64.random(in: 1...(1 << 62), using: &generator)
     }
 
     /// The offline state, published retained by the will and by ``stop()``.
