@@ -388,6 +388,12 @@ public actor Agent {
             logger.warning("unreadable result on \(message.topic) (\(message.payload.count) bytes)")
             return
         }
+        // The coordinator echoes the request's correlation data; an answer whose JSON id it does
+        // not confirm is not ours to trust.
+        guard RequestID.decode(message.correlationData) == result.requestID else {
+            logger.warning("dropped a result for request \(result.requestID) whose correlation data does not match")
+            return
+        }
         // A duplicate answer (a retry's, or a redelivered QoS 1 message) finds no waiting request
         // and is dropped: the application sees each request answered once.
         if await channel.deliver(result) { return }

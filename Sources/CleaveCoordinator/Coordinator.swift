@@ -285,8 +285,15 @@ public actor Coordinator {
         }
     }
 
+    /// Answers on the results topic of the device whose infer topic the request came on (the
+    /// broker's ACL lets a device publish only there), whatever response topic the request
+    /// names: a device cannot make the coordinator write into another device's results.
     private func reply(_ result: InferenceResult, to request: MQTTMessage) {
-        guard let topic = request.responseTopic, let payload = try? JSONEncoder().encode(result) else { return }
+        guard case .infer(let device) = Topic(parsing: request.topic), let payload = try? JSONEncoder().encode(result) else { return }
+        let topic = Topic.results(device: device).path
+        if let named = request.responseTopic, named != topic {
+            logger.warning("request \(result.requestID) from \(device) names response topic \(named); answering on \(topic)")
+        }
         do {
             try transport.publish(MQTTMessage(topic: topic, payload: [UInt8](payload), qos: 1, correlationData: request.correlationData))
         } catch {

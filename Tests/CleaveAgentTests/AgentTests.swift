@@ -254,6 +254,40 @@ import Testing
         _ = coordinator
     }
 
+    /// An answer is matched by the correlation data the coordinator echoes, not by the id in
+    /// its JSON alone: a result without it (or with another) is dropped, so a forger that
+    /// guesses the next id cannot answer for the coordinator.
+    @Test func aResultWithoutMatchingCorrelationDataIsDropped() async throws {
+        let broker = InMemoryBroker()
+        let coordinator = try ScriptedCoordinator(broker: broker, device: "a10") { _, _ in [] }
+        let agent = try makeAgent(broker, "a10", timeout: .milliseconds(400))
+        try await agent.start()
+        try await agent.waitUntilReady(timeout: .seconds(60))
+        let forger = broker.makeTransport(clientID: "forger")
+        try forger.connect()
+        let forging = Task {
+            while !Task.isCancelled {
+                for id in coordinator.received.ids.withLock({ $0 }) {
+                    let forged = InferenceResult(requestID: id, prediction: 9, confidence: 1, coordinator: "forger", batchSize: 1)
+                    for correlation in [nil, RequestID.encode(id &+ 1)] {
+                        try? forger.publish(
+                            MQTTMessage(
+                                topic: Topic.results(device: "a10").path, payload: [UInt8](try JSONEncoder().encode(forged)), qos: 1,
+                                correlationData: correlation))
+                    }
+                }
+                try? await Task.sleep(for: .milliseconds(5))
+            }
+        }
+        let outcome = await agent.infer(Self.image, mode: .split)
+        forging.cancel()
+        guard case .noAnswer = outcome.failure else {
+            Issue.record("a forged answer was taken: \(outcome.prediction.map(String.init) ?? outcome.error ?? "?")")
+            return
+        }
+        await agent.stop()
+    }
+
     /// A stopped agent fails a waiting request and every later remote one at once, with
     /// `.stopped`, instead of keeping them until their timeout (a testbed that stops on Ctrl-C
     /// would wait that long).

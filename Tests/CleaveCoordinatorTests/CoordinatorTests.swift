@@ -43,10 +43,11 @@ import Testing
             try transport.publish(MQTTMessage(topic: Topic.deviceState(device: id).path, payload: [UInt8](state), qos: 1, retain: true))
         }
 
-        func send(_ frame: [UInt8], requestID: UInt64, mode: InferenceMode = .split) throws {
+        /// A frame on this device's infer topic, the answer asked on `responseTopic` (its own results topic by default).
+        func send(_ frame: [UInt8], requestID: UInt64, mode: InferenceMode = .split, responseTopic: String? = nil) throws {
             try transport.publish(
                 MQTTMessage(
-                    topic: Topic.infer(device: id).path, payload: frame, qos: 1, responseTopic: Topic.results(device: id).path,
+                    topic: Topic.infer(device: id).path, payload: frame, qos: 1, responseTopic: responseTopic ?? Topic.results(device: id).path,
                     correlationData: RequestID.encode(requestID), userProperties: [Topic.modeProperty: mode.rawValue]))
         }
 
@@ -97,6 +98,28 @@ import Testing
         _ = try #require(await device.next(on: results))
         let after = await coordinator.statistics
         #expect(after.rejected == 2 && after.duplicates == 1, "rejected \(after.rejected), duplicates \(after.duplicates)")
+        await coordinator.stop()
+    }
+
+    /// A device that names another device's results topic gets the answer on its own: it
+    /// cannot make the coordinator write forged answers into another device's results.
+    @Test func answersGoToTheSendersResultsTopicOnly() async throws {
+        let broker = InMemoryBroker()
+        let bundle = try ModelBundle(directory: Self.modelFolder)
+        let coordinator = try Coordinator(
+            CoordinatorConfiguration(id: "c-topic"), bundle: bundle, transport: broker.makeTransport(clientID: "c-topic"))
+        try await coordinator.start()
+        let attacker = try Device(broker, id: "d3", profile: try DeviceProfile.load("\(SplitServingTests.repository)/devices/generic.yaml"))
+        let victim = try Device(broker, id: "d4", profile: nil)
+        let control = try #require(await attacker.next(on: Topic.deviceControl(device: "d3").path))
+        let assignment = try #require(try JSONDecoder().decode(ControlMessage.self, from: Data(control.payload)).assignment)
+        let features = Tensor(shape: [1] + assignment.cutShape, scalars: [Float](repeating: 0.25, count: assignment.cutShape.reduce(1, *)))
+        try attacker.send(
+            BottleneckCodec.encode(features, requestID: 7, options: FrameOptions(codec: .int4)), requestID: 7,
+            responseTopic: Topic.results(device: "d4").path)
+        let answer = try #require(await attacker.next(on: Topic.results(device: "d3").path), "answered on the sender's own topic")
+        #expect(RequestID.decode(answer.correlationData) == 7)
+        #expect(await victim.inbox.take(Topic.results(device: "d4").path) == nil, "nothing on the victim's results topic")
         await coordinator.stop()
     }
 
