@@ -28,15 +28,19 @@ public struct CoordinatorConfiguration: Sendable {
     public var threads: Int
     /// Largest frame accepted, in bytes; larger ones are rejected before decoding.
     public var maximumFrameBytes: Int
+    /// Frames of one device being served at once; more are answered `busy` at once (the
+    /// agent computes them locally), so one device cannot queue unbounded work.
+    public var maximumInFlightPerDevice: Int
     /// Broker credentials.
     public var username: String?
     public var password: String?
 
     public init(
         id: String = "coordinator-1", brokerHost: String = "127.0.0.1", brokerPort: Int = 1883, maximumBatch: Int = 16,
-        maximumWait: Duration = .milliseconds(2), threads: Int = 1, maximumFrameBytes: Int = 1 << 20,
+        maximumWait: Duration = .milliseconds(2), threads: Int = 1, maximumFrameBytes: Int = 1 << 20, maximumInFlightPerDevice: Int = 64,
         username: String? = nil, password: String? = nil
     ) {
+        self.maximumInFlightPerDevice = max(1, maximumInFlightPerDevice)
         self.username = username
         self.password = password
         self.maximumFrameBytes = maximumFrameBytes
@@ -54,6 +58,8 @@ public struct CoordinatorStatistics: Sendable {
     public var answered = 0
     public var rejected = 0
     public var duplicates = 0
+    /// Frames answered `busy` (the device had its limit in flight).
+    public var busy = 0
     public var devicesOnline = 0
 }
 
@@ -87,6 +93,7 @@ public actor Coordinator {
     private var connected = false
     /// Frames being computed, and whether new ones are refused (a graceful shutdown).
     private var serving = 0
+    private var servingPerDevice: [String: Int] = [:]
     private var draining = false
     public private(set) var statistics = CoordinatorStatistics()
 
@@ -184,18 +191,33 @@ public actor Coordinator {
             switch Topic(parsing: message.topic) {
             case .deviceState(let device): receiveState(message, device: device)
             case .infer(let device) where !draining:
+                guard servingPerDevice[device, default: 0] < configuration.maximumInFlightPerDevice else {
+                    statistics.busy += 1
+                    let limit = configuration.maximumInFlightPerDevice
+                    let busy = Rejection(.busy, "\(limit) frames of \(device) are being served; compute this one locally or send it later")
+                    reply(
+                        InferenceResult(
+                            requestID: RequestID.decode(message.correlationData) ?? 0, prediction: nil, confidence: nil, rejection: busy,
+                            coordinator: configuration.id, batchSize: 0), to: message)
+                    return
+                }
                 let work = message
                 serving += 1
+                servingPerDevice[device, default: 0] += 1
                 Task {
                     await self.serve(work, device: device)
-                    self.finishedServing()
+                    self.finishedServing(device)
                 }
             default: logger.debug("ignored a message on \(message.topic)")
             }
         }
     }
 
-    private func finishedServing() { serving -= 1 }
+    private func finishedServing(_ device: String) {
+        serving -= 1
+        servingPerDevice[device, default: 1] -= 1
+        if servingPerDevice[device] == 0 { servingPerDevice[device] = nil }
+    }
 
     private func receiveState(_ message: MQTTMessage, device: String) {
         guard !message.payload.isEmpty else { return }

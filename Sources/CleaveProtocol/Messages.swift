@@ -145,6 +145,9 @@ public struct Rejection: Error, Codable, Sendable, Equatable, CustomStringConver
         case mismatchedRequest = "mismatched-request"
         /// The frame was valid and the tail failed on it.
         case computationFailed = "computation-failed"
+        /// The coordinator is serving as many of this device's frames as it allows; the frame
+        /// was not looked at (compute it locally or send it later).
+        case busy
     }
 
     public var reason: Reason

@@ -53,13 +53,16 @@ struct CoordinatorCommand: AsyncParsableCommand {
     @Option(help: "Largest batch the tail runs.") var maxBatch: Int = 16
     @Option(help: "Longest a request waits for a batch, in milliseconds.") var maxWaitMs: Int = 2
     @Option(help: "Tail workers: batches that run at the same time, one core each.") var threads: Int = 1
+    @Option(help: "Frames of one device served at once; more are answered busy (the agent computes them locally).")
+    var maxInFlightPerDevice: Int = 64
     @OptionGroup var credentials: CredentialOptions
 
     func run() async throws {
         let coordinator = try Coordinator(
             CoordinatorConfiguration(
                 id: id, brokerHost: broker.host, brokerPort: broker.port, maximumBatch: maxBatch, maximumWait: .milliseconds(maxWaitMs),
-                threads: threads, username: credentials.username, password: try credentials.password()),
+                threads: threads, maximumInFlightPerDevice: maxInFlightPerDevice, username: credentials.username,
+                password: try credentials.password()),
             bundle: try ModelBundle(directory: model))
         let id = self.id
         let service = CoordinatorService(coordinator: coordinator) { stats in

@@ -123,6 +123,39 @@ import Testing
         await coordinator.stop()
     }
 
+    /// A device may have only so many frames in flight: the rest are answered `busy` at once,
+    /// without being decoded, and the ones accepted are answered as usual.
+    @Test func framesBeyondTheDevicesLimitAreAnsweredBusy() async throws {
+        let broker = InMemoryBroker()
+        let bundle = try ModelBundle(directory: Self.modelFolder)
+        // Frames wait up to 200 ms for a batch, so the first two are still in flight when the rest arrive.
+        let coordinator = try Coordinator(
+            CoordinatorConfiguration(id: "c-busy", maximumBatch: 16, maximumWait: .milliseconds(200), maximumInFlightPerDevice: 2), bundle: bundle,
+            transport: broker.makeTransport(clientID: "c-busy"))
+        try await coordinator.start()
+        let device = try Device(broker, id: "d5", profile: try DeviceProfile.load("\(SplitServingTests.repository)/devices/generic.yaml"))
+        let control = try #require(await device.next(on: Topic.deviceControl(device: "d5").path))
+        let assignment = try #require(try JSONDecoder().decode(ControlMessage.self, from: Data(control.payload)).assignment)
+        let features = Tensor(shape: [1] + assignment.cutShape, scalars: [Float](repeating: 0.5, count: assignment.cutShape.reduce(1, *)))
+        for id in 1...10 as ClosedRange<UInt64> {
+            try device.send(BottleneckCodec.encode(features, requestID: id, options: FrameOptions(codec: .int4)), requestID: id)
+        }
+        var results: [InferenceResult] = []
+        for _ in 0..<10 {
+            let message = try #require(await device.next(on: Topic.results(device: "d5").path))
+            results.append(try JSONDecoder().decode(InferenceResult.self, from: Data(message.payload)))
+        }
+        let answered = results.filter { $0.prediction != nil }.map(\.requestID).sorted()
+        let busy = results.filter { $0.rejection?.reason == .busy }.map(\.requestID).sorted()
+        #expect(answered == [1, 2] && busy == Array(3...10), "answered \(answered), busy \(busy)")
+        #expect(await coordinator.statistics.busy == 8)
+        // Once they are answered, the device may send again.
+        try device.send(BottleneckCodec.encode(features, requestID: 11, options: FrameOptions(codec: .int4)), requestID: 11)
+        let next = try #require(await device.next(on: Topic.results(device: "d5").path))
+        #expect(try JSONDecoder().decode(InferenceResult.self, from: Data(next.payload)).prediction != nil)
+        await coordinator.stop()
+    }
+
     @Test func aPlannerThatRefusesSendsNoAssignment() async throws {
         let broker = InMemoryBroker()
         let bundle = try ModelBundle(directory: Self.modelFolder)
