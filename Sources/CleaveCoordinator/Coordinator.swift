@@ -102,7 +102,7 @@ public actor Coordinator {
         let client = try MQTTClient(
             MQTTConfiguration(
                 host: configuration.brokerHost, port: configuration.brokerPort, clientID: configuration.id,
-                username: configuration.username, password: configuration.password, reconnectDelay: (1, 4)))
+                username: configuration.username, password: configuration.password, reconnectDelay: (1, 2)))
         try self.init(configuration, bundle: bundle, transport: client)
     }
 
