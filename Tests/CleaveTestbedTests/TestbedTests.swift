@@ -57,14 +57,14 @@ import Testing
             """
             name: outage-on-a1
             description: a1 up, down for 3 s, up
-            duration: 5s
+            duration: 6s
             links:
               a1:
                 - at: 0s
                   latency: 1ms
-                - at: 1s
+                - at: 2s
                   down: hold
-                - at: 4s
+                - at: 5s
                   up: true
             """, source: "outage-on-a1.yaml")
         let testbed = try Testbed()
@@ -74,6 +74,9 @@ import Testing
         try await testbed.addAgent(try Self.configuration("tb-clear", timeout: .seconds(2)), proxy: "a2")
         try await testbed.waitUntilReady()
         let test = try FashionMNIST(split: .test)
+        // One request each first: the first frames build the head's and the tail's plans, which
+        // in a debug build on a loaded machine takes longer than the phase before the outage.
+        _ = await testbed.stream(count: 2, mode: .split, input: { test.image($0) })
         let records = try await testbed.play(scenario, rate: 10, mode: .split, input: { (test.image($0), Int(test.labels[$0])) })
         await testbed.stop()
 
@@ -81,9 +84,9 @@ import Testing
         let clear = records.filter { $0.agent == "a2" }
         #expect(shaped.count >= 3 && clear.count >= 10, "requests from both agents: \(shaped.count), \(clear.count)")
         #expect(zip(records, records.dropFirst()).allSatisfy { $0.time <= $1.time }, "records in time order")
-        let lostInOutage = shaped.filter { $0.time >= 0.95 && $0.time < 3.5 && $0.outcome == "timeout" }.count
+        let lostInOutage = shaped.filter { $0.time >= 1.95 && $0.time < 4.5 && $0.outcome == "timeout" }.count
         #expect(lostInOutage >= 1, "the link named a1 went down: \(shaped.map { "\($0.time): \($0.outcome)" })")
-        #expect(shaped.contains { $0.time < 0.9 && $0.answered }, "a1 answered before its outage")
+        #expect(shaped.contains { $0.time < 1.9 && $0.answered }, "a1 answered before its outage")
         let clearAnswered = clear.filter { $0.answered }.count
         #expect(clearAnswered * 10 >= clear.count * 9, "a2's link was never touched: \(clear.filter { !$0.answered }.map(\.outcome))")
     }
