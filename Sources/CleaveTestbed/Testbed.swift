@@ -28,7 +28,7 @@ public actor Testbed {
     public private(set) var localBroker: LocalBroker?
     public private(set) var coordinators: [Coordinator] = []
     public private(set) var members: [Member] = []
-    private var stopped = false
+    private var stopping: Task<Void, Never>?
 
     /// The agents in the order they were added.
     public var agents: [Agent] { members.map(\.agent) }
@@ -132,10 +132,19 @@ public actor Testbed {
     }
 
     /// Stops everything, agents first; each coordinator finishes the frames it is computing
-    /// (at most `drainTimeout`). Safe to call more than once.
+    /// (at most `drainTimeout`). Safe to call more than once and from several tasks: every
+    /// call returns once everything has stopped.
     public func stop(drainTimeout: Duration = .seconds(4)) async {
-        guard !stopped else { return }
-        stopped = true
+        if let stopping {
+            await stopping.value
+            return
+        }
+        let task = Task { await stopEverything(drainTimeout: drainTimeout) }
+        stopping = task
+        await task.value
+    }
+
+    private func stopEverything(drainTimeout: Duration) async {
         await removeAgents()
         for coordinator in coordinators {
             await coordinator.drain(timeout: drainTimeout)

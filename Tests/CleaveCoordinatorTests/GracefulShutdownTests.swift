@@ -17,15 +17,16 @@ import Testing
         Bundle.allBundles.map(\.bundleURL).first { $0.pathExtension == "xctest" }?.deletingLastPathComponent()
         ?? URL(fileURLWithPath: ".build/debug")
 
-    /// Starts `binary` with `arguments`, its standard output collected in a file.
+    /// Starts `binary` with `arguments`, its standard output and error collected in a file.
     static func launch(_ binary: String, _ arguments: [String]) throws -> (Process, URL) {
         let output = FileManager.default.temporaryDirectory.appendingPathComponent("cleave-term-\(UUID().uuidString).txt")
         _ = FileManager.default.createFile(atPath: output.path, contents: nil)
         let process = Process()
         process.executableURL = products.appendingPathComponent(binary)
         process.arguments = arguments
-        process.standardOutput = try FileHandle(forWritingTo: output)
-        process.standardError = FileHandle.nullDevice
+        let handle = try FileHandle(forWritingTo: output)
+        process.standardOutput = handle
+        process.standardError = handle
         try process.run()
         return (process, output)
     }
@@ -179,9 +180,14 @@ import Testing
         try await Task.sleep(for: .milliseconds(300))
         let start = ContinuousClock.now
         kill(process.processIdentifier, SIGINT)
-        while process.isRunning && ContinuousClock.now - start < .seconds(10) { try await Task.sleep(for: .milliseconds(10)) }
+        while process.isRunning && ContinuousClock.now - start < .seconds(15) { try await Task.sleep(for: .milliseconds(10)) }
         let seconds = (ContinuousClock.now - start).seconds
-        #expect(!process.isRunning && seconds < 5, "exited after \(seconds) s")
+        if process.isRunning {
+            kill(process.processIdentifier, SIGKILL)
+            process.waitUntilExit()
+        }
+        let text = (try? String(contentsOf: output, encoding: .utf8)) ?? ""
+        #expect(seconds < 5, "exited after \(seconds) s; its output ends: \(text.suffix(600))")
         #expect(process.terminationReason == .exit && process.terminationStatus == 130, "status \(process.terminationStatus)")
         #expect(
             (try? TCPSocket.connect(to: Endpoint(host: "127.0.0.1", port: UInt16(brokerPort)))) == nil,
