@@ -397,6 +397,12 @@ public actor Agent {
             logger.warning("dropped a result for request \(result.requestID) whose correlation data does not match")
             return
         }
+        // "Busy" without local fallback is not an answer: the request keeps waiting and the
+        // retry timer sends it again (after 1, 2, 4 s), when the coordinator has room.
+        if result.rejection?.reason == .busy && !configuration.fallbackToLocal {
+            counters.busy += 1
+            return
+        }
         // A duplicate answer (a retry's, or a redelivered QoS 1 message) finds no waiting request
         // and is dropped: the application sees each request answered once.
         if await channel.deliver(result) { return }

@@ -151,6 +151,8 @@ public struct AgentStatistics: Sendable, Equatable {
     /// Answers that found no waiting request (a retry's second answer or one after the
     /// deadline): dropped, never delivered twice.
     public var droppedAnswers = 0
+    /// `busy` answers that left their request waiting for a retry (no local fallback).
+    public var busy = 0
     /// Times the broker connection was (re)established.
     public var connects = 0
 }

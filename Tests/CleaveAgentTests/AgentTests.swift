@@ -23,7 +23,10 @@ import Testing
         let received = Received()
         private let task: Task<Void, Never>
 
-        init(broker: InMemoryBroker, device: String, answer: @escaping @Sendable (_ requestID: UInt64, _ copy: Int) -> [Int?]) throws {
+        init(
+            broker: InMemoryBroker, device: String, rejecting reason: Rejection.Reason = .wrongModel,
+            answer: @escaping @Sendable (_ requestID: UInt64, _ copy: Int) -> [Int?]
+        ) throws {
             let bundle = try AgentTests.bundle.get()
             let manifest = bundle.manifest
             let assignment = try ScriptedCoordinatorAssignment.make(bundle)
@@ -48,7 +51,7 @@ import Testing
                         // nil: a rejection, as a coordinator serving other weights sends.
                         let result = InferenceResult(
                             requestID: id, prediction: prediction, confidence: prediction == nil ? nil : 1,
-                            rejection: prediction == nil ? Rejection(.wrongModel, "scripted rejection") : nil, coordinator: "scripted", batchSize: 1)
+                            rejection: prediction == nil ? Rejection(reason, "scripted rejection") : nil, coordinator: "scripted", batchSize: 1)
                         try? transport.publish(
                             MQTTMessage(
                                 topic: message.responseTopic ?? "", payload: [UInt8](try! JSONEncoder().encode(result)), qos: 1,
@@ -286,6 +289,23 @@ import Testing
             return
         }
         await agent.stop()
+    }
+
+    /// "Busy" without local fallback means "later": the request waits and its retry is
+    /// answered (the fault suite lost 26 requests when an offline queue of 100 met a
+    /// coordinator's limit of 64 and busy was final).
+    @Test func busyWithoutFallbackWaitsForTheRetry() async throws {
+        let broker = InMemoryBroker()
+        let coordinator = try ScriptedCoordinator(broker: broker, device: "a11", rejecting: .busy) { _, copy in copy == 1 ? [nil] : [4] }
+        let agent = try makeAgent(broker, "a11")
+        try await agent.start()
+        try await agent.waitUntilReady(timeout: .seconds(60))
+        let outcome = await agent.infer(Self.image, mode: .split)
+        #expect(outcome.prediction == 4 && outcome.failure == nil, "\(outcome.error ?? "")")
+        let statistics = await agent.statistics
+        #expect(statistics.busy == 1 && statistics.retries >= 1)
+        await agent.stop()
+        _ = coordinator
     }
 
     /// A stopped agent fails a waiting request and every later remote one at once, with
