@@ -92,8 +92,9 @@ public actor Coordinator {
     private var eventTask: Task<Void, Never>?
     private var connected = false
     /// Frames being computed, and whether new ones are refused (a graceful shutdown).
-    private var serving = 0
+    /// Frames being served, per device (no entry: none).
     private var servingPerDevice: [String: Int] = [:]
+    private var serving: Int { servingPerDevice.values.reduce(0, +) }
     private var draining = false
     public private(set) var statistics = CoordinatorStatistics()
 
@@ -202,7 +203,6 @@ public actor Coordinator {
                     return
                 }
                 let work = message
-                serving += 1
                 servingPerDevice[device, default: 0] += 1
                 Task {
                     await self.serve(work, device: device)
@@ -214,7 +214,6 @@ public actor Coordinator {
     }
 
     private func finishedServing(_ device: String) {
-        serving -= 1
         servingPerDevice[device, default: 1] -= 1
         if servingPerDevice[device] == 0 { servingPerDevice[device] = nil }
     }
