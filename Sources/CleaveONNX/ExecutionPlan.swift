@@ -135,6 +135,15 @@ public struct ExecutionPlan: Sendable {
     func run(
         _ inputs: [String: Tensor], pool: ThreadPool, workspace: Workspace = Workspace(), timings: ((Int, Duration) -> Void)? = nil
     ) throws -> [String: Tensor] {
+        try runInPlace(inputs, pool: pool, workspace: workspace, timings: timings).mapValues { $0.copy() }
+    }
+
+    /// Runs the steps and returns the graph outputs where they lie: views into `workspace`'s
+    /// arena, valid until the workspace's next run (patch execution copies them into the
+    /// stage's tensor itself).
+    func runInPlace(
+        _ inputs: [String: Tensor], pool: ThreadPool, workspace: Workspace, timings: ((Int, Duration) -> Void)? = nil
+    ) throws -> [String: Tensor] {
         let arena = workspace.arena(bytes: arenaBytes)
         var tensors = [Tensor?](repeating: nil, count: values.count)
         for (id, value) in values.enumerated() {
@@ -160,7 +169,7 @@ public struct ExecutionPlan: Sendable {
             }
         }
         var result: [String: Tensor] = [:]
-        for id in outputIDs { result[values[id].name] = tensors[id]!.copy() }
+        for id in outputIDs { result[values[id].name] = tensors[id]! }
         return result
     }
 }
@@ -170,6 +179,9 @@ public struct ExecutionPlan: Sendable {
 final class Workspace: @unchecked Sendable {
     private var storage: TensorStorage?
     let scratch = ScratchBuffer()
+
+    /// Bytes of the arena held now.
+    var arenaByteCount: Int { storage?.byteCount ?? 0 }
 
     /// An arena of at least `bytes` (its contents are whatever the last run left).
     func arena(bytes: Int) -> TensorStorage {

@@ -56,6 +56,33 @@ public enum Layout {
         }
     }
 
+    /// Copies a `size.rows × size.columns` window of every plane of `source` `[…, H, W]`, whose
+    /// top-left corner is `from`, into `destination` `[…, H′, W′]` at `to` (the leading
+    /// dimensions of both must agree): how patch-based execution cuts a patch's input out of
+    /// an image and pastes the patch's output into the stage's tensor.
+    public static func copyWindow(
+        of source: Tensor, from: (row: Int, column: Int), into destination: Tensor, at to: (row: Int, column: Int),
+        size: (rows: Int, columns: Int)
+    ) {
+        precondition(source.rank >= 2 && destination.rank == source.rank && source.dtype == destination.dtype)
+        let (height, width) = (source.shape[source.rank - 2], source.shape[source.rank - 1])
+        let (targetHeight, targetWidth) = (destination.shape[destination.rank - 2], destination.shape[destination.rank - 1])
+        let planes = source.shape.dropLast(2).reduce(1, *)
+        precondition(planes == destination.shape.dropLast(2).reduce(1, *), "leading dimensions differ")
+        precondition(from.row >= 0 && from.column >= 0 && from.row + size.rows <= height && from.column + size.columns <= width)
+        precondition(to.row >= 0 && to.column >= 0 && to.row + size.rows <= targetHeight && to.column + size.columns <= targetWidth)
+        let element = source.dtype.byteSize
+        let rowBytes = size.columns * element
+        for plane in 0..<planes {
+            let sourcePlane = source.rawPointer + plane * height * width * element
+            let targetPlane = destination.rawPointer + plane * targetHeight * targetWidth * element
+            for row in 0..<size.rows {
+                (targetPlane + ((to.row + row) * targetWidth + to.column) * element)
+                    .copyMemory(from: sourcePlane + ((from.row + row) * width + from.column) * element, byteCount: rowBytes)
+            }
+        }
+    }
+
     /// Gathers slices of `data` along `axis` at `indices` (negative indices count from the end).
     ///
     /// - Throws: ``TensorError`` when an index is outside `[-n, n)`.

@@ -10,7 +10,7 @@ struct ModelCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "model",
         abstract: "Inspect, split, run and benchmark ONNX models.",
-        subcommands: [Inspect.self, Split.self, Run.self, Bench.self, Eval.self])
+        subcommands: [Inspect.self, Split.self, Plan.self, Run.self, Bench.self, Eval.self])
 }
 
 /// `--shape name=1x3x224x224` options shared by the model commands.
@@ -125,6 +125,7 @@ struct Run: ParsableCommand {
     @Option(help: "Threads per operator (default: one per core).") var threads: Int?
     @Flag(inversion: .prefixedNo, help: "Fold BatchNormalization into convolutions and fuse activations (--no-optimize: the graph as written).")
     var optimize = true
+    @OptionGroup var patching: PatchOptions
 
     func run() throws {
         let session = try InferenceSession(contentsOf: model, threads: threads, optimize: optimize)
@@ -134,7 +135,13 @@ struct Run: ParsableCommand {
             guard parts.count == 2 else { throw ValidationError("--input \(entry): expected NAME=FILE") }
             tensors[parts[0]] = try TensorFile.read(parts[1]).tensor
         }
-        let outputs = try session.run(tensors)
+        let outputs: [String: Tensor]
+        if let plan = try patching.plan(session, types: tensors.mapValues { TensorType($0.shape, $0.dtype) }) {
+            printPatchPlan(plan)
+            outputs = try plan.run(tensors, pool: session.pool, workspace: PatchWorkspace())
+        } else {
+            outputs = try session.run(tensors)
+        }
         try FileManager.default.createDirectory(atPath: outputDir, withIntermediateDirectories: true)
         for output in session.model.graph.outputs {
             guard let tensor = outputs[output.name] else { continue }
@@ -144,6 +151,14 @@ struct Run: ParsableCommand {
             print("\(output.name)  \(tensor.dtype)\(tensor.shape)  → \(path)")
         }
     }
+}
+
+/// One line on stderr saying which patch plan runs.
+func printPatchPlan(_ plan: PatchPlan) {
+    FileHandle.standardError.write(
+        Data(
+            ("patch plan: stage ends at '\(plan.stageEnd)', grid \(plan.grid), peak \(formatBytes(plan.peakBytes)), "
+                + String(format: "%+.2f%% multiply-adds\n", plan.extraMultiplyAddShare * 100)).utf8))
 }
 
 // MARK: - bench
@@ -166,6 +181,7 @@ struct Bench: ParsableCommand {
         help: "Fold BatchNormalization into convolutions and fuse activations (the default; --no-optimize runs the graph as written).")
     var optimize = true
     @OptionGroup var shape: ShapeOptions
+    @OptionGroup var patching: PatchOptions
 
     func run() throws {
         guard runs > 0, warmup >= 0, threads > 0 else { throw ValidationError("--runs and --threads must be positive") }
@@ -180,27 +196,44 @@ struct Bench: ParsableCommand {
             inputs[name] = Tensor(shape: type.shape, scalars: (0..<type.shape.reduce(1, *)).map { _ in Float.random(in: -1...1, using: &generator) })
         }
         let plan = try session.plan(for: types)
+        let patchPlan = try patching.plan(session, types: types)
+        let workspace = PatchWorkspace()
+        // Layer by layer, or patch by patch when --patch asks for it.
+        func runOnce() throws {
+            if let patchPlan {
+                _ = try patchPlan.run(inputs, pool: session.pool, workspace: workspace)
+            } else {
+                _ = try session.run(inputs)
+            }
+        }
         let warmupStart = ContinuousClock.now
         var warmed = 0
         while warmed < warmup || ContinuousClock.now - warmupStart < .milliseconds(Int(warmupSeconds * 1000)) {
-            _ = try session.run(inputs)
+            try runOnce()
             warmed += 1
         }
         var times: [Double] = []
         for _ in 0..<runs {
             let start = ContinuousClock.now
-            _ = try session.run(inputs)
+            try runOnce()
             let elapsed = ContinuousClock.now - start
             times.append(elapsed.milliseconds)
         }
         let statistics = SampleStatistics(times)
         let median = statistics.median
         let p90 = statistics.percentile(0.9)
+        let inputBytes = types.values.reduce(0) { $0 + $1.byteCount }
+        // Activation memory: planned, and held by the run's workspace after the runs (its high-water mark).
+        let planned = patchPlan?.peakBytes ?? inputBytes + plan.arenaBytes
+        let held = inputBytes + (patchPlan == nil ? plan.arenaBytes : workspace.byteCount)
+        let patchFields =
+            patchPlan.map { "\"patch\": \"\($0.grid)\", \"stage_end\": \"\($0.stageEnd)\", \"multiply_adds\": \($0.multiplyAdds), " }
+            ?? "\"patch\": null, "
         print(
             String(
                 format:
-                    "{\"model\": \"%@\", \"threads\": %d, \"runs\": %d, \"median_ms\": %.3f, \"p90_ms\": %.3f, \"arena_bytes\": %d, \"peak_rss_bytes\": %d}",
-                model, threads, runs, median, p90, plan.arenaBytes, peakResidentBytes()))
+                    "{\"model\": \"%@\", \"threads\": %d, \"runs\": %d, \"median_ms\": %.3f, \"p90_ms\": %.3f, \"arena_bytes\": %d, %@\"planned_activation_bytes\": %d, \"held_activation_bytes\": %d, \"peak_rss_bytes\": %d}",
+                model, threads, runs, median, p90, plan.arenaBytes, patchFields, planned, held, peakResidentBytes()))
         if profile { try printProfile(session, inputs) }
     }
 

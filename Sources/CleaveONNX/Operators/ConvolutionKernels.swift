@@ -22,6 +22,16 @@ struct WindowAttributes: Sendable {
         guard group >= 1 else { throw context.fail("group must be at least 1, is \(group)") }
     }
 
+    private init(kernel: [Int]?, strides: [Int]?, dilations: [Int]?, pads: [Int]?, autoPad: String, group: Int) {
+        (self.kernel, self.strides, self.dilations, self.pads, self.autoPad, self.group) = (kernel, strides, dilations, pads, autoPad, group)
+    }
+
+    /// The same window with explicit `pads` (all begins, then all ends) in place of the
+    /// node's pads or `auto_pad`.
+    func withPads(_ pads: [Int]) -> WindowAttributes {
+        WindowAttributes(kernel: kernel, strides: strides, dilations: dilations, pads: pads, autoPad: "NOTSET", group: group)
+    }
+
     /// Resolves strides, dilations and pads for `spatial` input sizes and window `kernel`,
     /// returning the geometry and the output sizes. `ceilMode` applies to pooling.
     func resolve(spatial: [Int], kernel: [Int], ceilMode: Bool = false, node: String, op: String) throws
@@ -77,9 +87,20 @@ struct WindowAttributes: Sendable {
 
 // MARK: - Conv
 
-struct ConvKernel: OperatorKernel {
+/// A kernel that slides a window over the spatial axes: patch-based execution walks its
+/// receptive field backwards and runs it on a patch with the patch's own padding.
+protocol SlidingWindowKernel: OperatorKernel {
+    /// The window's resolved geometry for these input types (input 0, and the weight for a
+    /// convolution).
+    func geometry(_ inputs: [TensorType?]) throws -> WindowGeometry
+    /// A copy that pads by `pads` (begins, then ends, per spatial axis) whatever the node's
+    /// pads, `auto_pad` or ceil mode said.
+    func withPads(_ pads: [Int]) -> Self
+}
+
+struct ConvKernel: SlidingWindowKernel {
     let node: String
-    let window: WindowAttributes
+    var window: WindowAttributes
     /// An activation fused into the convolution by ``GraphOptimizer``, applied to its output.
     var epilogue: Activation? = nil
     /// Set by ``GraphOptimizer`` when the Add that followed the convolution is fused into it:
@@ -97,6 +118,20 @@ struct ConvKernel: OperatorKernel {
         var copy = self
         let (geometry, spatial) = try plan(x, w)
         copy.planned = (x, w, geometry.promoted, spatial)
+        return copy
+    }
+
+    func geometry(_ inputs: [TensorType?]) throws -> WindowGeometry {
+        guard let x = inputs.first??.shape, inputs.count > 1, let w = inputs[1]?.shape else {
+            throw ONNXError.missingInput("\(node): Conv needs its input and weight")
+        }
+        return try plan(x, w).0
+    }
+
+    func withPads(_ pads: [Int]) -> ConvKernel {
+        var copy = self
+        copy.window = window.withPads(pads)
+        copy.planned = nil
         return copy
     }
 
@@ -278,12 +313,25 @@ struct ConvTransposeKernel: OperatorKernel {
 
 // MARK: - Pooling
 
-struct PoolKernel: OperatorKernel {
+struct PoolKernel: SlidingWindowKernel {
     let node: String
     let op: String
-    let window: WindowAttributes
+    var window: WindowAttributes
     let kind: Pooling.Kind
-    let ceilMode: Bool
+    var ceilMode: Bool
+
+    func geometry(_ inputs: [TensorType?]) throws -> WindowGeometry {
+        guard let x = inputs.first??.shape else { throw ONNXError.missingInput("\(node): \(op) needs its input") }
+        return try plan(x).0
+    }
+
+    func withPads(_ pads: [Int]) -> PoolKernel {
+        var copy = self
+        copy.window = window.withPads(pads)
+        copy.ceilMode = false
+        copy.planned = nil
+        return copy
+    }
 
     func plan(_ x: [Int]) throws -> (WindowGeometry, [Int]) {
         guard x.count >= 3, x.count <= 5 else {
