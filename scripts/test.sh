@@ -70,6 +70,9 @@ python3 bench/check_split.py .build/release/cleave bench/out
 echo "== fused graphs (the default) against the graphs as written, four benchmark models"
 python3 bench/check_optimized.py .build/release/cleave bench/out
 
+echo "== patch-based execution against layer by layer and onnxruntime, grids 2x2 to 8x8"
+python3 bench/check_patch.py .build/release/cleave bench/out models/fmnist/c4/full.onnx
+
 echo "== trained Fashion-MNIST models against onnxruntime (and manifest hashes)"
 python3 bench/check_fmnist_ort.py .build/release/cleave models/fmnist/c4
 

@@ -209,6 +209,9 @@ public actor Agent {
     /// The head's output for `input` at the assignment's cut (what a split request sends).
     public func headFeatures(_ input: Tensor) throws -> Tensor { try provisioner.headFeatures(input) }
 
+    /// The head's patch plan, when the assignment runs the head patch by patch.
+    public var headPatchPlan: PatchPlan? { provisioner.headPatchPlan }
+
     private func takeRequestID() -> UInt64 {
         defer { nextRequestID += 1 }
         return nextRequestID
@@ -455,6 +458,14 @@ public actor Agent {
             logger.notice(
                 "models verified; head loaded (the full model loads on the first local request); predicted local \(costs.localMilliseconds) ms, head \(costs.headMilliseconds) ms"
             )
+            if let plan = provisioner.headPatchPlan, let patch = provisioner.assignment?.patch {
+                let extra = (plan.extraMultiplyAddShare * 1000).rounded() / 10
+                logger.notice(
+                    "head runs patch by patch: stage ends at '\(plan.stageEnd)' \(plan.stageType), grid \(plan.grid), peak activation memory \(ByteCountText(plan.peakBytes)) of a \(ByteCountText(patch.budgetBytes)) budget (the coordinator planned \(ByteCountText(patch.peakBytes))), +\(extra)% multiply-adds"
+                )
+            } else {
+                logger.info("head runs layer by layer")
+            }
         } catch {
             logger.error("cannot load assigned models: \(error)")
             subscribeToMissingArtifacts()

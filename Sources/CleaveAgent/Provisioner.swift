@@ -23,6 +23,9 @@ struct Provisioner {
 
     private(set) var assignment: Assignment?
     private(set) var headSession: InferenceSession?
+    /// The head's patch plan when the assignment asks for one, and the memory its runs reuse.
+    private(set) var headPatchPlan: PatchPlan?
+    private let headWorkspace = PatchWorkspace()
     private var fullSession: InferenceSession?
     private var artifacts: ArtifactStore
     private let threads: Int
@@ -48,6 +51,7 @@ struct Provisioner {
         guard assignment != self.assignment else { return false }
         self.assignment = assignment
         headSession = nil
+        headPatchPlan = nil
         fullSession = nil
         return true
     }
@@ -68,6 +72,11 @@ struct Provisioner {
         guard let assignment, headSession == nil, missing.isEmpty else { return nil }
         let head = try loadSession(assignment.head.sha256, role: "head model")
         let costs = try modeCosts(assignment, scale: scale)
+        if let patch = assignment.patch {
+            // The coordinator chose the plan for this profile's budget; the same planner rebuilds it here.
+            let planner = try PatchPlanner(session: head, inputTypes: [assignment.inputName: TensorType([1] + assignment.inputShape, .float32)])
+            headPatchPlan = try planner.plan(stageEnd: patch.stageEnd, grid: PatchGrid(rows: patch.rows, columns: patch.columns))
+        }
         headSession = head
         return costs
     }
@@ -85,7 +94,15 @@ struct Provisioner {
     /// The head's output for `input` at the assignment's cut (what a split request sends).
     func headFeatures(_ input: Tensor) throws -> Tensor {
         guard let assignment, let headSession else { throw AgentError(description: "no assignment yet") }
-        guard let features = try headSession.run([assignment.inputName: input])[assignment.cutTensor] else {
+        let inputs = [assignment.inputName: input]
+        // Patch by patch for one image when the plan says so (a batch runs layer by layer).
+        let outputs =
+            if let headPatchPlan, input.shape == [1] + assignment.inputShape {
+                try headPatchPlan.run(inputs, pool: headSession.pool, workspace: headWorkspace)
+            } else {
+                try headSession.run(inputs)
+            }
+        guard let features = outputs[assignment.cutTensor] else {
             throw AgentError(description: "the assigned head model has no output '\(assignment.cutTensor)'")
         }
         return features

@@ -232,6 +232,11 @@ public actor Coordinator {
         guard state.status == .online else { return }
         do {
             let assignment = try planner.assignment(for: state)
+            if let patch = assignment.patch {
+                logger.notice(
+                    "device \(device): head patch by patch, stage ends at '\(patch.stageEnd)', grid \(patch.rows)x\(patch.columns), peak \(patch.peakBytes) bytes of its \(patch.budgetBytes)-byte activation budget"
+                )
+            }
             let control = try JSONEncoder().encode(ControlMessage(assignment: assignment))
             try transport.publish(MQTTMessage(topic: Topic.deviceControl(device: device).path, payload: [UInt8](control), qos: 1, retain: true))
         } catch {

@@ -56,6 +56,11 @@ public struct PatchPlanError: Error, Sendable, Equatable, CustomStringConvertibl
 
     public let reason: Reason
     public let description: String
+
+    public init(reason: Reason, description: String) {
+        self.reason = reason
+        self.description = description
+    }
 }
 
 /// How a patch-based run of a model is laid out, and what it costs: the patch stage (every node

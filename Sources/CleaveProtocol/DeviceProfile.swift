@@ -16,6 +16,10 @@ public struct DeviceProfile: Codable, Sendable, Equatable {
     public var ramMiB: Int
     /// Memory the agent may use for models and activations, in MiB.
     public var memoryBudgetMiB: Int
+    /// Activation memory one inference may hold, in KiB (`nil`: no limit). The coordinator's
+    /// planner runs the head layer by layer when that fits, else patch by patch, and refuses a
+    /// device no plan fits, naming the smallest budget that would do.
+    public var activationMemoryKiB: Int?
     /// Sustained float32 compute for CNN kernels, in GFLOP/s.
     public var gflops: Double
     /// Where `gflops` comes from.
@@ -28,12 +32,13 @@ public struct DeviceProfile: Codable, Sendable, Equatable {
         case clockMHz = "clock_mhz"
         case ramMiB = "ram_mib"
         case memoryBudgetMiB = "memory_budget_mib"
+        case activationMemoryKiB = "activation_memory_kib"
         case gflopsSource = "gflops_source"
     }
 
     public init(
         name: String, board: String, cores: Int, clockMHz: Int, ramMiB: Int, memoryBudgetMiB: Int, gflops: Double, gflopsSource: String,
-        links: [String]
+        links: [String], activationMemoryKiB: Int? = nil
     ) {
         self.name = name
         self.board = board
@@ -41,6 +46,7 @@ public struct DeviceProfile: Codable, Sendable, Equatable {
         self.clockMHz = clockMHz
         self.ramMiB = ramMiB
         self.memoryBudgetMiB = memoryBudgetMiB
+        self.activationMemoryKiB = activationMemoryKiB
         self.gflops = gflops
         self.gflopsSource = gflopsSource
         self.links = links
@@ -93,6 +99,9 @@ extension DeviceProfile {
         guard ramMiB > 0 else { throw fail(.ramMiB, "must be positive, is \(ramMiB)") }
         guard memoryBudgetMiB > 0, memoryBudgetMiB <= ramMiB else {
             throw fail(.memoryBudgetMiB, "must be between 1 and ram_mib (\(ramMiB)), is \(memoryBudgetMiB)")
+        }
+        if let activationMemoryKiB, activationMemoryKiB <= 0 || activationMemoryKiB > memoryBudgetMiB * 1024 {
+            throw fail(.activationMemoryKiB, "must be between 1 and memory_budget_mib × 1024 (\(memoryBudgetMiB * 1024)), is \(activationMemoryKiB)")
         }
         guard gflops > 0, gflops.isFinite else { throw fail(.gflops, "must be a positive number, is \(gflops)") }
     }

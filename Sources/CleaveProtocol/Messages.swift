@@ -79,10 +79,12 @@ public struct Assignment: Codable, Sendable, Equatable {
     /// Frame codec and zstd level (nil: none) for split frames.
     public var codec: CodecName
     public var zstdLevel: Int?
+    /// How the device runs the head: patch by patch as described, or layer by layer (`nil`).
+    public var patch: PatchAssignment?
 
     public init(
         model: String, full: ArtifactReference, head: ArtifactReference, inputName: String, inputShape: [Int], cutTensor: String,
-        cutShape: [Int], codec: CodecName, zstdLevel: Int?
+        cutShape: [Int], codec: CodecName, zstdLevel: Int?, patch: PatchAssignment? = nil
     ) {
         self.model = model
         self.full = full
@@ -93,6 +95,32 @@ public struct Assignment: Codable, Sendable, Equatable {
         self.cutShape = cutShape
         self.codec = codec
         self.zstdLevel = zstdLevel
+        self.patch = patch
+    }
+}
+
+/// A patch plan for a device's head, chosen by the coordinator for the device's activation
+/// budget: the agent rebuilds it from the stage end and grid, and the numbers say what the
+/// coordinator planned (the agent logs both).
+public struct PatchAssignment: Codable, Sendable, Equatable {
+    /// The tensor of the head's executed graph where the patch stage ends.
+    public var stageEnd: String
+    /// Grid rows and columns over that tensor.
+    public var rows: Int
+    public var columns: Int
+    /// Planned peak activation memory, in bytes, and the budget it was planned for.
+    public var peakBytes: Int
+    public var budgetBytes: Int
+    /// Extra multiply-adds of the halos, as a share of the head's (0.1 = 10%).
+    public var extraMultiplyAddShare: Double
+
+    public init(stageEnd: String, rows: Int, columns: Int, peakBytes: Int, budgetBytes: Int, extraMultiplyAddShare: Double) {
+        self.stageEnd = stageEnd
+        self.rows = rows
+        self.columns = columns
+        self.peakBytes = peakBytes
+        self.budgetBytes = budgetBytes
+        self.extraMultiplyAddShare = extraMultiplyAddShare
     }
 }
 

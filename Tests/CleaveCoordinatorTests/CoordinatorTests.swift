@@ -170,6 +170,33 @@ import Testing
         await coordinator.stop()
     }
 
+    /// With the shipped profiles, only the Pi Zero 2 W's activation budget is too small for the
+    /// head layer by layer: it gets a patch plan that fits, the others none.
+    @Test func thePlannerGivesEachProfileTheHeadPlanItsBudgetAllows() throws {
+        let planner = try SplitPlanner(bundle: try ModelBundle(directory: Self.modelFolder))
+        let devices = URL(fileURLWithPath: Self.modelFolder).appendingPathComponent("../../../devices").standardizedFileURL.path
+        let names = try FileManager.default.contentsOfDirectory(atPath: devices).filter { $0.hasSuffix(".yaml") }.sorted()
+        #expect(names.count >= 6)
+        for name in names {
+            let profile = try DeviceProfile.load("\(devices)/\(name)")
+            let assignment = try planner.assignment(for: DeviceState(id: profile.name, status: .online, profile: profile))
+            if profile.name == "raspberry-pi-zero-2w" {
+                let patch = try #require(assignment.patch, "the Pi Zero 2 W's 64 KiB budget needs a patch plan")
+                #expect(patch.peakBytes <= 64 * 1024 && patch.budgetBytes == 64 * 1024)
+                #expect(patch.rows >= 2 && patch.columns >= 2)
+            } else {
+                #expect(assignment.patch == nil, "\(profile.name) runs the head layer by layer")
+            }
+        }
+        var tiny = try DeviceProfile.load("\(devices)/raspberry-pi-zero-2w.yaml")
+        tiny.activationMemoryKiB = 1
+        #expect {
+            try planner.assignment(for: DeviceState(id: "tiny", status: .online, profile: tiny))
+        } throws: { error in
+            "\(error)".contains("tiny") && "\(error)".contains("smallest feasible budget is")
+        }
+    }
+
     @Test func anUnknownCodecInTheManifestIsRefused() throws {
         #expect(throws: ProtocolError.self) { try CodecName(validating: "int3") }
         for codec in CodecName.allCases { #expect(FrameCodec(named: codec.rawValue) != nil, "\(codec) is a frame codec") }

@@ -50,6 +50,35 @@ import Testing
         await testbed.stop()  // a second stop is harmless
     }
 
+    /// The demo's fleet: the Pi Zero 2 W agent runs its head patch by patch, the Pi 4 agent layer
+    /// by layer, and both send the same features and get the same answers.
+    @Test func eachAgentRunsTheHeadPlanOfItsProfileWithTheSameResults() async throws {
+        let testbed = try Testbed()
+        let bundle = try ModelBundle(directory: "\(Self.repository)/models/fmnist/c4")
+        _ = try await testbed.addCoordinator(CoordinatorConfiguration(id: "tb-plans-c"), bundle: bundle)
+        for name in ["raspberry-pi-zero-2w", "raspberry-pi-4b-4gb"] {
+            let profile = try DeviceProfile.load("\(Self.repository)/devices/\(name).yaml")
+            try await testbed.addAgent(AgentConfiguration(deviceID: "tb-\(name)", profile: profile, threads: 1, requestTimeout: .seconds(10)))
+        }
+        try await testbed.waitUntilReady()
+        let (zero, pi4) = (await testbed.agents[0], await testbed.agents[1])
+        let plan = try #require(await zero.headPatchPlan, "the Pi Zero 2 W gets a patch plan")
+        #expect(plan.peakBytes <= 64 * 1024)
+        #expect(await pi4.headPatchPlan == nil)
+
+        let test = try FashionMNIST(split: .test)
+        for index in 0..<20 {
+            let a = try await zero.headFeatures(test.image(index)).scalars(as: Float.self)
+            let b = try await pi4.headFeatures(test.image(index)).scalars(as: Float.self)
+            let scale = b.map { abs($0) }.max() ?? 0
+            let difference = zip(a, b).map { abs($0 - $1) }.max() ?? 0
+            #expect(difference <= 1e-5 * max(scale, 1e-6), "image \(index): patched head differs by \(difference)")
+            let answers = [await zero.infer(test.image(index), mode: .split), await pi4.infer(test.image(index), mode: .split)]
+            #expect(answers[0].prediction != nil && answers[0].prediction == answers[1].prediction, "image \(index): \(answers)")
+        }
+        await testbed.stop()
+    }
+
     /// The scenario shapes the link it names and no other. Timeouts are generous (2 s): CI
     /// runs every suite at once on two cores, so a request can be slow without any outage.
     @Test func playShapesTheNamedLinkAndRecordsWhatWasLost() async throws {
