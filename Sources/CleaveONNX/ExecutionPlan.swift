@@ -20,6 +20,8 @@ public struct ExecutionPlan: Sendable {
         let kernel: any OperatorKernel
         let inputs: [Int?]
         let outputs: [Int]
+        /// The kernel may write its output over its first input (``OperatorKernel/overwritesInput(_:output:)``).
+        var overwritesInput = false
     }
 
     let values: [Value]
@@ -95,7 +97,10 @@ public struct ExecutionPlan: Sendable {
             let outputIDs = (0..<max(node.outputs.count, 1)).map { position in
                 add(position < node.outputs.count ? node.outputs[position] : "", outputTypes[position], .arena(offset: 0))
             }
-            steps.append(Step(node: index, kernel: try kernel.specialized(for: infos), inputs: inputIDs, outputs: outputIDs))
+            steps.append(
+                Step(
+                    node: index, kernel: try kernel.specialized(for: infos), inputs: inputIDs, outputs: outputIDs,
+                    overwritesInput: kernel.overwritesInput(infos, output: outputTypes[0])))
         }
 
         let outputIDs = try model.graph.outputs.map { output in
@@ -122,10 +127,29 @@ public struct ExecutionPlan: Sendable {
             for id in step.inputs.compactMap({ $0 }) where first[id] != nil { last[id] = index }
         }
         for id in outputs where first[id] != nil { last[id] = steps.count }
-        let ids = first.keys.sorted()
-        let blocks = ids.map { MemoryPlanner.Block(bytes: values[$0].type.byteCount, first: first[$0]!, last: last[$0]!) }
+        // An output written over its input (an in-place depthwise convolution) shares the
+        // input's block when this step is the input's last reader and reads it once.
+        var owner: [Int: Int] = [:]
+        func root(_ id: Int) -> Int { owner[id].map(root) ?? id }
+        for (index, step) in steps.enumerated() where step.overwritesInput {
+            guard let input = step.inputs.first ?? nil, first[input] != nil, last[input] == index,
+                step.inputs.filter({ $0 == input }).count == 1, values[input].type.byteCount == values[step.outputs[0]].type.byteCount
+            else { continue }
+            owner[step.outputs[0]] = root(input)
+        }
+        var members: [Int: [Int]] = [:]
+        for id in first.keys { members[root(id), default: []].append(id) }
+        let roots = members.keys.sorted()
+        let blocks = roots.map { id in
+            let group = members[id]!
+            return MemoryPlanner.Block(
+                bytes: group.map { values[$0].type.byteCount }.max()!, first: group.map { first[$0]! }.min()!,
+                last: group.map { last[$0]! }.max()!)
+        }
         let (offsets, arena) = MemoryPlanner.place(blocks)
-        return (Dictionary(uniqueKeysWithValues: zip(ids, offsets)), arena, MemoryPlanner.peakLiveBytes(blocks))
+        var placed: [Int: Int] = [:]
+        for (id, offset) in zip(roots, offsets) { for member in members[id]! { placed[member] = offset } }
+        return (placed, arena, MemoryPlanner.peakLiveBytes(blocks))
     }
 
     // MARK: - Running

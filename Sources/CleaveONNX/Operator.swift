@@ -48,11 +48,15 @@ protocol OperatorKernel: Sendable {
     /// only on the types (window geometry, output sizes) worked out once, so that `run`
     /// does not redo it on every request.
     func specialized(for inputs: [InputInfo?]) throws -> any OperatorKernel
+    /// Whether the kernel may write its first output over its first input (same bytes), so that
+    /// the memory planner can give both one block when nothing reads the input afterwards.
+    func overwritesInput(_ inputs: [InputInfo?], output: TensorType) -> Bool
 }
 
 extension OperatorKernel {
     var valueInputs: Set<Int> { [] }
     func specialized(for inputs: [InputInfo?]) throws -> any OperatorKernel { self }
+    func overwritesInput(_ inputs: [InputInfo?], output: TensorType) -> Bool { false }
 }
 
 /// The node and opset a kernel is being built for, with typed attribute access.

@@ -122,6 +122,12 @@ public enum Convolution {
             // A depthwise convolution applies the activation per row; a residual (never seen after
             // one in the CNNs we know) is added by the caller's pass.
             let activation = epilogue.residual == nil ? epilogue.activation : nil
+            if x == y {
+                depthwiseInPlace(
+                    x: x, w: w, b: b, planes: batch * channels, channels: channels, inSize: inSize, outSize: outSize, g: g,
+                    activation: activation, pool: pool)
+                return epilogue.residual == nil
+            }
             if g.kernel == [1, 3, 3] && g.dilations == [1, 1, 1] && inSize[0] == 1 && g.padsBegin[0] == 0
                 && (g.strides == [1, 1, 1] || g.strides == [1, 2, 2])
             {

@@ -3,6 +3,46 @@
 /// wide planes and a whole-plane sweep for small ones. The row helpers they share with
 /// im2col and pooling (`splitPhases`, `splitWideRow`, `copyShort`) are in `Convolution.swift`.
 extension Convolution {
+    /// Whether a depthwise convolution may write its output over its input (the memory
+    /// planner then gives both one block): one filter per channel and an output plane of the
+    /// input plane's size, so that output plane p covers input plane p and nothing else, and
+    /// each thread can copy a plane aside before overwriting it.
+    public static func depthwiseRunsInPlace(input: [Int], output: [Int], weight: [Int], group: Int) -> Bool {
+        input.count >= 3 && input == output && group == input[1] && weight.first == input[1]
+    }
+
+    /// A depthwise convolution whose output is its input's memory: each plane is copied to a
+    /// buffer of the thread's, then convolved from there into its own place (TinyEngine's
+    /// in-place depthwise idea: the expanded tensor and the depthwise output share memory).
+    static func depthwiseInPlace(
+        x: UnsafeMutablePointer<Float>, w: UnsafeMutablePointer<Float>, b: UnsafeMutablePointer<Float>?, planes: Int, channels: Int,
+        inSize: [Int], outSize: [Int], g: WindowGeometry, activation: Activation?, pool: ThreadPool
+    ) {
+        let planeSize = inSize.reduce(1, *)
+        precondition(planeSize == outSize.reduce(1, *), "an in-place depthwise convolution keeps the plane size")
+        let serial = ThreadPool(threads: 1)
+        let rowKernel =
+            g.kernel == [1, 3, 3] && g.dilations == [1, 1, 1] && inSize[0] == 1 && g.padsBegin[0] == 0 && g.strides == [1, 1, 1]
+        pool.parallelFor(planes, minimumChunk: max(1, (1 << 16) / max(1, 9 * planeSize))) { range in
+            let copy = UnsafeMutablePointer<Float>.allocate(capacity: planeSize)
+            defer { copy.deallocate() }
+            for plane in range {
+                let c = plane % channels
+                let target = x + plane * planeSize
+                copy.update(from: target, count: planeSize)
+                if rowKernel {
+                    depthwise3x3(
+                        x: copy, w: w + c * 9, b: b.map { $0 + c }, y: target, planes: 1, channels: 1, inSize: inSize, outSize: outSize,
+                        top: g.padsBegin[1], left: g.padsBegin[2], stride: 1, activation: activation, pool: serial)
+                } else {
+                    depthwise(
+                        x: copy, w: w + c * g.kernel.reduce(1, *), b: b.map { $0 + c }, y: target, batch: 1, channels: 1, inSize: inSize,
+                        outSize: outSize, g: g, activation: activation, pool: serial)
+                }
+            }
+        }
+    }
+
     /// One filter per channel: each output channel reads only its own input channel.
     ///
     /// Each plane is copied once into a zero-padded scratch plane whose rows are split into

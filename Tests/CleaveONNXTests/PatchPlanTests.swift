@@ -84,16 +84,14 @@ import Testing
 
     // MARK: - Memory and cost
 
-    @Test func mobileNetV2At224PatchedNeedsAThirdOfTheMemoryAtMostFifteenPercentMoreWork() throws {
-        // Today's plans reach 3.1× at +9% multiply-adds (issue 18 asks 4×: the float32 input
-        // held through the run and the depthwise outputs beside their inputs are what is left).
+    @Test func mobileNetV2At224PatchedNeedsAQuarterOfTheMemoryAtMostFifteenPercentMoreWork() throws {
         let session = InferenceSession(model: try CNNFixture.mobileNetV2(width: 1, size: 224), threads: 1)
         let planner = try PatchPlanner(session: session)
-        guard case .patched(let plan) = try planner.choose(budget: planner.layerByLayerBytes / 3) else {
-            Issue.record("a third of the layer-by-layer memory should need a patch plan")
+        guard case .patched(let plan) = try planner.choose(budget: planner.layerByLayerBytes / 4) else {
+            Issue.record("a quarter of the layer-by-layer memory should need a patch plan")
             return
         }
-        #expect(plan.peakBytes * 3 <= planner.layerByLayerBytes)
+        #expect(plan.peakBytes * 4 <= planner.layerByLayerBytes)
         #expect(plan.extraMultiplyAddShare <= 0.15, "extra multiply-adds \(plan.extraMultiplyAddShare)")
         #expect(plan.multiplyAdds > planner.baselineMultiplyAdds, "halos are computed twice")
     }

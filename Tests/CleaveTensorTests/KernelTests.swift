@@ -179,7 +179,31 @@ import Testing
                 }
             }
             #expect(clipped > 0)
+            // The same convolution written over its input, where the plane size allows it.
+            guard oh == h && ow == wd else { continue }
+            let shared = Tensor(shape: [batch, c, h, wd], scalars: x)
+            Convolution.forward(
+                input: shared, weight: Tensor(shape: [c, 1, 3, 3], scalars: w), bias: Tensor(shape: [c], scalars: bias),
+                geometry: WindowGeometry(kernel: [3, 3], strides: [1, 1], padsBegin: [top, left], padsEnd: [bottom, right], group: c),
+                into: shared, activation: .clip(min: 0, max: 0.6), pool: ThreadPool(threads: 2))
+            #expect(shared.scalars(as: Float.self) == actual, "\(c) channels \(h)x\(wd): in place")
         }
+    }
+
+    /// A 5 × 5 depthwise convolution (the general loop) written over its input equals the one
+    /// into a tensor of its own.
+    @Test func depthwiseInPlaceMatchesTheGeneralLoop() {
+        let (batch, c, h, wd) = (2, 7, 9, 11)
+        let x = values(batch * c * h * wd, seed: 5)
+        let weight = Tensor(shape: [c, 1, 5, 5], scalars: values(c * 25, seed: 6))
+        let geometry = WindowGeometry(kernel: [5, 5], padsBegin: [2, 2], padsEnd: [2, 2], group: c)
+        let separate = Tensor(zeros: [batch, c, h, wd])
+        Convolution.forward(input: Tensor(shape: [batch, c, h, wd], scalars: x), weight: weight, bias: nil, geometry: geometry, into: separate)
+        let shared = Tensor(shape: [batch, c, h, wd], scalars: x)
+        Convolution.forward(input: shared, weight: weight, bias: nil, geometry: geometry, into: shared, pool: ThreadPool(threads: 2))
+        #expect(shared.scalars(as: Float.self) == separate.scalars(as: Float.self))
+        #expect(Convolution.depthwiseRunsInPlace(input: [batch, c, h, wd], output: [batch, c, h, wd], weight: [c, 1, 5, 5], group: c))
+        #expect(!Convolution.depthwiseRunsInPlace(input: [batch, c, h, wd], output: [batch, c, 5, 6], weight: [c, 1, 5, 5], group: c))
     }
 
     /// The fused epilogue, `activation(conv + bias + residual)`, on every path — 1×1 and im2col

@@ -128,6 +128,15 @@ struct ConvKernel: SlidingWindowKernel {
         return try plan(x, w).0
     }
 
+    /// A depthwise convolution that keeps the plane size writes over its input (see
+    /// ``Convolution/depthwiseRunsInPlace(input:output:weight:group:)``).
+    func overwritesInput(_ inputs: [InputInfo?], output: TensorType) -> Bool {
+        guard !addsResidual, !winogradWeights, let x = inputs.first??.type.shape, inputs.count > 1, let w = inputs[1]?.type.shape else {
+            return false
+        }
+        return Convolution.depthwiseRunsInPlace(input: x, output: output.shape, weight: w, group: window.group)
+    }
+
     func withPads(_ pads: [Int]) -> ConvKernel {
         var copy = self
         copy.window = window.withPads(pads)
