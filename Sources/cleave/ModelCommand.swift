@@ -166,7 +166,9 @@ func printPatchPlan(_ plan: PatchPlan) {
 struct Bench: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Time a model on random inputs; print one JSON line.",
-        discussion: "Prints median_ms, p90_ms, arena_bytes and peak_rss_bytes (the process's high-water resident memory).")
+        discussion:
+            "Prints median_ms, p90_ms, arena_bytes, the planned and held activation bytes (layer by layer, or the --patch plan's), peak_rss_bytes (the process's high-water resident memory) and runs_rss_growth_bytes (what the runs added to the resident set after loading and planning; -1 where Linux's /proc/self/clear_refs is unavailable)."
+    )
 
     @Argument(help: "The .onnx file.") var model: String
     @Option(help: "Threads per operator.") var threads: Int = 1
@@ -206,6 +208,9 @@ struct Bench: ParsableCommand {
                 _ = try session.run(inputs)
             }
         }
+        // What the runs add to the resident set: the high-water mark is reset after loading and
+        // planning (Linux's clear_refs), so that loading's own peak does not hide the runs'.
+        let residentBeforeRuns = resetPeakResident()
         let warmupStart = ContinuousClock.now
         var warmed = 0
         while warmed < warmup || ContinuousClock.now - warmupStart < .milliseconds(Int(warmupSeconds * 1000)) {
@@ -232,8 +237,9 @@ struct Bench: ParsableCommand {
         print(
             String(
                 format:
-                    "{\"model\": \"%@\", \"threads\": %d, \"runs\": %d, \"median_ms\": %.3f, \"p90_ms\": %.3f, \"arena_bytes\": %d, %@\"planned_activation_bytes\": %d, \"held_activation_bytes\": %d, \"peak_rss_bytes\": %d}",
-                model, threads, runs, median, p90, plan.arenaBytes, patchFields, planned, held, peakResidentBytes()))
+                    "{\"model\": \"%@\", \"threads\": %d, \"runs\": %d, \"median_ms\": %.3f, \"p90_ms\": %.3f, \"arena_bytes\": %d, %@\"planned_activation_bytes\": %d, \"held_activation_bytes\": %d, \"peak_rss_bytes\": %d, \"runs_rss_growth_bytes\": %d}",
+                model, threads, runs, median, p90, plan.arenaBytes, patchFields, planned, held, peakResidentBytes(),
+                residentBeforeRuns.map { peakResidentBytes() - $0 } ?? -1))
         if profile { try printProfile(session, inputs) }
     }
 
@@ -260,10 +266,21 @@ struct Bench: ParsableCommand {
         }
     }
 
+    /// Resets the peak resident set to the current one and returns it (nil where Linux's
+    /// `/proc/self/clear_refs` is not writable).
+    func resetPeakResident() -> Int? {
+        guard FileManager.default.isWritableFile(atPath: "/proc/self/clear_refs"),
+            (try? "5".write(toFile: "/proc/self/clear_refs", atomically: false, encoding: .utf8)) != nil
+        else { return nil }
+        return statusBytes("VmRSS:")
+    }
+
     /// The process's peak resident set (VmHWM), in bytes; 0 where /proc is unavailable.
-    func peakResidentBytes() -> Int {
+    func peakResidentBytes() -> Int { statusBytes("VmHWM:") }
+
+    func statusBytes(_ field: String) -> Int {
         guard let status = try? String(contentsOfFile: "/proc/self/status", encoding: .utf8),
-            let line = status.split(separator: "\n").first(where: { $0.hasPrefix("VmHWM:") }),
+            let line = status.split(separator: "\n").first(where: { $0.hasPrefix(field) }),
             let kilobytes = line.split(separator: " ").dropFirst().first.flatMap({ Int($0) })
         else { return 0 }
         return kilobytes * 1024
