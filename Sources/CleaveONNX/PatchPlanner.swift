@@ -156,7 +156,7 @@ public struct PatchPlanner: Sendable {
         func refuse(_ reason: PatchPlanError.Reason, _ text: String) -> PatchPlanError {
             PatchPlanError(reason: reason, description: "the patch stage cannot end at '\(end)': \(text)")
         }
-        guard let producer = producers[end], let endType = types[end] else {
+        guard let producer = producers[end], types[end] != nil else {
             throw refuse(.unknownTensor, "no node of the executed graph makes it (stage ends: \(stageEndsHint()))")
         }
         var members: Set<Int> = []
@@ -220,7 +220,6 @@ public struct PatchPlanner: Sendable {
                 "\(crossing.sorted().map { "'\($0)'" }.joined(separator: ", ")) of the stage \(crossing.count == 1 ? "is" : "are") "
                     + "read after it (a branch crosses the stage end); end the stage where every branch has joined")
         }
-        _ = endType
         return Stage(end: end, nodes: nodes, rest: rest, input: input)
     }
 
