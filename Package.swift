@@ -1,4 +1,4 @@
-// swift-tools-version:6.0
+// swift-tools-version:6.1
 import PackageDescription
 
 // MARK: - Public products
@@ -19,7 +19,8 @@ let products: [Product] = [
 
 let dependencies: [Package.Dependency] = [
     .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
-    .package(url: "https://github.com/apple/swift-protobuf", from: "1.28.0"),
+    // No default traits: BinaryDelimitedStreams imports all of Foundation, which the lean agent must not link.
+    .package(url: "https://github.com/apple/swift-protobuf", from: "1.39.0", traits: []),
     .package(url: "https://github.com/jpsim/Yams", from: "5.0.0"),
     .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
     .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.6.0"),
@@ -69,7 +70,7 @@ let modules: [Target] = [
         dependencies: ["CleaveSupport", "CleaveTensor", "CZstd"]),
     .target(
         name: "CleaveProtocol",
-        dependencies: [.product(name: "Yams", package: "Yams")]),
+        dependencies: ["CleaveSupport"]),
     .target(
         name: "CleaveTrain",
         dependencies: ["CleaveDatasets", "CleaveONNX", "CleaveSupport", "CleaveTensor"]),
@@ -89,7 +90,7 @@ let modules: [Target] = [
         ]),
     .target(
         name: "CleaveMQTT",
-        dependencies: ["CMosquitto", "CleaveProtocol"]),
+        dependencies: ["CMosquitto", "CleaveProtocol", "CleaveSupport"]),
     .target(
         name: "CleaveNetem",
         dependencies: ["CleaveSupport", .product(name: "Yams", package: "Yams")]),
@@ -137,6 +138,21 @@ let leanAgent: [Target] = [
         dependencies: [
             "CleaveAgentCLI",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
+        ],
+        // The board binary's footprint (bench/agent_footprint.sh), in release builds (a debug build
+        // links the executables into the test bundle, which needs the shared runtime): the Swift
+        // runtime and FoundationEssentials linked in, so that a board needs no Swift installation
+        // and the process maps only the code the agent reaches; lld (shipped with Swift) instead of
+        // gold, which warns about glibc's mktemp in the static FoundationEssentials; no exported
+        // symbols, so that --gc-sections can drop unused code; relative relocations packed, so that
+        // start-up does not write 1.2 MB of them (needs glibc 2.36+: Debian 12, Raspberry Pi OS 12).
+        linkerSettings: [
+            .unsafeFlags(
+                ["-static-stdlib", "-use-ld=lld", "-Xlinker", "--no-export-dynamic", "-Xlinker", "-z", "-Xlinker", "pack-relative-relocs"],
+                .when(configuration: .release)),
+            // What the static FoundationEssentials needs and does not name itself.
+            .linkedLibrary("_FoundationCollections", .when(configuration: .release)),
+            .linkedLibrary("_FoundationCShims", .when(configuration: .release)),
         ])
 ]
 
@@ -161,7 +177,7 @@ let tests: [Target] = [
             "CleaveDatasets",
             "CleaveNetem", "CleaveTestbed", "cleave", "cleave-agent",
         ]),
-    .testTarget(name: "CleaveProtocolTests", dependencies: ["CleaveProtocol"]),
+    .testTarget(name: "CleaveProtocolTests", dependencies: ["CleaveProtocol", "CleaveSupport"]),
     .testTarget(
         name: "CleaveTrainTests", dependencies: ["CleaveTrain", "CleaveDatasets", "CleaveSupport", "CleaveTensor", "CleaveONNX", "CleaveCodec"]),
     .testTarget(name: "CleaveCLITests", dependencies: ["cleave"]),

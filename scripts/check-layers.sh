@@ -76,6 +76,28 @@ while stack:
 for forbidden in ("CleaveCoordinator", "CleaveNetem", "CleaveTestbed", "CleaveTrain"):
     if forbidden in closure:
         failures.append(f"Package.swift: cleave-agent depends on {forbidden} (closure: {', '.join(sorted(closure))})")
+for forbidden in ("CleaveLLM", "Yams"):
+    if forbidden in closure:
+        failures.append(f"Package.swift: cleave-agent depends on {forbidden}, which the board must not load at idle")
+# On the board's path FoundationEssentials serves: all of Foundation (with ICU) is 8 MiB of
+# resident code (bench/agent_footprint.sh).
+for name in sorted(closure | {"cleave-agent"}):
+    folder = f"Sources/{name}"
+    if not os.path.isdir(folder):
+        continue
+    for root, _, files in os.walk(folder):
+        for file in files:
+            if not file.endswith(".swift"):
+                continue
+            path = os.path.join(root, file)
+            fallback = False  # inside `#if canImport(FoundationEssentials) … #else … #endif`
+            for number, line in enumerate(open(path), 1):
+                if re.match(r"\s*#if\s+canImport\(FoundationEssentials\)", line):
+                    fallback = True
+                elif re.match(r"\s*#endif", line):
+                    fallback = False
+                elif not fallback and re.match(r"\s*(@preconcurrency\s+|@_exported\s+|public\s+|internal\s+)?import\s+(Foundation|FoundationInternationalization|FoundationNetworking)\s*$", line):
+                    failures.append(f"{path}:{number}: {name} is on cleave-agent's path and imports all of Foundation; use FoundationEssentials")
 
 if failures:
     print("\n".join(failures), file=sys.stderr)

@@ -1,5 +1,5 @@
 import CleaveProtocol
-import Foundation
+import FoundationEssentials
 
 /// What each mode costs apart from the network, for one device and one model.
 public struct ModeCosts: Sendable, Equatable {
@@ -76,7 +76,7 @@ public struct AdaptivePolicy: Sendable {
 
         public var description: String {
             let costs = [InferenceMode.local, .split, .offload].compactMap { mode in
-                predicted[mode].map { String(format: "%@ %.1f ms", mode.rawValue, $0) }
+                predicted[mode].map { "\(mode.rawValue) \($0.fixed(1)) ms" }
             }
             return "\(mode.rawValue) (\(reason); predicted \(costs.joined(separator: ", ")))"
         }
@@ -176,7 +176,7 @@ public struct AdaptivePolicy: Sendable {
         if remoteDown {
             // Probes back off: 1, 2, 4 × probeInterval while the path stays down (and start again at
             // once when the broker connection comes back, see `reconnected(now:)`).
-            let backoff = probeInterval * pow(2, Double(min(2, max(0, consecutiveFailures - breakerThreshold))))
+            let backoff = probeInterval * Double(1 << min(2, max(0, consecutiveFailures - breakerThreshold)))
             if now - lastProbe >= backoff {
                 lastProbe = now
                 return Decision(

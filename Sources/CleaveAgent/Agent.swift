@@ -4,7 +4,7 @@ import CleaveONNX
 import CleaveProtocol
 import CleaveSupport
 import CleaveTensor
-import Foundation
+import FoundationEssentials
 import Logging
 
 /// The device agent: announces itself, takes its assignment, and serves requests locally,
@@ -212,6 +212,9 @@ public actor Agent {
     /// The head's patch plan, when the assignment runs the head patch by patch.
     public var headPatchPlan: PatchPlan? { provisioner.headPatchPlan }
 
+    /// The plan split requests are sent in parts with (``AgentConfiguration/streamPatches``).
+    public var streamingPlan: PatchPlan? { provisioner.streamingPlan }
+
     private func takeRequestID() -> UInt64 {
         defer { nextRequestID += 1 }
         return nextRequestID
@@ -256,21 +259,29 @@ public actor Agent {
             return fail(Self.outcome(requestID, mode, started, failure: .noAssignment))
         }
         do {
-            var features = input
-            if mode == .split {
-                await emulate(emulated?.headMilliseconds)
-                features = try provisioner.headFeatures(input)
+            let result: InferenceResult
+            let bytesSent: Int
+            if mode == .split, configuration.streamPatches, let plan = provisioner.streamingPlan, input.shape == [1] + assignment.inputShape {
+                (result, bytesSent) = try await serveInParts(
+                    input, plan: plan, requestID: requestID, assignment: assignment, started: started, deadline: deadline)
+            } else {
+                var features = input
+                if mode == .split {
+                    await emulate(emulated?.headMilliseconds)
+                    features = try provisioner.headFeatures(input)
+                }
+                let frame = try encode(features, mode: mode, requestID: requestID, assignment: assignment)
+                let remaining = deadline - (milliseconds() - milliseconds(started))
+                result = try await send(frame, requestID: requestID, mode: mode, deadline: remaining)
+                bytesSent = frame.count
             }
-            let frame = try encode(features, mode: mode, requestID: requestID, assignment: assignment)
-            let remaining = deadline - (milliseconds() - milliseconds(started))
-            let result = try await send(frame, requestID: requestID, mode: mode, deadline: remaining)
             if result.prediction == nil, configuration.fallbackToLocal, let rejection = result.rejection {
                 // A rejection is a failure of the remote path like a missing answer.
                 logger.warning("request \(requestID) rejected by \(result.coordinator) (\(rejection)); computing it locally")
                 if learn && !race { policy?.record(mode: mode, latency: nil, now: milliseconds() / 1000) }
                 return await fallBack(input, from: mode, requestID: requestID, started: started)
             }
-            let outcome = Self.outcome(requestID, mode, started, result: result, bytes: frame.count)
+            let outcome = Self.outcome(requestID, mode, started, result: result, bytes: bytesSent)
             if result.prediction != nil { counters.answered[mode, default: 0] += 1 } else { counters.failed += 1 }
             if learn { policy?.record(mode: mode, latency: result.prediction != nil ? outcome.latencyMilliseconds : nil, now: milliseconds() / 1000) }
             return outcome
@@ -284,6 +295,41 @@ public actor Agent {
         } catch {
             return fail(Self.outcome(requestID, mode, started, failure: AgentFailure(error)))
         }
+    }
+
+    /// A split request sent in parts: the head runs patch by patch and each patch's part of the
+    /// cut tensor goes out as a frame of its own as soon as it is computed, so that sending
+    /// overlaps computing; the coordinator assembles the parts before the tail. With emulated
+    /// board time, part i of n leaves (i + 1) / n of the head's time after the start. Returns the
+    /// answer and the bytes of all parts.
+    private func serveInParts(
+        _ input: Tensor, plan: PatchPlan, requestID: UInt64, assignment: Assignment, started: ContinuousClock.Instant, deadline: Double
+    ) async throws -> (InferenceResult, Int) {
+        let options = FrameOptions(codec: FrameCodec(named: assignment.codec.rawValue) ?? .uint8, zstdLevel: assignment.zstdLevel)
+        let count = plan.patchCount
+        let direct = emulated?.headMilliseconds == nil && connected
+        var parts: [MQTTMessage] = []
+        var published = 0
+        try provisioner.headParts(input) { part, rows, columns in
+            var partOptions = options
+            partOptions.region = FrameRegion(top: rows.lowerBound, left: columns.lowerBound, height: rows.count, width: columns.count, parts: count)
+            let message = message(BottleneckCodec.encode(part, requestID: requestID, options: partOptions), requestID: requestID, mode: .split)
+            parts.append(message)
+            // All but the last go out now; the last goes through the channel, which waits for the answer.
+            if direct, parts.count < count, published == parts.count - 1, (try? transport.publish(message)) != nil { published += 1 }
+        }
+        if let head = emulated?.headMilliseconds, head > 0 {
+            for index in 0..<(count - 1) {
+                try? await Task.sleep(until: started + .microseconds(Int(head * 1000 * Double(index + 1) / Double(count))))
+                if connected, published == index, (try? transport.publish(parts[index])) != nil { published += 1 }
+            }
+            try? await Task.sleep(until: started + .microseconds(Int(head * 1000)))
+        }
+        let bytes = parts.reduce(0) { $0 + $1.payload.count }
+        policy?.observeFrame(mode: .split, bytes: bytes)
+        let remaining = deadline - (milliseconds() - milliseconds(started))
+        let result = try await channel.send(parts: parts, alreadyPublished: published, requestID: requestID, deadline: remaining)
+        return (result, bytes)
     }
 
     /// The remote path failed: the whole model here, the outcome saying which mode it replaced.
@@ -343,11 +389,16 @@ public actor Agent {
 
     /// Hands `frame` to the channel and waits for the answer, at most `deadline` milliseconds.
     private func send(_ frame: [UInt8], requestID: UInt64, mode: InferenceMode, deadline: Double) async throws -> InferenceResult {
+        try await channel.send(message(frame, requestID: requestID, mode: mode), requestID: requestID, deadline: deadline)
+    }
+
+    /// The MQTT message that carries `frame`: this device's infer topic, the results topic to
+    /// answer on, the request id as correlation data and the mode as a user property.
+    private func message(_ frame: [UInt8], requestID: UInt64, mode: InferenceMode) -> MQTTMessage {
         let device = configuration.deviceID
-        let message = MQTTMessage(
+        return MQTTMessage(
             topic: Topic.infer(device: device).path, payload: frame, qos: 1, responseTopic: Topic.results(device: device).path,
             correlationData: RequestID.encode(requestID), userProperties: [Topic.modeProperty: mode.rawValue])
-        return try await channel.send(message, requestID: requestID, deadline: deadline)
     }
 
     // MARK: - Events from the broker
@@ -465,6 +516,16 @@ public actor Agent {
                 )
             } else {
                 logger.info("head runs layer by layer")
+            }
+            if configuration.streamPatches {
+                if let plan = provisioner.streamingPlan {
+                    let extra = (plan.extraMultiplyAddShare * 1000).rounded() / 10
+                    logger.notice(
+                        "split requests go out in \(plan.patchCount) parts: the head runs on a \(plan.grid) grid ending at the cut '\(plan.stageEnd)', peak activation memory \(ByteCountText(plan.peakBytes)), +\(extra)% multiply-adds"
+                    )
+                } else {
+                    logger.warning("split requests go out whole: \(provisioner.streamingRefusal ?? "no patch plan ends at the cut")")
+                }
             }
         } catch {
             logger.error("cannot load assigned models: \(error)")

@@ -1,5 +1,5 @@
 import CleaveProtocol
-import Foundation
+import FoundationEssentials
 
 /// How an agent reaches the broker and what it runs.
 public struct AgentConfiguration: Sendable {
@@ -36,6 +36,9 @@ public struct AgentConfiguration: Sendable {
     public var password: String?
     /// Folder where verified model artifacts are cached by SHA-256 (nil: keep them in memory).
     public var modelCache: String?
+    /// Send a split request in parts, one frame per patch as each is computed, when the
+    /// assignment's patch plan ends at the cut (``Agent``; `docs/results.md` has when it pays).
+    public var streamPatches: Bool
 
     /// `$XDG_CACHE_HOME/cleave/models`, or `~/.cache/cleave/models`.
     public static var defaultModelCache: String {
@@ -53,8 +56,9 @@ public struct AgentConfiguration: Sendable {
         deviceID: String, profile: DeviceProfile, brokerHost: String = "127.0.0.1", brokerPort: Int = 1883, threads: Int? = nil,
         requestTimeout: Duration = .seconds(10), username: String? = nil, password: String? = nil, modelCache: String? = nil,
         fallbackToLocal: Bool = true, offlineQueueLimit: Int = 64, retryInterval: Duration = .seconds(1), sessionExpiry: Int? = 300,
-        computeEmulation: Double? = nil
+        computeEmulation: Double? = nil, streamPatches: Bool = false
     ) {
+        self.streamPatches = streamPatches
         self.sessionExpiry = sessionExpiry
         self.fallbackToLocal = fallbackToLocal
         self.offlineQueueLimit = max(1, offlineQueueLimit)

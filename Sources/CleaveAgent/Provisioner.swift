@@ -2,7 +2,7 @@ import CleaveONNX
 import CleaveProtocol
 import CleaveSupport
 import CleaveTensor
-import Foundation
+import FoundationEssentials
 
 /// The agent's provisioning: assignment → verified artifacts → inference sessions and what
 /// each mode costs on this device.
@@ -35,6 +35,7 @@ struct Provisioner {
         artifacts = ArtifactStore(directory: configuration.modelCache)
         threads = configuration.threads ?? configuration.profile.cores
         profile = configuration.profile
+        streamPatches = configuration.streamPatches
     }
 
     /// Whether the head is loaded and the whole model verified: requests can be served.
@@ -52,6 +53,7 @@ struct Provisioner {
         self.assignment = assignment
         headSession = nil
         headPatchPlan = nil
+        streamingPlan = nil
         fullSession = nil
         return true
     }
@@ -72,12 +74,27 @@ struct Provisioner {
         guard let assignment, headSession == nil, missing.isEmpty else { return nil }
         let head = try loadSession(assignment.head.sha256, role: "head model")
         let costs = try modeCosts(assignment, scale: scale)
+        let inputTypes = [assignment.inputName: TensorType([1] + assignment.inputShape, .float32)]
         if let patch = assignment.patch {
             // The coordinator chose the plan for this profile's budget; the same planner rebuilds it here.
-            let planner = try PatchPlanner(session: head, inputTypes: [assignment.inputName: TensorType([1] + assignment.inputShape, .float32)])
+            let planner = try PatchPlanner(session: head, inputTypes: inputTypes)
             headPatchPlan = try planner.plan(stageEnd: patch.stageEnd, grid: PatchGrid(rows: patch.rows, columns: patch.columns))
         }
+        if streamPatches {
+            let budget = assignment.patch?.budgetBytes ?? profile.activationMemoryKiB.map { $0 * 1024 } ?? Int.max
+            do {
+                if case .patched(let plan) = try PatchPlanner(session: head, inputTypes: inputTypes).choose(
+                    budget: budget, stageEnd: assignment.cutTensor)
+                {
+                    streamingPlan = plan
+                }
+            } catch {
+                streamingRefusal = "\(error)"
+            }
+        }
         headSession = head
+        // Counting the whole model's FLOPs decoded it (several megabytes, now freed): give them back.
+        SystemCall.releaseFreedMemory()
         return costs
     }
 
@@ -88,6 +105,7 @@ struct Provisioner {
         guard let assignment else { throw AgentError(description: "no assignment yet") }
         let session = try loadSession(assignment.full.sha256, role: "full model")
         fullSession = session
+        SystemCall.releaseFreedMemory()
         return session
     }
 
@@ -106,6 +124,23 @@ struct Provisioner {
             throw AgentError(description: "the assigned head model has no output '\(assignment.cutTensor)'")
         }
         return features
+    }
+
+    /// With ``AgentConfiguration/streamPatches``: the patch plan whose every patch makes a
+    /// finished part of the cut tensor (its stage ends at the cut) within the activation budget,
+    /// with the fewest multiply-adds — so that parts can be sent while the next patch runs.
+    private(set) var streamingPlan: PatchPlan?
+    /// Why there is no streaming plan, when streaming was asked for.
+    private(set) var streamingRefusal: String?
+    private let streamPatches: Bool
+
+    /// Runs the head on one image patch by patch with ``streamingPlan`` and hands `onPart` each
+    /// patch's part of the cut tensor (valid during the call) with its rows and columns.
+    func headParts(_ input: Tensor, onPart: (Tensor, Range<Int>, Range<Int>) throws -> Void) throws {
+        guard let assignment, let headSession, let plan = streamingPlan else {
+            throw AgentError(description: "the head's patch plan does not end at the cut; its parts cannot be streamed")
+        }
+        _ = try plan.run([assignment.inputName: input], pool: headSession.pool, workspace: headWorkspace, onPatch: onPart)
     }
 
     private mutating func loadSession(_ sha256: String, role: String) throws -> InferenceSession {

@@ -37,11 +37,18 @@ actor RemoteChannel {
     /// answer at most `deadline` milliseconds from now.
     /// After ``stop()``, fails at once.
     func send(_ message: MQTTMessage, requestID: UInt64, deadline: Double) async throws -> InferenceResult {
+        try await send(parts: [message], alreadyPublished: 0, requestID: requestID, deadline: deadline)
+    }
+
+    /// The same for a request sent in parts, of which the first `alreadyPublished` the caller
+    /// published itself as they were computed; retries send every part.
+    func send(parts: [MQTTMessage], alreadyPublished: Int, requestID: UInt64, deadline: Double) async throws -> InferenceResult {
         guard !stopped else { throw RemoteFailure.stopped(requestID: requestID) }
         return try await withCheckedThrowingContinuation { continuation in
             let now = now()
             let (publication, evicted) = requests.add(
-                requestID, message: message, now: now, deadline: now + max(0, deadline), connected: connected, waiter: continuation)
+                requestID, messages: parts, alreadyPublished: connected ? alreadyPublished : 0, now: now, deadline: now + max(0, deadline),
+                connected: connected, waiter: continuation)
             if let (id, entry) = evicted {
                 entry.waiter.resume(throwing: RemoteFailure.offlineQueueFull(requestID: id, limit: requests.offlineLimit))
             }
@@ -110,7 +117,7 @@ actor RemoteChannel {
 
     private func publish(_ publication: RemoteRequests<Waiter>.Publication) {
         do {
-            try transport.publish(publication.message)
+            for message in publication.messages { try transport.publish(message) }
         } catch {
             requests.unsent(publication.requestID)
         }

@@ -34,7 +34,8 @@ public enum RemoteFailure: Error, Sendable, Equatable, CustomStringConvertible {
 /// agent, a plain value in tests).
 struct RemoteRequests<Waiter> {
     struct Entry {
-        var message: MQTTMessage
+        /// What the request publishes: one frame, or its parts in order (every retry sends all).
+        var messages: [MQTTMessage]
         /// When it was added, milliseconds on the agent's clock.
         var added: Double
         /// Milliseconds on the agent's clock.
@@ -47,7 +48,7 @@ struct RemoteRequests<Waiter> {
     /// A request to publish now: first time, or again.
     struct Publication {
         var requestID: UInt64
-        var message: MQTTMessage
+        var messages: [MQTTMessage]
         var retry: Bool
     }
 
@@ -75,12 +76,22 @@ struct RemoteRequests<Waiter> {
         _ requestID: UInt64, message: MQTTMessage, now: Double, deadline: Double, connected: Bool,
         waiter: Waiter
     ) -> (publish: Publication?, evicted: (UInt64, Entry)?) {
-        var entry = Entry(message: message, added: now, deadline: deadline, waiter: waiter)
+        add(requestID, messages: [message], alreadyPublished: 0, now: now, deadline: deadline, connected: connected, waiter: waiter)
+    }
+
+    /// The same for a request sent in parts, of which the first `alreadyPublished` went out as
+    /// they were computed (connected): the publication holds the rest; a retry or a reconnect
+    /// sends them all.
+    mutating func add(
+        _ requestID: UInt64, messages: [MQTTMessage], alreadyPublished: Int, now: Double, deadline: Double, connected: Bool,
+        waiter: Waiter
+    ) -> (publish: Publication?, evicted: (UInt64, Entry)?) {
+        var entry = Entry(messages: messages, added: now, deadline: deadline, waiter: waiter)
         if connected {
             entry.lastSent = now
             entry.attempts = 1
             entries[requestID] = entry
-            return (Publication(requestID: requestID, message: message, retry: false), nil)
+            return (Publication(requestID: requestID, messages: Array(messages.dropFirst(alreadyPublished)), retry: false), nil)
         }
         var evicted: (UInt64, Entry)?
         if queued.count >= offlineLimit, let oldest = queued.first {
@@ -144,7 +155,7 @@ struct RemoteRequests<Waiter> {
             if retry { retries += 1 }
             entries[id]!.lastSent = now
             entries[id]!.attempts += 1
-            return Publication(requestID: id, message: entries[id]!.message, retry: retry)
+            return Publication(requestID: id, messages: entries[id]!.messages, retry: retry)
         }
     }
 
@@ -158,7 +169,7 @@ struct RemoteRequests<Waiter> {
         entries[requestID]!.lastSent = now
         entries[requestID]!.attempts += 1
         retries += 1
-        return (Publication(requestID: requestID, message: entry.message, retry: true), nil)
+        return (Publication(requestID: requestID, messages: entry.messages, retry: true), nil)
     }
 
     /// When the first of all requests next needs attention (milliseconds), nil when none waits.

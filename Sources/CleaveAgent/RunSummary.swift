@@ -2,7 +2,7 @@ import CleaveDatasets
 import CleaveProtocol
 import CleaveSupport
 import CleaveTensor
-import Foundation
+import FoundationEssentials
 
 /// Accuracy, bytes and latency percentiles of a run, as one table row.
 public struct RunSummary: Sendable {
@@ -43,10 +43,13 @@ public struct RunSummary: Sendable {
 
     /// The summary as one table row.
     public var line: String {
-        let accuracyText = accuracy.isNaN ? "     n/a" : String(format: "%7.2f%%", accuracy * 100)
-        return (mode?.rawValue ?? "adaptive").padding(toLength: 10, withPad: " ", startingAt: 0)
-            + String(format: "%8d  %6d  ", count, failures) + accuracyText
-            + String(format: "  %12.1f  %6.2f  %6.2f  %6.2f  %6.0f  %10.2f", bytesPerSample, p50, p95, p99, throughput, meanBatch)
+        let accuracyText = accuracy.isNaN ? "     n/a" : ((accuracy * 100).fixed(2) + "%").aligningRight(8)
+        let columns = [
+            "\(count)".aligningRight(8), "\(failures)".aligningRight(6), accuracyText, bytesPerSample.fixed(1).aligningRight(12),
+            p50.fixed(2).aligningRight(6), p95.fixed(2).aligningRight(6), p99.fixed(2).aligningRight(6), throughput.fixed(0).aligningRight(6),
+            meanBatch.fixed(2).aligningRight(10),
+        ]
+        return (mode?.rawValue ?? "adaptive").aligningLeft(10) + columns.joined(separator: "  ")
             + (firstError.map { "\n  first failure: \($0)" } ?? "")
     }
 }
@@ -62,7 +65,7 @@ extension Agent {
             index, outcome in
             guard case .folder(let paths) = source else { return }
             let label = outcome.prediction.map { FashionMNIST.classNames[$0] } ?? "failed: \(outcome.error ?? "")"
-            print("\(paths[index % paths.count]) → \(label) (\(String(format: "%.1f", outcome.latencyMilliseconds)) ms)")
+            print("\(paths[index % paths.count]) → \(label) (\(outcome.latencyMilliseconds.fixed(1)) ms)")
         }
         print(RunSummary.header)
         print(RunSummary(mode: mode, outcomes: run.outcomes, labels: run.labels, seconds: run.seconds).line)

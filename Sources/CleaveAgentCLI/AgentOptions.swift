@@ -2,7 +2,7 @@ import ArgumentParser
 import CleaveAgent
 import CleaveDatasets
 import CleaveProtocol
-import Foundation
+import FoundationEssentials
 import Logging
 import ServiceLifecycle
 
@@ -56,6 +56,10 @@ public struct AgentOptions: ParsableArguments {
     @Option(
         help: "Inputs: fmnist (test set, accuracy reported), synthetic (seeded random images) or a folder of PNG/PGM files (predictions printed).")
     public var source = "fmnist"
+    @Flag(
+        help:
+            "Send split requests in parts, one frame per patch as the head computes it, when the assigned patch plan ends at the cut.")
+    public var streamPatches = false
     @Option(help: "Folder for verified model artifacts, kept across restarts (\"none\": memory only).")
     public var modelCache = AgentConfiguration.defaultModelCache
     @OptionGroup public var credentials: CredentialOptions
@@ -78,7 +82,7 @@ public struct AgentOptions: ParsableArguments {
             deviceID: id ?? "\(deviceProfile.name)-\(ProcessInfo.processInfo.processIdentifier)", profile: deviceProfile,
             brokerHost: broker.host, brokerPort: broker.port, requestTimeout: .milliseconds(Int(timeout * 1000)),
             username: credentials.username, password: try credentials.password(), modelCache: AgentConfiguration.modelCache(option: modelCache),
-            fallbackToLocal: !noFallback, offlineQueueLimit: offlineQueue)
+            fallbackToLocal: !noFallback, offlineQueueLimit: offlineQueue, streamPatches: streamPatches)
     }
 
     /// Runs the agent until its samples are sent, or until SIGTERM/SIGINT: then it sends no new

@@ -15,7 +15,8 @@ public enum BottleneckCodec {
         static let perChannel: UInt8 = 1 << 1
         static let shape: UInt8 = 1 << 2
         static let context: UInt8 = 1 << 3
-        static let known: UInt8 = 0x0F
+        static let region: UInt8 = 1 << 4
+        static let known: UInt8 = 0x1F
     }
 
     /// The channel axis for per-channel parameters: 1 (NCHW) for rank ≥ 2, else 0.
@@ -26,12 +27,19 @@ public enum BottleneckCodec {
     /// Encodes float32 `tensor` as a frame for request `requestID`.
     public static func encode(_ tensor: Tensor, requestID: UInt64, options: FrameOptions = FrameOptions()) -> [UInt8] {
         precondition(tensor.dtype == .float32, "feature frames carry float32 tensors")
+        if let region = options.region {
+            precondition(
+                tensor.rank == 4 && tensor.shape[2] == region.height && tensor.shape[3] == region.width && region.parts >= 1,
+                "a part's tensor is NCHW with the region's height and width")
+            precondition(!options.includeShape, "a part's whole shape is implied by the assignment")
+        }
         var writer = ByteWriter()
         var flags: UInt8 = 0
         if options.zstdLevel != nil { flags |= Flag.zstd }
         if options.perChannel && options.codec.isAffine { flags |= Flag.perChannel }
         if options.includeShape { flags |= Flag.shape }
         if options.context != nil { flags |= Flag.context }
+        if options.region != nil { flags |= Flag.region }
         writer.u8(magic)
         writer.u8(version << 4 | options.codec.rawValue)
         writer.u8(flags)
@@ -43,6 +51,9 @@ public enum BottleneckCodec {
         if options.includeShape {
             writer.u8(UInt8(tensor.rank))
             for dimension in tensor.shape { writer.varint(UInt64(dimension)) }
+        }
+        if let region = options.region {
+            for field in [region.top, region.left, region.height, region.width, region.parts] { writer.varint(UInt64(field)) }
         }
         let values = tensor.scalars(as: Float.self)
         var raw: [UInt8]
@@ -150,6 +161,22 @@ public enum BottleneckCodec {
             guard let expectedShape else { throw .shapeUnknown }
             shape = expectedShape
         }
+        var region: FrameRegion?
+        if flags & Flag.region != 0 {
+            guard shape.count == 4 else { throw .invalidRegion("a part needs a rank-4 (NCHW) tensor, the shape is \(shape)") }
+            let (height, width) = (shape[2], shape[3])
+            let top = try reader.bounded("region top", limit: height - 1)
+            let left = try reader.bounded("region left", limit: width - 1)
+            let rows = try reader.bounded("region height", limit: height - top)
+            let columns = try reader.bounded("region width", limit: width - left)
+            let parts = try reader.bounded("part count", limit: height * width)
+            guard rows >= 1, columns >= 1, parts >= 1 else {
+                throw .invalidRegion("empty region (\(rows)x\(columns)) or no parts (\(parts))")
+            }
+            region = FrameRegion(top: top, left: left, height: rows, width: columns, parts: parts)
+            shape[2] = rows
+            shape[3] = columns
+        }
         let count = shape.reduce(1, *)
         guard count <= limits.maximumElements else { throw .limitExceeded(field: "element count", value: count, limit: limits.maximumElements) }
 
@@ -184,7 +211,8 @@ public enum BottleneckCodec {
         }
         let tensor = Tensor(shape: shape, scalars: dequantize(raw, codec: codec, count: count, shape: shape, parameters: parameters))
         return DecodedFrame(
-            requestID: requestID, codec: codec, compressed: flags & Flag.zstd != 0, context: context, tensor: tensor, byteCount: bytes.count)
+            requestID: requestID, codec: codec, compressed: flags & Flag.zstd != 0, context: context, region: region, tensor: tensor,
+            byteCount: bytes.count)
     }
 
     static func dequantize(_ raw: [UInt8], codec: FrameCodec, count: Int, shape: [Int], parameters: [AffineRange]) -> [Float] {

@@ -52,6 +52,29 @@ public struct FrameContext: Sendable, Equatable {
     }
 }
 
+/// Where a frame's part lies in the whole tensor, when a request's tensor is sent in parts
+/// (one per patch of a patch-by-patch head, sent as each is computed): rows and columns of
+/// the spatial axes 2 and 3 of an NCHW tensor, and how many parts the request has.
+public struct FrameRegion: Sendable, Hashable, CustomStringConvertible {
+    public var top: Int
+    public var left: Int
+    public var height: Int
+    public var width: Int
+    /// Parts of the request in all (at least 1); the receiver has the tensor once it holds
+    /// this many parts covering every position once.
+    public var parts: Int
+
+    public init(top: Int, left: Int, height: Int, width: Int, parts: Int) {
+        self.top = top
+        self.left = left
+        self.height = height
+        self.width = width
+        self.parts = parts
+    }
+
+    public var description: String { "rows \(top)..<\(top + height), columns \(left)..<\(left + width) (one of \(parts) parts)" }
+}
+
 /// Encoder settings for ``BottleneckCodec/encode(_:requestID:options:)``.
 public struct FrameOptions: Sendable, Equatable {
     /// Element encoding.
@@ -65,14 +88,22 @@ public struct FrameOptions: Sendable, Equatable {
     public var includeShape: Bool
     /// Write model digest and split id (off when the assignment implies them).
     public var context: FrameContext?
+    /// The tensor is this part of the request's whole tensor (rank 4; its height and width
+    /// are the region's). The whole tensor's shape is then implied by the assignment:
+    /// `includeShape` must be off.
+    public var region: FrameRegion?
 
     /// Options; the defaults give the compact common-case header.
-    public init(codec: FrameCodec = .uint8, zstdLevel: Int? = 3, perChannel: Bool = false, includeShape: Bool = false, context: FrameContext? = nil) {
+    public init(
+        codec: FrameCodec = .uint8, zstdLevel: Int? = 3, perChannel: Bool = false, includeShape: Bool = false, context: FrameContext? = nil,
+        region: FrameRegion? = nil
+    ) {
         self.codec = codec
         self.zstdLevel = zstdLevel
         self.perChannel = perChannel
         self.includeShape = includeShape
         self.context = context
+        self.region = region
     }
 }
 
@@ -103,7 +134,9 @@ public struct DecodedFrame: Sendable {
     public let compressed: Bool
     /// Model and split, when the frame carried them.
     public let context: FrameContext?
-    /// The features as float32.
+    /// Where ``tensor`` lies in the whole tensor, for a frame that carries one part of it.
+    public let region: FrameRegion?
+    /// The features as float32 (for a part: the whole shape with the region's height and width).
     public let tensor: Tensor
     /// Size of the whole frame, in bytes.
     public let byteCount: Int

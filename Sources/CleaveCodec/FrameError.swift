@@ -16,6 +16,7 @@ public enum FrameError: Error, Sendable, Equatable, CustomStringConvertible {
     case compression(String)
     case checksumMismatch(stored: UInt32, computed: UInt32)
     case trailingBytes(Int)
+    case invalidRegion(String)
 
     public var description: String {
         switch self {
@@ -35,6 +36,7 @@ public enum FrameError: Error, Sendable, Equatable, CustomStringConvertible {
         case .checksumMismatch(let stored, let computed):
             "CRC-32C mismatch: frame says 0x\(String(stored, radix: 16)), bytes give 0x\(String(computed, radix: 16))"
         case .trailingBytes(let count): "\(count) unexpected bytes after the checksum"
+        case .invalidRegion(let reason): "invalid part region: \(reason)"
         }
     }
 }

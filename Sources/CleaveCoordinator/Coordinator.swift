@@ -58,6 +58,8 @@ public struct CoordinatorStatistics: Sendable {
     public var answered = 0
     public var rejected = 0
     public var duplicates = 0
+    /// Requests put together from parts (one frame per patch) before the tail.
+    public var assembled = 0
     /// Frames answered `busy` (the device had its limit in flight).
     public var busy = 0
     public var devicesOnline = 0
@@ -89,6 +91,12 @@ public actor Coordinator {
     private let recentCapacity = 4096
     /// Copies of requests being computed, by `device/id`: answered with the first copy's result.
     private var inFlight: [String: [MQTTMessage]] = [:]
+    /// Requests sent in parts whose parts have not all come, by `device/id`; dropped after
+    /// ``partsTimeout`` (an agent that gave up computes the request locally), at most
+    /// ``partsCapacity`` at once (the oldest goes first).
+    private var partial: [String: (assembly: PartAssembly, since: ContinuousClock.Instant)] = [:]
+    private let partsTimeout = Duration.seconds(30)
+    private let partsCapacity = 1024
     private var eventTask: Task<Void, Never>?
     private var connected = false
     /// Frames being computed, and whether new ones are refused (a graceful shutdown).
@@ -254,14 +262,6 @@ public actor Coordinator {
             reply(cached, to: message)
             return
         }
-        // A copy (a retry, a redelivery) of a request still being computed waits for that answer
-        // instead of computing it again.
-        if requestID != nil, inFlight[key] != nil {
-            statistics.duplicates += 1
-            inFlight[key]!.append(message)
-            return
-        }
-        if requestID != nil { inFlight[key] = [] }
         let mode = InferenceMode(rawValue: message.userProperties[Topic.modeProperty] ?? "split") ?? .split
         let shape = [1] + (mode == .offload ? served.inputShape : served.cutShape)
         let result: InferenceResult
@@ -278,7 +278,28 @@ public actor Coordinator {
             if let requestID, frame.requestID != requestID {
                 throw Rejection(.mismatchedRequest, "frame request id \(frame.requestID) differs from correlation data \(requestID)")
             }
-            let (logits, batchSize) = try await (mode == .offload ? fullBatcher : tailBatcher).submit(frame.tensor)
+            var features = frame.tensor
+            if frame.region != nil {
+                guard mode == .split, requestID != nil else {
+                    throw Rejection(.malformedFrame, "only split features with correlation data are sent in parts")
+                }
+                // A part sent again while its assembled request computes: that answer will do.
+                if inFlight[key] != nil {
+                    statistics.duplicates += 1
+                    return
+                }
+                guard let whole = try assemble(frame, key: key, shape: shape) else { return }
+                features = whole
+            }
+            // A copy (a retry, a redelivery) of a request still being computed waits for that
+            // answer instead of computing it again.
+            if requestID != nil, inFlight[key] != nil {
+                statistics.duplicates += 1
+                inFlight[key]!.append(message)
+                return
+            }
+            if requestID != nil { inFlight[key] = [] }
+            let (logits, batchSize) = try await (mode == .offload ? fullBatcher : tailBatcher).submit(features)
             let (best, confidence) = Classification.top(logits.scalars(as: Float.self))
             result = InferenceResult(
                 requestID: frame.requestID, prediction: best, confidence: confidence, coordinator: configuration.id, batchSize: batchSize)
@@ -298,6 +319,31 @@ public actor Coordinator {
             for copy in inFlight.removeValue(forKey: key) ?? [] { reply(result, to: copy) }
         }
         reply(result, to: message)
+    }
+
+    /// Adds a part to its request's assembly; the whole tensor once every part is in, nil while
+    /// parts are missing. A part that does not fit (overlapping, another part count) drops the
+    /// request's parts and is rejected, so the agent computes it locally.
+    private func assemble(_ part: DecodedFrame, key: String, shape: [Int]) throws -> Tensor? {
+        let now = ContinuousClock.now
+        partial = partial.filter { now - $0.value.since < partsTimeout }
+        if partial[key] == nil, partial.count >= partsCapacity, let oldest = partial.min(by: { $0.value.since < $1.value.since }) {
+            partial[oldest.key] = nil
+        }
+        var entry = partial[key] ?? (PartAssembly(shape: shape, parts: part.region?.parts ?? 1), now)
+        do {
+            if try !entry.assembly.add(part) { statistics.duplicates += 1 }
+        } catch {
+            partial[key] = nil
+            throw Rejection(.malformedFrame, "\(error)")
+        }
+        guard entry.assembly.isComplete else {
+            partial[key] = entry
+            return nil
+        }
+        partial[key] = nil
+        statistics.assembled += 1
+        return entry.assembly.tensor
     }
 
     private func remember(_ result: InferenceResult, key: String) {

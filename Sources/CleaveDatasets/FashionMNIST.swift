@@ -1,6 +1,7 @@
 import CZlib
+import CleaveSupport
 import CleaveTensor
-import Foundation
+import FoundationEssentials
 
 /// The Fashion-MNIST data set from Debian's `dataset-fashion-mnist` (IDX files, gzip-compressed).
 public struct FashionMNIST: Sendable {
@@ -28,7 +29,7 @@ public struct FashionMNIST: Sendable {
     public init(split: Split, directory: String = FashionMNIST.defaultDirectory) throws {
         let imagesPath = "\(directory)/\(split.prefix)-images-idx3-ubyte.gz"
         let labelsPath = "\(directory)/\(split.prefix)-labels-idx1-ubyte.gz"
-        for path in [imagesPath, labelsPath] where !FileManager.default.fileExists(atPath: path) {
+        for path in [imagesPath, labelsPath] where !SystemCall.isReadable(path) {
             throw DatasetError(description: "\(path) is missing: install Debian's dataset-fashion-mnist (sudo apt-get install dataset-fashion-mnist)")
         }
         let images = try IDX.read(try Gzip.decompress(file: imagesPath), source: imagesPath, expectedRank: 3)

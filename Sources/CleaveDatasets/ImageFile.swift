@@ -1,6 +1,7 @@
 import CZlib
+import CleaveSupport
 import CleaveTensor
-import Foundation
+import FoundationEssentials
 
 /// Reads grayscale model inputs from PGM (P5/P2) and PNG files (8-bit gray, gray+alpha,
 /// RGB or RGBA, not interlaced), converted to gray and resized to the model's input size.
@@ -9,8 +10,12 @@ public enum ImageFile {
     ///
     /// - Throws: ``DatasetError`` naming the file and what is wrong with it.
     public static func load(_ path: String, height: Int = 28, width: Int = 28) throws -> Tensor {
-        guard let data = FileManager.default.contents(atPath: path) else { throw DatasetError(description: "\(path): cannot read") }
-        let bytes = [UInt8](data)
+        let bytes: [UInt8]
+        do {
+            bytes = try SystemCall.readFile(path)
+        } catch {
+            throw DatasetError(description: "\(path): cannot read: \(error.reason)")
+        }
         let image: (width: Int, height: Int, gray: [UInt8])
         if bytes.starts(with: [0x89, 0x50, 0x4E, 0x47]) {
             image = try decodePNG(bytes, source: path)
@@ -24,8 +29,11 @@ public enum ImageFile {
 
     /// Paths of the PNG and PGM files in `directory`, sorted.
     public static func list(_ directory: String) throws -> [String] {
-        guard let names = try? FileManager.default.contentsOfDirectory(atPath: directory) else {
-            throw DatasetError(description: "\(directory): cannot list the folder")
+        let names: [String]
+        do {
+            names = try SystemCall.listDirectory(directory)
+        } catch {
+            throw DatasetError(description: "\(directory): cannot list the folder: \(error.reason)")
         }
         let images = names.filter { [".png", ".pgm"].contains(where: $0.lowercased().hasSuffix) }.sorted()
         guard !images.isEmpty else { throw DatasetError(description: "\(directory): no .png or .pgm files") }

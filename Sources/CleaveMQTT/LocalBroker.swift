@@ -1,4 +1,4 @@
-import Foundation
+import CleaveSupport
 
 #if canImport(Glibc)
     import Glibc
@@ -12,7 +12,7 @@ public final class LocalBroker: Sendable {
     /// The port it listens on (127.0.0.1 only).
     public let port: Int
     /// Its configuration and log folder.
-    public let directory: URL
+    public let directory: String
     private let pid: pid_t
 
     /// Why a broker could not be started.
@@ -29,28 +29,28 @@ public final class LocalBroker: Sendable {
             throw LaunchError(description: "mosquitto is not installed; install it with: sudo apt-get install mosquitto (or pass --broker HOST:PORT)")
         }
         port = try requestedPort ?? Self.freePort()
-        directory = FileManager.default.temporaryDirectory.appendingPathComponent("cleave-broker-\(UUID().uuidString)")
-        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        let directory = try SystemCall.makeTemporaryDirectory(prefix: "cleave-broker-")
+        self.directory = directory
         let configuration = """
             listener \(port) 127.0.0.1
             allow_anonymous \(allowAnonymous)
             persistence false
             set_tcp_nodelay true
             max_queued_messages 100000
-            log_dest file \(directory.appendingPathComponent("mosquitto.log").path)
+            log_dest file \(directory)/mosquitto.log
             \(extraConfiguration)
             """
-        let configurationFile = directory.appendingPathComponent("mosquitto.conf")
-        try configuration.write(to: configurationFile, atomically: true, encoding: .utf8)
+        let configurationFile = "\(directory)/mosquitto.conf"
+        try SystemCall.writeFileAtomically(configurationFile, Array(configuration.utf8))
         // Mosquitto started as root drops to the 'mosquitto' user, which must be able to write the log.
-        try FileManager.default.setAttributes([.posixPermissions: 0o777], ofItemAtPath: directory.path)
-        pid = try Self.spawn(executable, ["-c", configurationFile.path])
-        let deadline = Date().addingTimeInterval(timeout)
+        try SystemCall.check("chmod \(directory)") { chmod(directory, 0o777) }
+        pid = try Self.spawn(executable, ["-c", configurationFile])
+        let deadline = ContinuousClock.now + .seconds(fractional: timeout)
         while !Self.accepts(port: port) {
-            guard Self.isRunning(pid), Date() < deadline else {
+            guard Self.isRunning(pid), ContinuousClock.now < deadline else {
                 kill(pid, SIGKILL)
                 _ = Self.reap(pid)
-                let log = (try? String(contentsOf: directory.appendingPathComponent("mosquitto.log"), encoding: .utf8)) ?? ""
+                let log = (try? SystemCall.readFile("\(directory)/mosquitto.log")).map { String(decoding: $0, as: UTF8.self) } ?? ""
                 throw LaunchError(description: "mosquitto did not start on port \(port): \(log.split(separator: "\n").last ?? "no log")")
             }
             usleep(20_000)
@@ -119,8 +119,9 @@ public final class LocalBroker: Sendable {
     }
 
     static func findMosquitto() -> String? {
-        let paths = (ProcessInfo.processInfo.environment["PATH"] ?? "").split(separator: ":").map(String.init) + ["/usr/sbin", "/usr/local/sbin"]
-        return paths.map { "\($0)/mosquitto" }.first { FileManager.default.isExecutableFile(atPath: $0) }
+        let search = getenv("PATH").map { String(cString: $0) } ?? ""
+        let paths = search.split(separator: ":").map(String.init) + ["/usr/sbin", "/usr/local/sbin"]
+        return paths.map { "\($0)/mosquitto" }.first { access($0, X_OK) == 0 }
     }
 
     /// A port the kernel reports free on 127.0.0.1.

@@ -1,5 +1,5 @@
 import CleaveTensor
-import Foundation
+import FoundationEssentials
 import SwiftProtobuf
 
 /// Splits a model at one tensor into a head (inputs → tensor) and a tail (tensor → outputs).

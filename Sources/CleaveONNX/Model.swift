@@ -1,5 +1,6 @@
+import CleaveSupport
 import CleaveTensor
-import Foundation
+import FoundationEssentials
 import SwiftProtobuf
 
 /// An ONNX model loaded into memory and checked: every tensor has a producer,
@@ -22,14 +23,13 @@ public struct Model: Sendable {
     ///
     /// - Throws: ``ONNXError`` naming the file, node or tensor that is wrong.
     public init(contentsOf path: String) throws {
-        let url = URL(fileURLWithPath: path)
-        let data: Data
+        let bytes: [UInt8]
         do {
-            data = try Data(contentsOf: url)
+            bytes = try SystemCall.readFile(path)
         } catch {
-            throw ONNXError.unreadableFile(path, reason: (error as NSError).localizedDescription)
+            throw ONNXError.unreadableFile(path, reason: error.reason)
         }
-        try self.init(serialized: data, source: path, directory: url.deletingLastPathComponent())
+        try self.init(serialized: Data(bytes), source: path, directory: URL(fileURLWithPath: path).deletingLastPathComponent())
     }
 
     /// Decodes and checks a serialized `ModelProto`; `directory` is where external data lives.
@@ -181,7 +181,12 @@ public struct Model: Sendable {
 extension Model {
     /// The operator types of the model at `path`, read without checking that Cleave supports them.
     public static func operatorTypes(atPath path: String) throws -> [String] {
-        let data = try Data(contentsOf: URL(fileURLWithPath: path))
-        return try Onnx_ModelProto(serializedBytes: data).graph.node.map(\.opType)
+        let bytes: [UInt8]
+        do {
+            bytes = try SystemCall.readFile(path)
+        } catch {
+            throw ONNXError.unreadableFile(path, reason: error.reason)
+        }
+        return try Onnx_ModelProto(serializedBytes: bytes).graph.node.map(\.opType)
     }
 }

@@ -1,5 +1,5 @@
 import CleaveTensor
-import Foundation
+import FoundationEssentials
 import SwiftProtobuf
 
 /// Builds ONNX models in code: what training recipes export and tests use as fixtures.

@@ -124,11 +124,25 @@ public struct PatchPlan: Sendable {
     /// Graph outputs, in order; the stage's tensor may be one of them.
     let outputNames: [String]
 
+    /// Patches in the grid (rows × columns).
+    public var patchCount: Int { patches.count }
+
+    /// Whether the model ends at the stage end, so that each patch's output is a finished part
+    /// of the model's only output (a head whose cut is the stage end).
+    public var endsAtStageEnd: Bool { rest == nil && outputNames == [stageEnd] }
+
     // MARK: - Running
 
     /// Runs the model on `inputs` patch by patch, then the rest layer by layer, and returns
     /// every graph output by name (the same values as the layer-by-layer run).
-    public func run(_ inputs: [String: Tensor], pool: ThreadPool, workspace: PatchWorkspace) throws -> [String: Tensor] {
+    ///
+    /// `onPatch` sees each patch's part of the stage tensor as soon as it is
+    /// computed, with its rows and columns in the stage tensor (the part is valid only during
+    /// the call): a split agent whose cut is the stage end sends it while the next patch runs.
+    public func run(
+        _ inputs: [String: Tensor], pool: ThreadPool, workspace: PatchWorkspace,
+        onPatch: (_ part: Tensor, _ rows: Range<Int>, _ columns: Range<Int>) throws -> Void = { _, _, _ in }
+    ) throws -> [String: Tensor] {
         guard let image = inputs[inputName] else {
             throw ONNXError.missingInput("the model needs input '\(inputName)', which was not given")
         }
@@ -153,6 +167,13 @@ public struct PatchPlan: Sendable {
             Layout.copyWindow(
                 of: output, from: (0, 0), into: stage, at: (patch.output.rows.lowerBound, patch.output.columns.lowerBound),
                 size: (patch.output.rows.count, patch.output.columns.count))
+            let (rows, columns) = (patch.output.rows, patch.output.columns)
+            var part = output
+            if output.shape[2] != rows.count || output.shape[3] != columns.count {
+                part = Tensor(zeros: Array(output.shape.dropLast(2)) + [rows.count, columns.count], dtype: output.dtype)
+                Layout.copyWindow(of: output, from: (0, 0), into: part, at: (0, 0), size: (rows.count, columns.count))
+            }
+            try onPatch(part, rows, columns)
         }
         var results = try rest?.run([stageEnd: stage], pool: pool, workspace: workspace.working) ?? [:]
         if outputNames.contains(stageEnd) { results[stageEnd] = stage.copy() }

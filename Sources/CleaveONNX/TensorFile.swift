@@ -1,5 +1,6 @@
+import CleaveSupport
 import CleaveTensor
-import Foundation
+import FoundationEssentials
 import SwiftProtobuf
 
 /// Reads and writes single tensors: NumPy `.npy` files and ONNX `TensorProto` `.pb` files.
@@ -9,9 +10,9 @@ public enum TensorFile {
     public static func read(_ path: String) throws -> (name: String, tensor: Tensor) {
         let data: Data
         do {
-            data = try Data(contentsOf: URL(fileURLWithPath: path))
+            data = Data(try SystemCall.readFile(path))
         } catch {
-            throw ONNXError.unreadableFile(path, reason: (error as NSError).localizedDescription)
+            throw ONNXError.unreadableFile(path, reason: error.reason)
         }
         if path.hasSuffix(".npy") { return ("", try NPY.decode(data, source: path)) }
         let proto: Onnx_TensorProto
@@ -26,9 +27,9 @@ public enum TensorFile {
     /// Writes `tensor` to `path` as `.npy` (version 1.0, little-endian, C order).
     public static func writeNPY(_ tensor: Tensor, to path: String) throws {
         do {
-            try NPY.encode(tensor).write(to: URL(fileURLWithPath: path))
+            try SystemCall.writeFileAtomically(path, [UInt8](NPY.encode(tensor)))
         } catch {
-            throw ONNXError.unreadableFile(path, reason: "cannot write: \((error as NSError).localizedDescription)")
+            throw ONNXError.unreadableFile(path, reason: "cannot write: \(error.reason)")
         }
     }
 }
@@ -91,11 +92,11 @@ enum NPY {
             throw fail("unsupported dtype in header \(header)")
         }
         guard !header.contains("'fortran_order': True") else { throw fail("Fortran order is not supported") }
-        guard let open = header.range(of: "'shape': ("), let close = header[open.upperBound...].firstIndex(of: ")") else {
+        guard let open = header.firstRange(of: "'shape': ("), let close = header[open.upperBound...].firstIndex(of: ")") else {
             throw fail("no shape in header")
         }
         let shape = try header[open.upperBound..<close].split(separator: ",").map { part -> Int in
-            guard let value = Int(part.trimmingCharacters(in: .whitespaces)), value >= 0 else { throw fail("bad shape \(header)") }
+            guard let value = Int(part.filter { $0 != " " }), value >= 0 else { throw fail("bad shape \(header)") }
             return value
         }
         let count = shape.reduce(1, *)
@@ -107,7 +108,7 @@ enum NPY {
     }
 
     private static func field(_ key: String, in header: String) -> String? {
-        guard let start = header.range(of: "'\(key)': '") else { return nil }
+        guard let start = header.firstRange(of: "'\(key)': '") else { return nil }
         guard let end = header[start.upperBound...].firstIndex(of: "'") else { return nil }
         return String(header[start.upperBound..<end])
     }

@@ -1,5 +1,6 @@
+import CleaveSupport
 import CleaveTensor
-import Foundation
+import FoundationEssentials
 
 // MARK: - ONNX element types
 
@@ -122,23 +123,17 @@ extension Tensor {
             throw ONNXError.unsupportedTensor(
                 proto.name, "external data offset \(entries["offset"] ?? "0") / length \(length) do not fit \(expected) bytes")
         }
-        guard let handle = try? FileHandle(forReadingFrom: file) else {
-            throw ONNXError.unsupportedTensor(proto.name, "external data file \(file.path) cannot be opened")
-        }
-        defer { try? handle.close() }
+        let mapped: MappedFile
         do {
-            try handle.seek(toOffset: UInt64(offset))
-            let data = try handle.read(upToCount: length) ?? Data()
-            guard data.count == length else {
-                throw ONNXError.unsupportedTensor(
-                    proto.name, "external data file \(location) ends after \(data.count) of \(length) bytes at offset \(offset)")
-            }
-            return data
-        } catch let error as ONNXError {
-            throw error
+            mapped = try MappedFile(path: file.path)
         } catch {
-            throw ONNXError.unsupportedTensor(proto.name, "external data file \(location): \(error)")
+            throw ONNXError.unsupportedTensor(proto.name, "external data file \(file.path) cannot be opened: \(error.reason)")
         }
+        guard offset <= mapped.count, length <= mapped.count - offset else {
+            throw ONNXError.unsupportedTensor(
+                proto.name, "external data file \(location) ends after \(max(0, mapped.count - offset)) of \(length) bytes at offset \(offset)")
+        }
+        return Data(mapped.buffer[offset..<(offset + length)])
     }
 }
 

@@ -1,4 +1,5 @@
-import Foundation
+import CleaveSupport
+import FoundationEssentials
 
 /// `manifest.json` of a split model folder: the three ONNX files by hash, the
 /// tensor shapes agents and coordinators must agree on, and how the model was made.
@@ -82,22 +83,22 @@ public struct ModelBundle: Sendable {
     /// Reads `directory/manifest.json` and the files it names, refusing any whose SHA-256 differs.
     public init(directory: String) throws {
         let manifestPath = "\(directory)/manifest.json"
-        guard let data = FileManager.default.contents(atPath: manifestPath) else {
+        guard let data = try? SystemCall.readFile(manifestPath) else {
             throw ProfileError(description: "\(manifestPath) is missing: make a model folder with `cleave train fmnist --out \(directory)`")
         }
         do {
-            manifest = try JSONDecoder().decode(ModelManifest.self, from: data)
+            manifest = try JSONDecoder().decode(ModelManifest.self, from: Data(data))
         } catch {
             throw ProfileError(description: "\(manifestPath): \(error)")
         }
         func load(_ file: ModelManifest.File) throws -> [UInt8] {
             let path = "\(directory)/\(file.path)"
-            guard let bytes = FileManager.default.contents(atPath: path) else { throw ProfileError(description: "\(path) is missing") }
-            let actual = SHA256.hex([UInt8](bytes))
+            guard let bytes = try? SystemCall.readFile(path) else { throw ProfileError(description: "\(path) is missing") }
+            let actual = SHA256.hex(bytes)
             guard actual == file.sha256 else {
                 throw ProfileError(description: "\(path): SHA-256 is \(actual), the manifest says \(file.sha256); refusing to use it")
             }
-            return [UInt8](bytes)
+            return bytes
         }
         full = try load(manifest.full)
         head = try load(manifest.head)

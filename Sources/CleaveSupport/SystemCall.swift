@@ -114,6 +114,28 @@ public enum SystemCall {
         }
     }
 
+    /// The names in the folder at `path` (without `.` and `..`), in the order the system gives.
+    public static func listDirectory(_ path: String) throws(SystemError) -> [String] {
+        guard let directory = opendir(path) else { throw lastError("open folder \(path)") }
+        defer { closedir(directory) }
+        var names: [String] = []
+        while let entry = readdir(directory) {
+            let name = withUnsafeBytes(of: entry.pointee.d_name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+            if name != "." && name != ".." { names.append(name) }
+        }
+        return names
+    }
+
+    /// Makes a new, empty folder with a unique name beginning with `prefix` in `$TMPDIR` (or
+    /// `/tmp`), readable by its owner only; returns its path.
+    public static func makeTemporaryDirectory(prefix: String) throws(SystemError) -> String {
+        let base = getenv("TMPDIR").map { String(cString: $0) } ?? "/tmp"
+        var template = Array("\(base)/\(prefix)XXXXXX".utf8CString)
+        let made = template.withUnsafeMutableBufferPointer { mkdtemp($0.baseAddress!) }
+        guard made != nil else { throw lastError("mkdtemp \(base)/\(prefix)XXXXXX") }
+        return String(decoding: template.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+    }
+
     /// Whether `path` exists and is readable.
     public static func isReadable(_ path: String) -> Bool { access(path, R_OK) == 0 }
 
@@ -169,4 +191,19 @@ public final class MappedFile: @unchecked Sendable {
             buffer.baseAddress.map { UnsafeMutableRawPointer(mutating: $0).deallocate() }
         }
     }
+}
+
+extension SystemCall {
+    /// Gives the pages of freed heap memory back to the system (glibc's `malloc_trim`): after a
+    /// burst of short-lived buffers — decoding a model, verifying an artifact — the allocator
+    /// would otherwise keep them resident for good. A no-op where the C library has no such call
+    /// (it is looked up at run time: `malloc.h` is not in Swift's Glibc module).
+    public static func releaseFreedMemory() {
+        _ = mallocTrim?(0)
+    }
+
+    private static let mallocTrim: (@convention(c) (Int) -> Int32)? = {
+        guard let symbol = dlsym(UnsafeMutableRawPointer(bitPattern: 0), "malloc_trim") else { return nil }
+        return unsafeBitCast(symbol, to: (@convention(c) (Int) -> Int32).self)
+    }()
 }

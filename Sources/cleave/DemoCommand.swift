@@ -35,7 +35,7 @@ struct DemoCommand: AsyncParsableCommand {
         }
         let testbed = try Testbed(broker: broker.map { ($0.host, $0.port) })
         if let started = await testbed.localBroker {
-            printNow("started mosquitto on 127.0.0.1:\(started.port) (config in \(started.directory.path))")
+            printNow("started mosquitto on 127.0.0.1:\(started.port) (config in \(started.directory))")
         }
         let samples = min(self.samples, test.count)
         var logger = Logger(label: "cleave.demo")

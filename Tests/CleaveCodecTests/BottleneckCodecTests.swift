@@ -100,6 +100,9 @@ import Testing
                         features, requestID: 77, options: FrameOptions(codec: codec, zstdLevel: zstd, perChannel: codec.isAffine, includeShape: true))
                 )
                 seeds.append(BottleneckCodec.encode(features, requestID: 78, options: FrameOptions(codec: codec, zstdLevel: zstd)))
+                let part = FrameRegion(top: 1, left: 0, height: 2, width: 3, parts: 2)
+                let rows = Tensor(shape: [1, 4, 2, 3], scalars: Array(features.scalars(as: Float.self).prefix(24)))
+                seeds.append(BottleneckCodec.encode(rows, requestID: 79, options: FrameOptions(codec: codec, zstdLevel: zstd, region: part)))
             }
         }
         var decoded = 0

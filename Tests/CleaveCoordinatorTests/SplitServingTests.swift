@@ -68,6 +68,54 @@ import Testing
         await testbed.stop()
     }
 
+    /// A Pi Zero 2 W agent that sends each split request in parts, one frame per patch: the
+    /// coordinator assembles them and answers exactly what the same parts give offline.
+    @Test func partsSentPatchByPatchAreAssembledBeforeTheTail() async throws {
+        let testbed = try Testbed()
+        let bundle = try ModelBundle(directory: Self.modelFolder)
+        let coordinator = try await testbed.addCoordinator(CoordinatorConfiguration(id: "c1"), bundle: bundle)
+        let profile = try DeviceProfile.load("\(Self.repository)/devices/raspberry-pi-zero-2w.yaml")
+        let agent = try await testbed.addAgent(
+            AgentConfiguration(
+                deviceID: "device-parts", profile: profile, threads: 1, requestTimeout: .seconds(5), fallbackToLocal: false, streamPatches: true))
+        try await testbed.waitUntilReady()
+        let plan = try #require(await agent.streamingPlan, "the Pi Zero's budget allows a plan that ends at the cut")
+        #expect(plan.stageEnd == bundle.manifest.cutTensor && plan.patchCount >= 4)
+
+        let manifest = bundle.manifest
+        let head = InferenceSession(model: try Model(serialized: Data(bundle.head)), threads: 1)
+        let tail = InferenceSession(model: try Model(serialized: Data(bundle.tail)), threads: 1)
+        let options = FrameOptions(codec: try #require(FrameCodec(named: manifest.codec)), zstdLevel: manifest.zstdLevel)
+        let shape = [1] + manifest.cutShape
+        let workspace = PatchWorkspace()
+        let test = try FashionMNIST(split: .test)
+        let count = 60
+        for index in 0..<count {
+            let image = test.image(index)
+            let outcome = await agent.infer(image, mode: .split)
+            // The same parts offline: patch by patch, each part encoded with its region, assembled.
+            var assembly = PartAssembly(shape: shape, parts: plan.patchCount)
+            var bytes = 0
+            _ = try plan.run(["image": image], pool: head.pool, workspace: workspace) { part, rows, columns in
+                var partOptions = options
+                partOptions.region = FrameRegion(
+                    top: rows.lowerBound, left: columns.lowerBound, height: rows.count, width: columns.count, parts: plan.patchCount)
+                let frame = BottleneckCodec.encode(part, requestID: outcome.requestID, options: partOptions)
+                bytes += frame.count
+                try assembly.add(BottleneckCodec.decode(frame, expectedShape: shape))
+            }
+            #expect(assembly.isComplete)
+            let expected = Classification.argmax(try tail.run([manifest.cutTensor: assembly.tensor]).values.first!.scalars(as: Float.self))
+            #expect(outcome.error == nil, "#\(index): \(outcome.error ?? "")")
+            #expect(outcome.prediction == expected, "#\(index)")
+            #expect(outcome.bytesSent == bytes, "#\(index): the agent sends every part once")
+        }
+        let statistics = await coordinator.statistics
+        #expect(statistics.assembled == count)
+        #expect(statistics.answered == count && statistics.rejected == 0)
+        await testbed.stop()
+    }
+
     @Test func twoCoordinatorsShareTheLoadAndAnswerOnce() async throws {
         let testbed = try Testbed()
         let bundle = try ModelBundle(directory: Self.modelFolder)

@@ -130,3 +130,24 @@ import Testing
         #expect(throws: SystemError.self) { try SystemCall.writeFileAtomically("/nonexistent/dir/file", [1]) }
     }
 }
+
+@Suite struct TextFormatTests {
+    @Test func fixedRoundsLikePrintf() {
+        let cases: [(Double, Int, String)] = [
+            (3.14159, 2, "3.14"), (2.0, 0, "2"), (0.05, 1, "0.1"), (-1.26, 1, "-1.3"), (-0.001, 2, "0.00"), (1234.5, 1, "1234.5"),
+            (0.999, 2, "1.00"), (7, 3, "7.000"), (98.765, 2, "98.77"), (.nan, 2, "nan"), (-.infinity, 1, "-inf"), (1e300, 1, "1e+300"),
+        ]
+        for (value, digits, expected) in cases {
+            #expect(value.fixed(digits) == expected, "\(value) to \(digits) digits")
+            if value.isFinite && value.magnitude < 1e15 && !(value < 0 && value > -0.005) {
+                #expect(String(format: "%.\(digits)f", value) == expected, "printf agrees for \(value)")
+            }
+        }
+    }
+
+    @Test func alignmentPadsShortTextOnly() {
+        #expect("ab".aligningRight(4) == "  ab")
+        #expect("ab".aligningLeft(4) == "ab  ")
+        #expect("abcdef".aligningRight(4) == "abcdef")
+    }
+}
