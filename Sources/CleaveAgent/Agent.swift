@@ -261,13 +261,16 @@ public actor Agent {
         do {
             let result: InferenceResult
             let bytesSent: Int
-            if mode == .split, configuration.streamPatches, let plan = provisioner.streamingPlan, input.shape == [1] + assignment.inputShape {
+            if mode == .split, let streaming = configuration.streamPatches, let plan = provisioner.streamingPlan,
+                input.shape == [1] + assignment.inputShape
+            {
                 (result, bytesSent) = try await serveInParts(
-                    input, plan: plan, requestID: requestID, assignment: assignment, started: started, deadline: deadline)
+                    input, plan: plan, streaming: streaming, requestID: requestID, assignment: assignment, started: started, deadline: deadline)
             } else {
                 var features = input
                 if mode == .split {
-                    await emulate(emulated?.headMilliseconds)
+                    // The emulated board pays for a patch plan's recomputed halos too.
+                    await emulate(emulated.map { $0.headMilliseconds * (1 + (provisioner.headPatchPlan?.extraMultiplyAddShare ?? 0)) })
                     features = try provisioner.headFeatures(input)
                 }
                 let frame = try encode(features, mode: mode, requestID: requestID, assignment: assignment)
@@ -300,17 +303,19 @@ public actor Agent {
     /// A split request sent in parts: the head runs patch by patch and each patch's part of the
     /// cut tensor goes out as a frame of its own as soon as it is computed, so that sending
     /// overlaps computing; the coordinator assembles the parts before the tail. With emulated
-    /// board time, part i of n leaves (i + 1) / n of the head's time after the start. Returns the
+    /// board time (the plan's extra multiply-adds included), part i of n leaves (i + 1) / n of
+    /// the head's time after the start. Returns the
     /// answer and the bytes of all parts.
     private func serveInParts(
-        _ input: Tensor, plan: PatchPlan, requestID: UInt64, assignment: Assignment, started: ContinuousClock.Instant, deadline: Double
+        _ input: Tensor, plan: PatchPlan, streaming: PatchStreaming, requestID: UInt64, assignment: Assignment, started: ContinuousClock.Instant,
+        deadline: Double
     ) async throws -> (InferenceResult, Int) {
         let options = FrameOptions(codec: FrameCodec(named: assignment.codec.rawValue) ?? .uint8, zstdLevel: assignment.zstdLevel)
-        let count = plan.patchCount
+        let count = streaming == .patch ? plan.patchCount : plan.grid.rows
         let direct = emulated?.headMilliseconds == nil && connected
         var parts: [MQTTMessage] = []
         var published = 0
-        try provisioner.headParts(input) { part, rows, columns in
+        func emit(_ part: Tensor, _ rows: Range<Int>, _ columns: Range<Int>) {
             var partOptions = options
             partOptions.region = FrameRegion(top: rows.lowerBound, left: columns.lowerBound, height: rows.count, width: columns.count, parts: count)
             let message = message(BottleneckCodec.encode(part, requestID: requestID, options: partOptions), requestID: requestID, mode: .split)
@@ -318,7 +323,19 @@ public actor Agent {
             // All but the last go out now; the last goes through the channel, which waits for the answer.
             if direct, parts.count < count, published == parts.count - 1, (try? transport.publish(message)) != nil { published += 1 }
         }
-        if let head = emulated?.headMilliseconds, head > 0 {
+        // Patches come row by row; a row's patches share their rows and together span the width.
+        let (channels, width) = (plan.stageType.shape[1], plan.stageType.shape[3])
+        var band: (tensor: Tensor, rows: Range<Int>)?
+        try provisioner.headParts(input) { part, rows, columns in
+            guard streaming == .row else { return emit(part, rows, columns) }
+            if band?.rows != rows { band = (Tensor(zeros: [1, channels, rows.count, width]), rows) }
+            Layout.copyWindow(of: part, from: (0, 0), into: band!.tensor, at: (0, columns.lowerBound), size: (rows.count, columns.count))
+            if columns.upperBound == width { emit(band!.tensor, rows, 0..<width) }
+        }
+        guard parts.count == count else { throw AgentError(description: "the head made \(parts.count) parts, the plan promised \(count)") }
+        // The emulated board pays for the plan's recomputed halos too.
+        if let layered = emulated?.headMilliseconds, layered > 0 {
+            let head = layered * (1 + plan.extraMultiplyAddShare)
             for index in 0..<(count - 1) {
                 try? await Task.sleep(until: started + .microseconds(Int(head * 1000 * Double(index + 1) / Double(count))))
                 if connected, published == index, (try? transport.publish(parts[index])) != nil { published += 1 }
@@ -517,11 +534,11 @@ public actor Agent {
             } else {
                 logger.info("head runs layer by layer")
             }
-            if configuration.streamPatches {
+            if let streaming = configuration.streamPatches {
                 if let plan = provisioner.streamingPlan {
                     let extra = (plan.extraMultiplyAddShare * 1000).rounded() / 10
                     logger.notice(
-                        "split requests go out in \(plan.patchCount) parts: the head runs on a \(plan.grid) grid ending at the cut '\(plan.stageEnd)', peak activation memory \(ByteCountText(plan.peakBytes)), +\(extra)% multiply-adds"
+                        "split requests go out in \(streaming == .patch ? plan.patchCount : plan.grid.rows) parts (one per \(streaming.rawValue)): the head runs on a \(plan.grid) grid ending at the cut '\(plan.stageEnd)', peak activation memory \(ByteCountText(plan.peakBytes)), +\(extra)% multiply-adds"
                     )
                 } else {
                     logger.warning("split requests go out whole: \(provisioner.streamingRefusal ?? "no patch plan ends at the cut")")

@@ -36,9 +36,10 @@ public struct AgentConfiguration: Sendable {
     public var password: String?
     /// Folder where verified model artifacts are cached by SHA-256 (nil: keep them in memory).
     public var modelCache: String?
-    /// Send a split request in parts, one frame per patch as each is computed, when the
-    /// assignment's patch plan ends at the cut (``Agent``; `docs/results.md` has when it pays).
-    public var streamPatches: Bool
+    /// Send a split request in parts as the head computes them (one frame per patch, or per
+    /// row of patches) with a patch plan that ends at the cut; nil sends it whole (``Agent``;
+    /// `docs/results.md` has when it pays).
+    public var streamPatches: PatchStreaming?
 
     /// `$XDG_CACHE_HOME/cleave/models`, or `~/.cache/cleave/models`.
     public static var defaultModelCache: String {
@@ -56,7 +57,7 @@ public struct AgentConfiguration: Sendable {
         deviceID: String, profile: DeviceProfile, brokerHost: String = "127.0.0.1", brokerPort: Int = 1883, threads: Int? = nil,
         requestTimeout: Duration = .seconds(10), username: String? = nil, password: String? = nil, modelCache: String? = nil,
         fallbackToLocal: Bool = true, offlineQueueLimit: Int = 64, retryInterval: Duration = .seconds(1), sessionExpiry: Int? = 300,
-        computeEmulation: Double? = nil, streamPatches: Bool = false
+        computeEmulation: Double? = nil, streamPatches: PatchStreaming? = nil
     ) {
         self.streamPatches = streamPatches
         self.sessionExpiry = sessionExpiry
@@ -74,6 +75,15 @@ public struct AgentConfiguration: Sendable {
         self.threads = threads
         self.requestTimeout = requestTimeout
     }
+}
+
+/// How a split request is cut into frames when the head runs patch by patch.
+public enum PatchStreaming: String, Sendable, CaseIterable {
+    /// One frame per patch, sent as soon as the patch is computed.
+    case patch
+    /// One frame per row of patches (a full-width band of the cut tensor): fewer, larger
+    /// frames, which compress better and carry fewer headers.
+    case row
 }
 
 /// What happened to one request.

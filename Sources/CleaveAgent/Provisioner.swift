@@ -35,7 +35,7 @@ struct Provisioner {
         artifacts = ArtifactStore(directory: configuration.modelCache)
         threads = configuration.threads ?? configuration.profile.cores
         profile = configuration.profile
-        streamPatches = configuration.streamPatches
+        streamPatches = configuration.streamPatches != nil
     }
 
     /// Whether the head is loaded and the whole model verified: requests can be served.

@@ -56,10 +56,11 @@ public struct AgentOptions: ParsableArguments {
     @Option(
         help: "Inputs: fmnist (test set, accuracy reported), synthetic (seeded random images) or a folder of PNG/PGM files (predictions printed).")
     public var source = "fmnist"
-    @Flag(
+    @Option(
         help:
-            "Send split requests in parts, one frame per patch as the head computes it, when the assigned patch plan ends at the cut.")
-    public var streamPatches = false
+            "Send split requests in parts as the head computes them, one frame per 'patch' or per 'row' of patches, with a patch plan that ends at the cut."
+    )
+    public var streamPatches: String?
     @Option(help: "Folder for verified model artifacts, kept across restarts (\"none\": memory only).")
     public var modelCache = AgentConfiguration.defaultModelCache
     @OptionGroup public var credentials: CredentialOptions
@@ -69,6 +70,9 @@ public struct AgentOptions: ParsableArguments {
     public func validate() throws {
         guard mode == "adaptive" || InferenceMode(rawValue: mode) != nil else {
             throw ValidationError("--mode must be adaptive, local, split or offload, not '\(mode)'")
+        }
+        if let streamPatches, PatchStreaming(rawValue: streamPatches) == nil {
+            throw ValidationError("--stream-patches must be patch or row, not '\(streamPatches)'")
         }
         guard timeout > 0, offlineQueue > 0, samples >= 0, rate >= 0 else {
             throw ValidationError("--timeout and --offline-queue must be positive, --samples and --rate not negative")
@@ -82,7 +86,7 @@ public struct AgentOptions: ParsableArguments {
             deviceID: id ?? "\(deviceProfile.name)-\(ProcessInfo.processInfo.processIdentifier)", profile: deviceProfile,
             brokerHost: broker.host, brokerPort: broker.port, requestTimeout: .milliseconds(Int(timeout * 1000)),
             username: credentials.username, password: try credentials.password(), modelCache: AgentConfiguration.modelCache(option: modelCache),
-            fallbackToLocal: !noFallback, offlineQueueLimit: offlineQueue, streamPatches: streamPatches)
+            fallbackToLocal: !noFallback, offlineQueueLimit: offlineQueue, streamPatches: streamPatches.flatMap(PatchStreaming.init(rawValue:)))
     }
 
     /// Runs the agent until its samples are sent, or until SIGTERM/SIGINT: then it sends no new

@@ -44,6 +44,10 @@ struct HarnessRun: AsyncParsableCommand {
             whole model for local, the head for split, nothing for offload); FLOPs come from the \
             model files. --compute-scale 10 makes the device ten times slower (or the model ten \
             times heavier), which is where split and offload start to pay.
+            Modes `split-parts` and `split-rows` are split with each request sent in parts, one frame \
+            per patch (or per row of patches) of a head plan that ends at the cut, as `cleave agent \
+            --stream-patches patch|row` does: the agent sends part i of n at (i + 1) / n of the \
+            emulated head time, so that sending overlaps computing.
 
             With --comparison FILE the per-phase table of all runs (mean / p95 ms and lost \
             requests, the first 5 s of the run and after each change left out, a lost request \
@@ -55,7 +59,7 @@ struct HarnessRun: AsyncParsableCommand {
     @Option(help: "Folder of device profiles.") var devices = "devices"
     @Option(help: "Agents, each behind its own proxy.") var agents = 3
     @Option(help: "Requests per second per agent.") var rate = 5.0
-    @Option(help: "Runs, comma-separated: local, split, offload, adaptive.") var modes = "local,split,offload,adaptive"
+    @Option(help: "Runs, comma-separated: local, split, split-parts, split-rows, offload, adaptive.") var modes = "local,split,offload,adaptive"
     @Option(help: "Seconds an adaptive agent waits before falling back to local.") var adaptiveTimeout = 1.0
     @Option(help: "Multiply the device's compute time by this.") var computeScale = 1.0
     @Option(help: "Append the comparison table (Markdown) to this file.") var comparison: String?
@@ -69,10 +73,12 @@ struct HarnessRun: AsyncParsableCommand {
             throw ValidationError("--agents, --rate, --timeout and --time-scale must be positive")
         }
         let played = try Scenario.load(scenario).scaled(by: timeScale)
-        let runModes = try modes.split(separator: ",").map { name -> InferenceMode? in
-            if name == "adaptive" { return nil }
+        let runModes = try modes.split(separator: ",").map { name -> (mode: InferenceMode?, parts: PatchStreaming?) in
+            if name == "adaptive" { return (nil, nil) }
+            if name == "split-parts" { return (.split, .patch) }
+            if name == "split-rows" { return (.split, .row) }
             guard let mode = InferenceMode(rawValue: String(name)) else { throw ValidationError("unknown mode '\(name)' in --modes") }
-            return mode
+            return (mode, nil)
         }
         let bundle = try ModelBundle(directory: model)
         let test = try FashionMNIST(split: .test, directory: dataset)
@@ -93,9 +99,9 @@ struct HarnessRun: AsyncParsableCommand {
             reports = try await testbed.run(logger: logger) { testbed in
                 try await testbed.addCoordinator(CoordinatorConfiguration(id: "harness-coordinator"), bundle: bundle)
                 var reports: [HarnessReport] = []
-                for mode in runModes {
-                    let name = mode?.rawValue ?? "adaptive"
-                    let records = try await runOnce(mode: mode, scenario: played, on: testbed, profiles: profiles, test: test)
+                for (mode, parts) in runModes {
+                    let name = parts.map { $0 == .patch ? "split-parts" : "split-rows" } ?? mode?.rawValue ?? "adaptive"
+                    let records = try await runOnce(mode: mode, parts: parts, scenario: played, on: testbed, profiles: profiles, test: test)
                     let report = HarnessReport(scenario: played, run: name, records: records, link: "a1")
                     try report.csv.write(toFile: "\(folder)/\(name).csv", atomically: true, encoding: String.Encoding.utf8)
                     try report.svg.write(toFile: "\(folder)/\(name).svg", atomically: true, encoding: String.Encoding.utf8)
@@ -131,7 +137,7 @@ struct HarnessRun: AsyncParsableCommand {
     /// One run, fixed (`mode`) or adaptive (nil): fresh agents behind fresh proxies a1, a2, …,
     /// the scenario's timeline and the request streams; the agents are removed afterwards.
     private func runOnce(
-        mode: InferenceMode?, scenario: Scenario, on testbed: Testbed, profiles: [DeviceProfile], test: FashionMNIST
+        mode: InferenceMode?, parts: PatchStreaming?, scenario: Scenario, on testbed: Testbed, profiles: [DeviceProfile], test: FashionMNIST
     ) async throws -> [RequestRecord] {
         for index in 1...agents {
             let profile = profiles[(index - 1) % profiles.count]
@@ -139,11 +145,12 @@ struct HarnessRun: AsyncParsableCommand {
                 AgentConfiguration(
                     deviceID: "harness-a\(index)-\(profile.name)", profile: profile, threads: 1,
                     requestTimeout: .milliseconds(Int((mode == nil ? adaptiveTimeout : timeout) * 1000)),
-                    modelCache: AgentConfiguration.defaultModelCache, fallbackToLocal: mode == nil, computeEmulation: computeScale),
+                    modelCache: AgentConfiguration.defaultModelCache, fallbackToLocal: mode == nil, computeEmulation: computeScale,
+                    streamPatches: parts),
                 proxy: "a\(index)", seed: scenario.seed &+ UInt64(index))
         }
         try await testbed.waitUntilReady()
-        log("\(mode?.rawValue ?? "adaptive"): \(agents) agents ready; playing the scenario")
+        log("\(parts.map { "split (one frame per \($0.rawValue))" } ?? mode?.rawValue ?? "adaptive"): \(agents) agents ready; playing the scenario")
         let records = try await testbed.play(
             scenario, rate: rate, mode: mode, input: { index in (test.image(index % test.count), Int(test.labels[index % test.count])) },
             log: { line in FileHandle.standardError.write(Data("\(line)\n".utf8)) })

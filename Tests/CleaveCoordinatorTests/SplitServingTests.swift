@@ -68,16 +68,19 @@ import Testing
         await testbed.stop()
     }
 
-    /// A Pi Zero 2 W agent that sends each split request in parts, one frame per patch: the
-    /// coordinator assembles them and answers exactly what the same parts give offline.
-    @Test func partsSentPatchByPatchAreAssembledBeforeTheTail() async throws {
+    /// A Pi Zero 2 W agent that sends each split request in parts, one frame per patch or per
+    /// row of patches: the coordinator assembles them and answers exactly what the same parts
+    /// give offline.
+    @Test(arguments: PatchStreaming.allCases)
+    func partsSentPatchByPatchAreAssembledBeforeTheTail(streaming: PatchStreaming) async throws {
         let testbed = try Testbed()
         let bundle = try ModelBundle(directory: Self.modelFolder)
         let coordinator = try await testbed.addCoordinator(CoordinatorConfiguration(id: "c1"), bundle: bundle)
         let profile = try DeviceProfile.load("\(Self.repository)/devices/raspberry-pi-zero-2w.yaml")
         let agent = try await testbed.addAgent(
             AgentConfiguration(
-                deviceID: "device-parts", profile: profile, threads: 1, requestTimeout: .seconds(5), fallbackToLocal: false, streamPatches: true))
+                deviceID: "device-parts-\(streaming)", profile: profile, threads: 1, requestTimeout: .seconds(5), fallbackToLocal: false,
+                streamPatches: streaming))
         try await testbed.waitUntilReady()
         let plan = try #require(await agent.streamingPlan, "the Pi Zero's budget allows a plan that ends at the cut")
         #expect(plan.stageEnd == bundle.manifest.cutTensor && plan.patchCount >= 4)
@@ -87,19 +90,36 @@ import Testing
         let tail = InferenceSession(model: try Model(serialized: Data(bundle.tail)), threads: 1)
         let options = FrameOptions(codec: try #require(FrameCodec(named: manifest.codec)), zstdLevel: manifest.zstdLevel)
         let shape = [1] + manifest.cutShape
+        let (height, width) = (shape[2], shape[3])
         let workspace = PatchWorkspace()
         let test = try FashionMNIST(split: .test)
-        let count = 60
+        let count = 40
         for index in 0..<count {
             let image = test.image(index)
             let outcome = await agent.infer(image, mode: .split)
-            // The same parts offline: patch by patch, each part encoded with its region, assembled.
-            var assembly = PartAssembly(shape: shape, parts: plan.patchCount)
+            // The same parts offline, from the same plan's patches: each encoded with its region, assembled.
+            var regions: [(Range<Int>, Range<Int>)] = []
+            var patchParts: [Tensor] = []
+            let features = try #require(
+                try plan.run(["image": image], pool: head.pool, workspace: workspace) { part, rows, columns in
+                    regions.append((rows, columns))
+                    patchParts.append(part.copy())
+                }[manifest.cutTensor])
+            var parts: [(Tensor, Range<Int>, Range<Int>)] = zip(patchParts, regions).map { ($0, $1.0, $1.1) }
+            if streaming == .row {
+                parts = (0..<plan.grid.rows).map { row in
+                    let rows = (row * height / plan.grid.rows)..<((row + 1) * height / plan.grid.rows)
+                    let band = Tensor(zeros: [1, shape[1], rows.count, width])
+                    Layout.copyWindow(of: features, from: (rows.lowerBound, 0), into: band, at: (0, 0), size: (rows.count, width))
+                    return (band, rows, 0..<width)
+                }
+            }
+            var assembly = PartAssembly(shape: shape, parts: parts.count)
             var bytes = 0
-            _ = try plan.run(["image": image], pool: head.pool, workspace: workspace) { part, rows, columns in
+            for (part, rows, columns) in parts {
                 var partOptions = options
                 partOptions.region = FrameRegion(
-                    top: rows.lowerBound, left: columns.lowerBound, height: rows.count, width: columns.count, parts: plan.patchCount)
+                    top: rows.lowerBound, left: columns.lowerBound, height: rows.count, width: columns.count, parts: parts.count)
                 let frame = BottleneckCodec.encode(part, requestID: outcome.requestID, options: partOptions)
                 bytes += frame.count
                 try assembly.add(BottleneckCodec.decode(frame, expectedShape: shape))
