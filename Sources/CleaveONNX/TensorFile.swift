@@ -99,10 +99,13 @@ enum NPY {
             guard let value = Int(part.filter { $0 != " " }), value >= 0 else { throw fail("bad shape \(header)") }
             return value
         }
-        let count = shape.reduce(1, *)
         let payload = bytes[(headerStart + headerLength)...]
-        guard payload.count == count * dtype.byteSize else {
-            throw fail("has \(payload.count) data bytes, shape \(shape) of \(dtype) needs \(count * dtype.byteSize)")
+        // The header's numbers are untrusted: a product that overflows is an error, not a trap.
+        guard let count = shape.checkedProduct(), let needed = [count, dtype.byteSize].checkedProduct() else {
+            throw fail("shape \(shape) has more elements than memory can hold")
+        }
+        guard payload.count == needed else {
+            throw fail("has \(payload.count) data bytes, shape \(shape) of \(dtype) needs \(needed)")
         }
         return Tensor(shape: shape, dtype: dtype, bytes: payload)
     }

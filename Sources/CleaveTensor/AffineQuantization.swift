@@ -99,7 +99,11 @@ public struct AffineRange: Equatable, Sendable {
             low = min(low, value)
             high = max(high, value)
         }
-        let scale = high > low ? (high - low) / Float(levels) : 1
+        // Divided before subtracting, so that a range of ±Float.greatestFiniteMagnitude stays
+        // finite; a range so narrow that its step is zero or subnormal gets step 1 (every value
+        // then quantizes to the zero point, off by less than the range).
+        let step = high / Float(levels) - low / Float(levels)
+        let scale = step.isNormal ? step : 1
         self.scale = scale
         zeroPoint = UInt8(min(max((-low / scale).rounded(), 0), Float(levels)))
     }

@@ -90,6 +90,36 @@ import Testing
     }
 
     /// Feeds 100,000 random and mutated frames to the decoder; it must throw or decode, never trap.
+    /// Tensors no model should make still encode (never a trap) into frames that decode:
+    /// subnormal, huge, non-finite and empty values, for every codec, per tensor and per channel.
+    @Test(arguments: FrameCodec.allCases)
+    func extremeValuesEncodeAndDecode(codec: FrameCodec) throws {
+        let tiny = Float.leastNonzeroMagnitude
+        let huge = Float.greatestFiniteMagnitude
+        let cases: [(String, [Float])] = [
+            ("subnormal", [tiny, 2 * tiny, 0, tiny, 3 * tiny, tiny, 0, tiny]), ("huge", [huge, -huge, 0, huge, -huge, 1, -1, 0]),
+            ("non-finite", [.nan, .infinity, -.infinity, .nan, 1, -1, .nan, 0]), ("all NaN", [Float](repeating: .nan, count: 8)),
+            ("zeros", [Float](repeating: 0, count: 8)),
+        ]
+        for (name, values) in cases {
+            for perChannel in [false, true] {
+                let tensor = Tensor(shape: [1, 2, 2, 2], scalars: values)
+                let frame = BottleneckCodec.encode(tensor, requestID: 3, options: FrameOptions(codec: codec, perChannel: perChannel))
+                let decoded = try BottleneckCodec.decode(frame, expectedShape: [1, 2, 2, 2])
+                let back = decoded.tensor.scalars(as: Float.self)
+                if codec.isAffine {
+                    #expect(back.allSatisfy { !$0.isNaN }, "\(name) \(codec) perChannel=\(perChannel): \(back)")
+                }
+                if name == "subnormal" || name == "zeros" {
+                    #expect(back.allSatisfy { abs($0) <= 4 * tiny }, "\(name) \(codec): \(back)")
+                }
+            }
+        }
+        let empty = BottleneckCodec.encode(Tensor(shape: [1, 0], scalars: [Float]()), requestID: 4, options: FrameOptions(codec: codec))
+        let decodedEmpty = try BottleneckCodec.decode(empty, expectedShape: [1, 0])
+        #expect(decodedEmpty.tensor.shape == [1, 0])
+    }
+
     @Test func fuzzDecoderNeverTraps() {
         var generator = SeededGenerator(seed: 42)
         var seeds: [[UInt8]] = []

@@ -65,4 +65,19 @@ import Testing
         let decoded = try NPY.decode(Data(valid), source: "valid")
         #expect(decoded.shape == [2, 3])
     }
+
+    /// A header whose shape multiplies past `Int` is refused, not a trap.
+    @Test(arguments: ["(4294967296, 4294967296)", "(9223372036854775807, 2)", "(2305843009213693952,)"])
+    func npyShapesThatOverflowAreRefused(shape: String) {
+        let header = "{'descr': '<f4', 'fortran_order': False, 'shape': \(shape), }"
+        let padded = header + String(repeating: " ", count: (64 - (10 + header.count + 1) % 64) % 64) + "\n"
+        let bytes =
+            [0x93] + Array("NUMPY".utf8) + [1, 0, UInt8(padded.utf8.count & 0xFF), UInt8(padded.utf8.count >> 8)] + Array(padded.utf8) + [0, 0, 0, 0]
+        do {
+            _ = try NPY.decode(Data(bytes), source: "huge.npy")
+            Issue.record("accepted shape \(shape)")
+        } catch {
+            #expect("\(error)".contains("more elements than memory can hold"), "\(error)")
+        }
+    }
 }
