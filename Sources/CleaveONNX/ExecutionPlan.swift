@@ -59,6 +59,7 @@ public struct ExecutionPlan: Sendable {
             guard let type = inputTypes[input.name] else {
                 throw ONNXError.missingInput("the model needs input '\(input.name)', which was not given")
             }
+            guard type.isHoldable else { throw ONNXError.invalidModel("input '\(input.name)' of type \(type) is too large to hold") }
             let id = add(input.name, type, .input(input.name))
             if let value = inputValues[input.name] { known[id] = value }
         }
@@ -73,6 +74,9 @@ public struct ExecutionPlan: Sendable {
                 id.map { InputInfo(name: values[$0].name, type: values[$0].type, value: known[$0]) }
             }
             let outputTypes = try kernel.outputTypes(infos)
+            if let huge = outputTypes.first(where: { !$0.isHoldable }) {
+                throw ONNXError.invalidNode(node.name, op: node.opType, "would make a tensor of type \(huge), too large to hold")
+            }
             guard node.outputs.count <= outputTypes.count else {
                 throw ONNXError.invalidNode(
                     node.name, op: node.opType, "declares \(node.outputs.count) outputs, the operator makes \(outputTypes.count)")

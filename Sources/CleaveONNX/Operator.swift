@@ -1,3 +1,4 @@
+import CleaveSupport
 import CleaveTensor
 
 /// Element type and shape of a tensor known at planning time.
@@ -15,6 +16,14 @@ public struct TensorType: Sendable, Equatable, CustomStringConvertible {
 
     /// Size of a tensor of this type, in bytes.
     public var byteCount: Int { shape.reduce(1, *) * dtype.byteSize }
+
+    /// Whether a tensor of this type can exist: no negative dimension, and its size neither
+    /// overflows nor exceeds the largest tensor Cleave holds (16 GiB). Shapes from a model
+    /// (declared inputs, shapes a kernel computes from constants) are untrusted.
+    var isHoldable: Bool {
+        guard shape.allSatisfy({ $0 >= 0 }), let bytes = (shape + [dtype.byteSize]).checkedProduct() else { return false }
+        return bytes <= maximumTensorBytes
+    }
 
     public var description: String { "\(dtype)\(shape)" }
 }

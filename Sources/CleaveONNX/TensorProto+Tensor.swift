@@ -37,6 +37,10 @@ func onnxTypeName(_ code: Int) -> String {
 /// Upper bound on one tensor's size, in bytes; larger claims are refused before allocating.
 let maximumTensorBytes = 1 << 34
 
+/// The largest window, stride, dilation, pad or resized extent a model may ask for (far above
+/// any real one): with it, shape arithmetic on untrusted attributes cannot overflow.
+let maximumAttributeExtent = 1 << 31
+
 extension Tensor {
     /// Decodes an ONNX `TensorProto`; external data is read relative to `directory`.
     init(proto: Onnx_TensorProto, directory: URL?) throws {

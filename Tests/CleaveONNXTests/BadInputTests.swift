@@ -66,6 +66,41 @@ import Testing
         #expect(decoded.shape == [2, 3])
     }
 
+    /// Untrusted sizes in a model — window attributes, pads, scales, reshape targets, declared
+    /// input shapes — that would overflow shape arithmetic are refused with the node named.
+    /// Each case trapped before the checks.
+    @Test(arguments: ["conv pads", "conv dilations", "pool kernel", "pad amounts", "pad Int.min", "resize scales", "reshape target", "input shape"])
+    func oversizedShapesAreRefusedNotTrapped(name: String) throws {
+        let huge = 1 << 62
+        var fixture = ModelFixture()
+        func integers(_ values: [Int], _ label: String) -> String {
+            fixture.initializers.append(Onnx_TensorProto(Tensor(shape: [values.count], scalars: values.map { Int64($0) }), name: label))
+            return label
+        }
+        var inputType = TensorType([1, 1, 4, 4], .float32)
+        switch name {
+        case "conv pads": fixture.node("Conv", ["x", fixture.random([1, 1, 3, 3], name: "w")], "y", ["pads": [huge, huge, huge, huge]])
+        case "conv dilations": fixture.node("Conv", ["x", fixture.random([1, 1, 3, 3], name: "w")], "y", ["dilations": [huge, huge]])
+        case "pool kernel": fixture.node("MaxPool", ["x"], "y", ["kernel_shape": [huge, huge]])
+        case "pad amounts": fixture.node("Pad", ["x", integers([0, 0, huge, huge, 0, 0, huge, huge], "p")], "y")
+        case "pad Int.min": fixture.node("Pad", ["x", integers([0, 0, Int.min, 0, 0, 0, 0, 0], "p")], "y")
+        case "resize scales":
+            fixture.initializers.append(Onnx_TensorProto(Tensor(shape: [4], scalars: [Float(1), 1, 1e30, 1e30]), name: "s"))
+            fixture.node("Resize", ["x", "", "s"], "y")
+        case "reshape target": fixture.node("Reshape", ["x", integers([1 << 32, 1 << 32], "s")], "y")
+        default:
+            fixture.node("Relu", ["x"], "y")
+            inputType = TensorType([1 << 32, 1 << 32], .float32)
+        }
+        let model = try Model(serialized: try fixture.serialized(input: [1, 1, 4, 4], output: "y", outputShape: [1]))
+        do {
+            _ = try InferenceSession(model: model).plan(for: ["x": inputType])
+            Issue.record("\(name): planned")
+        } catch let error as ONNXError {
+            #expect("\(error)".contains(name == "input shape" ? "input 'x'" : "_node"), "\(name): \(error)")
+        }
+    }
+
     /// A header whose shape multiplies past `Int` is refused, not a trap.
     @Test(arguments: ["(4294967296, 4294967296)", "(9223372036854775807, 2)", "(2305843009213693952,)"])
     func npyShapesThatOverflowAreRefused(shape: String) {

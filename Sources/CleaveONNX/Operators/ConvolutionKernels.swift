@@ -49,6 +49,10 @@ struct WindowAttributes: Sendable {
         guard strides.allSatisfy({ $0 > 0 }), dilations.allSatisfy({ $0 > 0 }), kernel.allSatisfy({ $0 > 0 }) else {
             throw ONNXError.invalidNode(node, op: op, "kernel, strides and dilations must be positive")
         }
+        // Attributes are untrusted: bounded, the geometry's sums and products cannot overflow.
+        guard (kernel + strides + dilations + (pads ?? [])).allSatisfy({ $0 <= maximumAttributeExtent }) else {
+            throw ONNXError.invalidNode(node, op: op, "kernel, strides, dilations or pads above \(maximumAttributeExtent)")
+        }
         if autoPad == "NOTSET", let pads {
             guard pads.count == 2 * rank, pads.allSatisfy({ $0 >= 0 }) else {
                 throw ONNXError.shapeMismatch(node, op: op, "pads \(pads) must have \(2 * rank) non-negative entries")

@@ -50,8 +50,10 @@ struct ResizeKernel: OperatorKernel {
             throw ONNXError.invalidNode(node, op: "Resize", "needs constant scales or sizes")
         }
         let factors = value.doubles()
-        guard factors.count == shape.count, factors.allSatisfy({ $0 > 0 }) else {
-            throw ONNXError.shapeMismatch(node, op: "Resize", "scales \(factors) must be \(shape.count) positive numbers")
+        guard factors.count == shape.count, factors.allSatisfy({ $0 > 0 }),
+            shape.indices.allSatisfy({ Double(shape[$0]) * factors[$0] <= Double(maximumAttributeExtent) })
+        else {
+            throw ONNXError.shapeMismatch(node, op: "Resize", "scales \(factors) must be \(shape.count) positive numbers that keep \(shape) holdable")
         }
         return (shape.indices.map { Int((Double(shape[$0]) * factors[$0]).rounded(.down)) }, factors)
     }

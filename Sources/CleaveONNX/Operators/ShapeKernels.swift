@@ -1,3 +1,4 @@
+import CleaveSupport
 import CleaveTensor
 
 /// Reads a constant integer input (shape, axes, pads) that shape inference needs.
@@ -63,7 +64,8 @@ struct ReshapeKernel: ReshapingKernel {
         }
         let total = input.reduce(1, *)
         let inferred = shape.indices.filter { shape[$0] == -1 }
-        guard inferred.count <= 1, shape.allSatisfy({ $0 >= -1 }) else {
+        // The requested shape is untrusted: its product may overflow.
+        guard inferred.count <= 1, shape.allSatisfy({ $0 >= -1 }), shape.filter({ $0 != -1 }).checkedProduct() != nil else {
             throw ONNXError.shapeMismatch(node, op: "Reshape", "requested shape \(requested) is invalid")
         }
         if let position = inferred.first {
@@ -283,6 +285,9 @@ struct PadKernel: OperatorKernel {
     func outputTypes(_ inputs: [InputInfo?]) throws -> [TensorType] {
         let input = try inputs.required(0, node).type
         let (begin, end) = try amounts(inputs, rank: input.shape.count)
+        guard (begin + end).allSatisfy({ (-maximumAttributeExtent...maximumAttributeExtent).contains($0) }) else {
+            throw ONNXError.shapeMismatch(node, op: "Pad", "pads \(begin + end) exceed \(maximumAttributeExtent)")
+        }
         let shape = input.shape.indices.map { input.shape[$0] + begin[$0] + end[$0] }
         guard shape.allSatisfy({ $0 >= 0 }) else {
             throw ONNXError.shapeMismatch(node, op: "Pad", "pads crop \(input.shape) below zero")
