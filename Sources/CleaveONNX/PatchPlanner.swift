@@ -52,7 +52,7 @@ public struct PatchPlanner: Sendable {
         var smallest = layerByLayerBytes
         for end in stageEnd.map({ [$0] }) ?? stageEnds() {
             for grid in grids {
-                guard let plan = try? plan(stageEnd: end, grid: grid) else { continue }
+                guard let plan = try planIfGridFits(stageEnd: end, grid: grid) else { continue }
                 smallest = min(smallest, plan.peakBytes)
                 guard plan.peakBytes <= budget else { continue }
                 if let current = best,
@@ -76,7 +76,17 @@ public struct PatchPlanner: Sendable {
     /// The plans of `grids` for one stage end (grids larger than the stage's tensor left out).
     public func curve(stageEnd: String, grids: [PatchGrid] = PatchGrid.automatic) throws -> [PatchPlan] {
         _ = try stage(endingAt: stageEnd)
-        return grids.compactMap { try? plan(stageEnd: stageEnd, grid: $0) }
+        return try grids.compactMap { try planIfGridFits(stageEnd: stageEnd, grid: $0) }
+    }
+
+    /// The plan, or nil for a grid with more patches than the stage's tensor has rows or
+    /// columns; any other failure is an error, not a grid left out.
+    private func planIfGridFits(stageEnd: String, grid: PatchGrid) throws -> PatchPlan? {
+        do {
+            return try plan(stageEnd: stageEnd, grid: grid)
+        } catch let error as PatchPlanError where error.reason == .gridTooLarge {
+            return nil
+        }
     }
 
     /// Every tensor a patch stage can end at, in execution order: made from one image input by
