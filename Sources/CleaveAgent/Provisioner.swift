@@ -74,18 +74,22 @@ struct Provisioner {
         guard let assignment, headSession == nil, missing.isEmpty else { return nil }
         let head = try loadSession(assignment.head.sha256, role: "head model")
         let costs = try modeCosts(assignment, scale: scale)
-        let inputTypes = [assignment.inputName: TensorType([1] + assignment.inputShape, .float32)]
+        // One planner for both plans, made only when one is needed.
+        var planner: PatchPlanner?
+        func headPlanner() throws -> PatchPlanner {
+            if let planner { return planner }
+            let made = try PatchPlanner(session: head, inputTypes: [assignment.inputName: TensorType([1] + assignment.inputShape, .float32)])
+            planner = made
+            return made
+        }
         if let patch = assignment.patch {
             // The coordinator chose the plan for this profile's budget; the same planner rebuilds it here.
-            let planner = try PatchPlanner(session: head, inputTypes: inputTypes)
-            headPatchPlan = try planner.plan(stageEnd: patch.stageEnd, grid: PatchGrid(rows: patch.rows, columns: patch.columns))
+            headPatchPlan = try headPlanner().plan(stageEnd: patch.stageEnd, grid: PatchGrid(rows: patch.rows, columns: patch.columns))
         }
         if streamPatches {
             let budget = assignment.patch?.budgetBytes ?? profile.activationMemoryKiB.map { $0 * 1024 } ?? Int.max
             do {
-                if case .patched(let plan) = try PatchPlanner(session: head, inputTypes: inputTypes).choose(
-                    budget: budget, stageEnd: assignment.cutTensor)
-                {
+                if case .patched(let plan) = try headPlanner().choose(budget: budget, stageEnd: assignment.cutTensor) {
                     streamingPlan = plan
                 }
             } catch {

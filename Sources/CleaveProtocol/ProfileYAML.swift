@@ -34,7 +34,7 @@ struct ProfileYAML {
         let lines = text.split(omittingEmptySubsequences: false) { $0 == "\n" || $0 == "\r\n" }
         for (index, rawLine) in lines.enumerated() {
             let number = index + 1
-            let line = try Self.stripComment(Substring(rawLine.filter { $0 != "\r" }), line: number, fail: fail)
+            let line = Self.stripComment(Substring(rawLine.filter { $0 != "\r" }))
             let content = line.drop { $0 == " " }
             if content.isEmpty { continue }
             guard !line.hasPrefix("\t"), !content.hasPrefix("\t") else { throw fail(number, "tabs cannot indent YAML; use spaces") }
@@ -72,21 +72,28 @@ struct ProfileYAML {
     }
 
     /// The line without its comment: `#` at the start or after a space, outside quotes.
-    private static func stripComment(_ line: Substring, line number: Int, fail: (Int, String) -> ProfileError) throws(ProfileError) -> Substring {
+    private static func stripComment(_ line: Substring) -> Substring {
+        for index in unquotedIndices(line) where line[index] == "#" && (index == line.startIndex || line[line.index(before: index)] == " ") {
+            return line[..<index].trimmingTrailingSpaces()
+        }
+        return line.trimmingTrailingSpaces()
+    }
+
+    /// Positions of the characters outside '…' and "…" quotes (the quote marks left out).
+    private static func unquotedIndices(_ text: Substring) -> [Substring.Index] {
         var quote: Character?
-        var previous: Character = " "
-        for index in line.indices {
-            let character = line[index]
+        var indices: [Substring.Index] = []
+        for index in text.indices {
+            let character = text[index]
             if let open = quote {
                 if character == open { quote = nil }
             } else if character == "\"" || character == "'" {
                 quote = character
-            } else if character == "#" && previous == " " {
-                return line[..<index].trimmingTrailingSpaces()
+            } else {
+                indices.append(index)
             }
-            previous = character
         }
-        return line.trimmingTrailingSpaces()
+        return indices
     }
 
     /// The `:` that ends the key: the first one followed by a space or the end, outside quotes.
@@ -150,17 +157,10 @@ struct ProfileYAML {
         let inner = text.dropFirst().dropLast()
         if inner.allSatisfy({ $0 == " " }) { return [] }
         var items: [Substring] = []
-        var quote: Character?
         var start = inner.startIndex
-        for index in inner.indices {
-            let character = inner[index]
-            if let open = quote {
-                if character == open { quote = nil }
-            } else if character == "\"" || character == "'" {
-                quote = character
-            } else if character == "[" || character == "]" {
-                throw fail(line, "nested lists are not supported")
-            } else if character == "," {
+        for index in unquotedIndices(inner) {
+            if inner[index] == "[" || inner[index] == "]" { throw fail(line, "nested lists are not supported") }
+            if inner[index] == "," {
                 items.append(inner[start..<index])
                 start = inner.index(after: index)
             }
