@@ -57,7 +57,8 @@ let hostCPUKernels: [SwiftSetting] =
     + [.unsafeFlags(["-O"], .when(configuration: .debug))]
 
 let modules: [Target] = [
-    .target(name: "CleaveSupport"),
+    // Optimized in debug builds too: it hashes whole models (SHA-256) and moves every LLM sync.
+    .target(name: "CleaveSupport", swiftSettings: [.unsafeFlags(["-O"], .when(configuration: .debug))]),
     .target(
         name: "CleaveDatasets",
         dependencies: ["CleaveSupport", "CleaveTensor", "CZlib"]),
@@ -182,11 +183,11 @@ let tests: [Target] = [
         name: "CleaveTrainTests", dependencies: ["CleaveTrain", "CleaveDatasets", "CleaveSupport", "CleaveTensor", "CleaveONNX", "CleaveCodec"]),
     .testTarget(name: "CleaveCLITests", dependencies: ["cleave"]),
     .testTarget(name: "CleaveLLMTests", dependencies: ["CleaveLLM", "CleaveSupport"]),
-    .testTarget(name: "CleaveNetemTests", dependencies: ["CleaveNetem"]),
+    .testTarget(name: "CleaveNetemTests", dependencies: ["CleaveNetem", "CleaveSupport"]),
     .testTarget(
         name: "CleaveTestbedTests",
         dependencies: [
-            "CleaveTestbed", "CleaveAgent", "CleaveCoordinator", "CleaveDatasets", "CleaveNetem", "CleaveProtocol",
+            "CleaveTestbed", "CleaveAgent", "CleaveCoordinator", "CleaveDatasets", "CleaveNetem", "CleaveProtocol", "CleaveSupport",
             .product(name: "Logging", package: "swift-log"),
         ]),
 ]

@@ -1,3 +1,4 @@
+import CleaveSupport
 import Foundation
 
 /// A small HTTP/1.1 control interface for running proxies (loopback by default).

@@ -1,3 +1,4 @@
+import CleaveSupport
 import Dispatch
 import Foundation
 import Synchronization

@@ -1,3 +1,4 @@
+import CleaveSupport
 import ArgumentParser
 import CleaveNetem
 import Dispatch

@@ -1,3 +1,4 @@
+import CleaveSupport
 import CleaveCodec
 import CleaveDatasets
 import CleaveONNX

@@ -1,3 +1,4 @@
+import CleaveSupport
 import Foundation
 import Synchronization
 import Testing

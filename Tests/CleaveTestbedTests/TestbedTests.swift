@@ -1,3 +1,4 @@
+import CleaveSupport
 import CleaveAgent
 import CleaveCoordinator
 import CleaveDatasets

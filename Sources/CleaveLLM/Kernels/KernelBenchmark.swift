@@ -52,7 +52,7 @@ public enum KernelBenchmark {
             results.append(
                 Result(
                     type: type, rows: rows, columns: columns, tokens: tokens,
-                    bytesPerSecond: Double(matrix.rowBytes * rows * repeats) / elapsed,
+                    bytesPerSecond: Double(matrix.rowStride * rows * repeats) / elapsed,
                     multiplyAddsPerSecond: Double(rows * columns * tokens * repeats) / elapsed))
         }
         return results

@@ -12,11 +12,18 @@ struct WeightMatrix {
     let type: GGMLType
     let rows: Int
     let columns: Int
-    let rowBytes: Int
+    /// Bytes from one row to the next (a whole row of the stored tensor).
+    let rowStride: Int
     private let base: UnsafeRawPointer
 
     /// Looks `name` up in `file` and checks that it is a `rows × columns` matrix of a computable type.
-    init(_ file: GGUFFile, _ name: String, rows: Int, columns: Int) throws {
+    ///
+    /// With `rowWindow` and `columnWindow`, only that block of the matrix is used, read in
+    /// place (a tensor-parallel slice taken from the whole model); a column window must start
+    /// and end on the type's block boundaries.
+    init(
+        _ file: GGUFFile, _ name: String, rows: Int, columns: Int, rowWindow: Range<Int>? = nil, columnWindow: Range<Int>? = nil
+    ) throws {
         guard let info = file.tensor(named: name) else {
             throw GGUFError(.missingTensor, "the model has no tensor '\(name)'")
         }
@@ -26,19 +33,27 @@ struct WeightMatrix {
                 "tensor '\(name)' has shape [\(info.shape.map(String.init).joined(separator: ", "))], expected [\(columns), \(rows)]")
         }
         guard Dequantize.supports(info.type) else { throw GGUFError.unsupportedTensorType(name: name, type: info.type) }
-        guard !QuantizedDot.hasIntegerKernel(info.type) || columns % 32 == 0 else {
-            throw GGUFError(.malformed, "tensor '\(name)' has \(columns) columns, not a multiple of 32")
+        let rowWindow = rowWindow ?? 0..<rows
+        let columnWindow = columnWindow ?? 0..<columns
+        guard rowWindow.lowerBound >= 0, rowWindow.upperBound <= rows, columnWindow.lowerBound >= 0, columnWindow.upperBound <= columns,
+            let skipped = info.type.byteCount(elements: columnWindow.lowerBound), info.type.byteCount(elements: columnWindow.count) != nil
+        else {
+            throw GGUFError(
+                .malformed, "tensor '\(name)': rows \(rowWindow), columns \(columnWindow) is not a block-aligned part of \(rows) × \(columns)")
+        }
+        guard !QuantizedDot.hasIntegerKernel(info.type) || columnWindow.count % 32 == 0 else {
+            throw GGUFError(.malformed, "tensor '\(name)' has \(columnWindow.count) columns, not a multiple of 32")
         }
         self.name = name
         type = info.type
-        self.rows = rows
-        self.columns = columns
-        rowBytes = info.byteCount / rows
-        base = file.data(info)
+        self.rows = rowWindow.count
+        self.columns = columnWindow.count
+        rowStride = info.byteCount / rows
+        base = file.data(info) + rowWindow.lowerBound * rowStride + skipped
     }
 
     /// The start of row `index`.
-    func row(_ index: Int) -> UnsafeRawPointer { base + index * rowBytes }
+    func row(_ index: Int) -> UnsafeRawPointer { base + index * rowStride }
 
     /// Row `index` as float32 (an embedding lookup).
     func dequantizeRow(_ index: Int, into y: UnsafeMutablePointer<Float>) {

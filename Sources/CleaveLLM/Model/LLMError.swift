@@ -6,12 +6,16 @@ public struct LLMError: Error, Sendable, Equatable, CustomStringConvertible {
         case tokenOutOfRange
         case contextFull
         case invalidSampling
+        /// A tensor-parallel plan or slice that cannot be made or used.
+        case invalidPlan
+        /// A shard worker that failed, answered wrongly or holds something else.
+        case worker
     }
 
     public let kind: Kind
     public let description: String
 
-    init(_ kind: Kind, _ description: String) {
+    public init(_ kind: Kind, _ description: String) {
         self.kind = kind
         self.description = description
     }
@@ -25,4 +29,6 @@ public struct LLMError: Error, Sendable, Equatable, CustomStringConvertible {
     static func contextFull(needed: Int, capacity: Int) -> LLMError {
         LLMError(.contextFull, "the context needs \(needed) positions, the KV cache holds \(capacity)")
     }
+
+    static func invalidSlice(_ reason: String) -> LLMError { LLMError(.invalidPlan, reason) }
 }

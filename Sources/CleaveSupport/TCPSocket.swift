@@ -1,4 +1,3 @@
-import CleaveSupport
 import Synchronization
 
 #if canImport(Glibc)
@@ -7,15 +6,11 @@ import Synchronization
     import Darwin
 #endif
 
-/// Why a socket operation failed: the call, the address and the system's reason.
-public struct NetemError: Error, Sendable, Equatable, CustomStringConvertible {
+/// Text that is not a usable `HOST:PORT` address, with the reason.
+public struct AddressError: Error, Sendable, Equatable, CustomStringConvertible {
     public let description: String
 
-    init(_ description: String) { self.description = description }
-
-    static func system(_ call: String, _ detail: String = "") -> NetemError {
-        NetemError(SystemCall.lastError("\(call)\(detail.isEmpty ? "" : " \(detail)")").description)
-    }
+    public init(_ description: String) { self.description = description }
 }
 
 /// An IPv4 TCP endpoint, `HOST:PORT` (a dotted address or `localhost`).
@@ -32,7 +27,7 @@ public struct Endpoint: Sendable, Equatable, CustomStringConvertible {
     public init(parsing text: String) throws {
         let parts = text.split(separator: ":", omittingEmptySubsequences: false)
         guard parts.count <= 2, let port = UInt16(parts.last ?? "") else {
-            throw NetemError("'\(text)' is not HOST:PORT with a port from 0 to 65535")
+            throw AddressError("'\(text)' is not HOST:PORT with a port from 0 to 65535")
         }
         host = parts.count == 2 ? String(parts[0]) : "127.0.0.1"
         self.port = port
@@ -40,13 +35,13 @@ public struct Endpoint: Sendable, Equatable, CustomStringConvertible {
 
     public var description: String { "\(host):\(port)" }
 
-    func address() throws -> sockaddr_in {
+    package func address() throws -> sockaddr_in {
         var address = sockaddr_in()
         address.sin_family = sa_family_t(AF_INET)
         address.sin_port = port.bigEndian
         let name = host == "localhost" ? "127.0.0.1" : host
         guard inet_pton(AF_INET, name, &address.sin_addr) == 1 else {
-            throw NetemError("'\(host)' is not an IPv4 address")
+            throw AddressError("'\(host)' is not an IPv4 address")
         }
         return address
     }
@@ -54,12 +49,12 @@ public struct Endpoint: Sendable, Equatable, CustomStringConvertible {
 
 /// A connected or listening TCP socket.
 ///
-/// Every call retries `EINTR` and turns failures into ``NetemError`` in one place. The
+/// Every call retries `EINTR` and turns failures into ``SystemError`` in one place. The
 /// descriptor is released only in `deinit`, when no thread can still use it: ``close()``
 /// shuts the connection down (waking blocked calls) and ``reset()`` swaps the socket for a
 /// placeholder, so a number that another socket reuses is never touched by a late call.
-final class TCPSocket: Sendable {
-    let descriptor: Int32
+public final class TCPSocket: Sendable {
+    package let descriptor: Int32
     private let closed = Mutex(false)
 
     private init(descriptor: Int32) { self.descriptor = descriptor }
@@ -67,9 +62,9 @@ final class TCPSocket: Sendable {
     deinit { _ = Glibc.close(descriptor) }
 
     /// A listening socket on `endpoint` (port 0: any free port).
-    static func listen(on endpoint: Endpoint, backlog: Int32 = 64) throws -> TCPSocket {
+    public static func listen(on endpoint: Endpoint, backlog: Int32 = 64) throws -> TCPSocket {
         let descriptor = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        guard descriptor >= 0 else { throw NetemError.system("socket") }
+        guard descriptor >= 0 else { throw SystemCall.lastError("socket") }
         let socket = TCPSocket(descriptor: descriptor)
         var yes: Int32 = 1
         setsockopt(descriptor, SOL_SOCKET, SO_REUSEADDR, &yes, socklen_t(MemoryLayout<Int32>.size))
@@ -77,15 +72,15 @@ final class TCPSocket: Sendable {
         let bound = withUnsafePointer(to: &address) {
             $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(descriptor, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
         }
-        guard bound == 0 else { throw NetemError.system("bind", "to \(endpoint)") }
-        guard Glibc.listen(descriptor, backlog) == 0 else { throw NetemError.system("listen", "on \(endpoint)") }
+        guard bound == 0 else { throw SystemCall.lastError("bind to \(endpoint)") }
+        guard Glibc.listen(descriptor, backlog) == 0 else { throw SystemCall.lastError("listen on \(endpoint)") }
         return socket
     }
 
     /// A connection to `endpoint`.
-    static func connect(to endpoint: Endpoint) throws -> TCPSocket {
+    public static func connect(to endpoint: Endpoint) throws -> TCPSocket {
         let descriptor = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        guard descriptor >= 0 else { throw NetemError.system("socket") }
+        guard descriptor >= 0 else { throw SystemCall.lastError("socket") }
         let socket = TCPSocket(descriptor: descriptor)
         var address = try endpoint.address()
         let result = withUnsafePointer(to: &address) { pointer in
@@ -93,13 +88,13 @@ final class TCPSocket: Sendable {
                 SystemCall.retryingInterrupts { Glibc.connect(descriptor, raw, socklen_t(MemoryLayout<sockaddr_in>.size)) }
             }
         }
-        guard result == 0 else { throw NetemError.system("connect", "to \(endpoint)") }
+        guard result == 0 else { throw SystemCall.lastError("connect to \(endpoint)") }
         socket.setNoDelay()
         return socket
     }
 
     /// The port this socket is bound to.
-    var localPort: UInt16 {
+    public var localPort: UInt16 {
         var address = sockaddr_in()
         var length = socklen_t(MemoryLayout<sockaddr_in>.size)
         _ = withUnsafeMutablePointer(to: &address) {
@@ -109,7 +104,7 @@ final class TCPSocket: Sendable {
     }
 
     /// The next incoming connection, or nil once the socket is closed.
-    func accept() -> TCPSocket? {
+    public func accept() -> TCPSocket? {
         let client = SystemCall.retryingInterrupts { Glibc.accept(descriptor, nil, nil) }
         guard client >= 0 else { return nil }
         let socket = TCPSocket(descriptor: client)
@@ -118,12 +113,30 @@ final class TCPSocket: Sendable {
     }
 
     /// Reads up to `count` bytes; an empty array at the end of the stream or on an error.
-    func receive(into buffer: UnsafeMutableRawBufferPointer) -> Int {
+    public func receive(into buffer: UnsafeMutableRawBufferPointer) -> Int {
         max(0, SystemCall.retryingInterrupts { recv(descriptor, buffer.baseAddress, buffer.count, 0) })
     }
 
+    /// Fills all of `buffer`; false at the end of the stream, on an error or a timeout.
+    public func receiveAll(into buffer: UnsafeMutableRawBufferPointer) -> Bool {
+        var offset = 0
+        while offset < buffer.count {
+            let received = SystemCall.retryingInterrupts { recv(descriptor, buffer.baseAddress! + offset, buffer.count - offset, 0) }
+            guard received > 0 else { return false }
+            offset += received
+        }
+        return true
+    }
+
+    /// Makes a blocked receive give up after `seconds` (0: wait for ever), so that a peer that
+    /// stops answering without closing (a dropped link) is noticed.
+    public func setReceiveTimeout(seconds: Double) {
+        var value = timeval(tv_sec: Int(seconds), tv_usec: Int((seconds - seconds.rounded(.down)) * 1_000_000))
+        setsockopt(descriptor, SOL_SOCKET, SO_RCVTIMEO, &value, socklen_t(MemoryLayout<timeval>.size))
+    }
+
     /// Writes all of `bytes`; false if the peer is gone.
-    func sendAll(_ bytes: UnsafeRawBufferPointer) -> Bool {
+    public func sendAll(_ bytes: UnsafeRawBufferPointer) -> Bool {
         var offset = 0
         while offset < bytes.count {
             let sent = SystemCall.retryingInterrupts { send(descriptor, bytes.baseAddress! + offset, bytes.count - offset, Int32(MSG_NOSIGNAL)) }
@@ -134,12 +147,12 @@ final class TCPSocket: Sendable {
     }
 
     /// Ends the writing half (the peer reads end of stream).
-    func shutdownWrite() { _ = Glibc.shutdown(descriptor, Int32(SHUT_WR)) }
+    public func shutdownWrite() { _ = Glibc.shutdown(descriptor, Int32(SHUT_WR)) }
 
     /// Ends the connection with a TCP reset instead of an orderly close (what a broken link
     /// looks like): no lingering, reads woken, and the socket replaced by an unconnected
     /// placeholder so that its last reference goes and the kernel sends the reset.
-    func reset() {
+    public func reset() {
         guard markClosed() else { return }
         var linger = Glibc.linger(l_onoff: 1, l_linger: 0)
         setsockopt(descriptor, SOL_SOCKET, SO_LINGER, &linger, socklen_t(MemoryLayout<Glibc.linger>.size))
@@ -152,7 +165,7 @@ final class TCPSocket: Sendable {
     }
 
     /// Shuts the connection down once; blocked `accept`/`recv` calls on it return.
-    func close() {
+    public func close() {
         guard markClosed() else { return }
         _ = Glibc.shutdown(descriptor, Int32(SHUT_RDWR))
     }
