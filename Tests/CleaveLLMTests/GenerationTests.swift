@@ -141,7 +141,7 @@ import Testing
         #expect(summary.reason == (summary.generated.count == 20 ? "max tokens" : "stop token"))
         let again = try generator.generate(prompt: [3, 17, 42], maxTokens: 20, sampling: .greedy)
         #expect(again.generated == summary.generated)
-        #expect(generator.cache.count == 3 + max(summary.generated.count - 1, 0))
+        #expect(generator.model.position == 3 + max(summary.generated.count - 1, 0))
     }
 
     @Test func theCallbackCanStopGeneration() throws {

@@ -12,14 +12,15 @@ struct TinyLlama {
 
     /// A model with `weightType` matrices (norms and biases float32) and a tied or separate head.
     static func make(
-        architecture: String = "llama", weightType: GGMLType = .q8_0, tiedOutput: Bool = true, layers: Int = 2, seed: UInt64 = 1
+        architecture: String = "llama", weightType: GGMLType = .q8_0, tiedOutput: Bool = true, layers: Int = 2, seed: UInt64 = 1,
+        embedding: Int? = nil, feedForward: Int? = nil, heads: Int = 4, kvHeads: Int = 2, contextLength: Int = 64
     ) throws -> TinyLlama {
         // K-quants pack 256 elements per block, so every matrix needs 256 columns.
-        let width = weightType.blockSize == 256 ? 256 : 64
+        let width = embedding ?? (weightType.blockSize == 256 ? 256 : 64)
         let c = LlamaConfiguration(
-            architecture: architecture, layers: layers, embedding: width, feedForward: width == 256 ? 256 : 96, heads: 4,
-            kvHeads: 2, ropeBase: 10_000,
-            rmsEpsilon: 1e-5, contextLength: 64, vocabulary: 80)
+            architecture: architecture, layers: layers, embedding: width, feedForward: feedForward ?? (width == 256 ? 256 : 96),
+            heads: heads, kvHeads: kvHeads, ropeBase: 10_000,
+            rmsEpsilon: 1e-5, contextLength: contextLength, vocabulary: 80)
         var writer = GGUFWriter()
         let a = architecture
         writer.set("general.architecture", .string(a))

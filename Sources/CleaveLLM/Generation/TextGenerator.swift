@@ -3,9 +3,8 @@ import CleaveSupport
 /// Produces text from a prompt one token at a time: prompt in one batched pass,
 /// then sample → evaluate → sample… until an end-of-generation token or the limit.
 public final class TextGenerator {
-    public let model: LlamaModel
+    public let model: any TokenPredictor
     public let tokenizer: Tokenizer
-    public let cache: KVCache
     /// Tokens that end a reply: the end-of-sequence and end-of-turn tokens.
     public let stopTokens: Set<Int32>
 
@@ -22,10 +21,15 @@ public final class TextGenerator {
         public var firstLogits: [Float]
     }
 
-    public init(model: LlamaModel, tokenizer: Tokenizer, contextLength: Int? = nil) {
+    /// A generator for a single-node model with a cache of `contextLength` positions.
+    public convenience init(model: LlamaModel, tokenizer: Tokenizer, contextLength: Int? = nil) {
+        self.init(model: LlamaSession(model: model, contextLength: contextLength), tokenizer: tokenizer)
+    }
+
+    /// A generator for any model with its context (single-node or tensor-parallel).
+    public init(model: any TokenPredictor, tokenizer: Tokenizer) {
         self.model = model
         self.tokenizer = tokenizer
-        cache = model.makeCache(capacity: contextLength)
         var stops = Set<Int32>()
         if let eos = tokenizer.eos { stops.insert(eos) }
         if let eot = model.file.metadata["tokenizer.ggml.eot_token_id"]?.integer { stops.insert(Int32(eot)) }
@@ -43,11 +47,11 @@ public final class TextGenerator {
         prompt: [Int32], maxTokens: Int, sampling: SamplingParameters, onText: (String) -> Bool = { _ in true }
     ) throws -> Summary {
         try sampling.validate()
-        cache.reset()
+        model.reset()
         var sampler = Sampler(sampling)
         let clock = ContinuousClock()
         let promptStart = clock.now
-        var logits = try model.evaluate(prompt, cache: cache)
+        var logits = try model.evaluate(prompt)
         var summary = Summary(
             promptTokens: prompt.count, generated: [], reason: "max tokens",
             promptSeconds: (clock.now - promptStart).seconds, decodeSeconds: 0, firstLogits: logits)
@@ -70,11 +74,11 @@ public final class TextGenerator {
                 if !keepGoing { break }
             }
             guard summary.generated.count < maxTokens else { break }
-            guard cache.count < cache.capacity else {
+            guard model.position < model.capacity else {
                 summary.reason = "context full"
                 break
             }
-            logits = try model.evaluate([token], cache: cache)
+            logits = try model.evaluate([token])
         }
         if !pending.isEmpty { _ = onText(String(decoding: pending, as: UTF8.self)) }
         summary.decodeSeconds = (clock.now - decodeStart).seconds
