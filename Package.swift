@@ -181,7 +181,7 @@ let tests: [Target] = [
     .testTarget(name: "CleaveProtocolTests", dependencies: ["CleaveProtocol", "CleaveSupport"]),
     .testTarget(
         name: "CleaveTrainTests", dependencies: ["CleaveTrain", "CleaveDatasets", "CleaveSupport", "CleaveTensor", "CleaveONNX", "CleaveCodec"]),
-    .testTarget(name: "CleaveCLITests", dependencies: ["cleave"]),
+    .testTarget(name: "CleaveCLITests", dependencies: ["cleave", "CleaveLLM", "CleaveSupport"]),
     .testTarget(name: "CleaveLLMTests", dependencies: ["CleaveLLM", "CleaveSupport", "CleaveTensor"]),
     .testTarget(name: "CleaveNetemTests", dependencies: ["CleaveNetem", "CleaveSupport"]),
     .testTarget(

@@ -17,6 +17,13 @@ struct LLMBench: ParsableCommand {
 
             Output: {"model", "threads", "prompt_tokens", "decode_tokens", "prompt_tok_s", \
             "decode_tok_s", "peak_rss_bytes", "file_bytes", "repetitions"}.
+
+            With --workers the model runs tensor-parallel over those shard workers (see `cleave llm \
+            worker`), and the line also has "workers", "sync", "bytes_per_token" (measured on the \
+            sockets over the decoding runs, headers included), "plan_bytes_per_token" (the plan's \
+            formula: 2 syncs × blocks × workers × (24 header bytes + 2 × embedding values)), \
+            "sync_ms_per_token" (encoding, sending and waiting for the workers' partials) and \
+            "local_ms_per_token" (the coordinator's own slices), and "recoveries".
             """)
 
     @Option(help: "The .gguf model file.") var model: String = ""
@@ -28,6 +35,7 @@ struct LLMBench: ParsableCommand {
     var activations = "q8"
     @Flag(help: "Time the matrix kernels of every weight type on an in-cache matrix instead (no model needed).")
     var kernels = false
+    @OptionGroup(title: "Tensor parallelism") var parallel: ParallelOptions
 
     func run() throws {
         if kernels {
@@ -47,8 +55,18 @@ struct LLMBench: ParsableCommand {
             throw ValidationError("--prompt-tokens, --decode-tokens and --repetitions must be positive")
         }
         let file = try GGUFFile(contentsOf: model)
-        let llm = try LlamaModel(file, threads: threads, batchSize: max(promptTokens, 1), precision: try precision(activations))
-        let cache = llm.makeCache(capacity: max(promptTokens, decodeTokens) + 1)
+        let context = max(promptTokens, decodeTokens) + 1
+        let llm: any TokenPredictor
+        let threadCount: Int
+        var parallelModel: TensorParallelLlama?
+        if parallel.isParallel {
+            let tp = try parallel.model(
+                file, threads: threads, context: context, batchSize: max(promptTokens, 1), precision: try precision(activations))
+            (llm, threadCount, parallelModel) = (tp, tp.workers.threads, tp)
+        } else {
+            let single = try LlamaModel(file, threads: threads, batchSize: max(promptTokens, 1), precision: try precision(activations))
+            (llm, threadCount) = (LlamaSession(model: single, contextLength: context), single.workers.threads)
+        }
         var state: UInt64 = 42
         let prompt = (0..<promptTokens).map { _ -> Int32 in
             state = state &* 6_364_136_223_846_793_005 &+ 1_442_695_040_888_963_407
@@ -61,18 +79,26 @@ struct LLMBench: ParsableCommand {
             return (clock.now - start).seconds
         }
         func promptPass() throws {
-            cache.reset()
-            _ = try llm.evaluate(prompt, cache: cache)
+            llm.reset()
+            _ = try llm.evaluate(prompt)
         }
+        var decode = (bytes: 0, sync: 0.0, local: 0.0)
         func decodePass() throws {
-            cache.reset()
+            llm.reset()
+            let before = parallelModel?.statistics
             var token = prompt[0]
             for _ in 0..<decodeTokens {
-                token = Sampler.argmax(try llm.evaluate([token], cache: cache))
+                token = Sampler.argmax(try llm.evaluate([token]))
+            }
+            if let before, let after = parallelModel?.statistics {
+                decode.bytes += after.bytesSent + after.bytesReceived - before.bytesSent - before.bytesReceived
+                decode.sync += after.syncSeconds - before.syncSeconds
+                decode.local += after.localSeconds - before.localSeconds
             }
         }
         try promptPass()
         try decodePass()
+        decode = (0, 0, 0)
         var promptRates: [Double] = []
         var decodeRates: [Double] = []
         for _ in 0..<repetitions {
@@ -82,9 +108,9 @@ struct LLMBench: ParsableCommand {
         func median(_ values: [Double]) -> Double { SampleStatistics(values).median }
         var usage = rusage()
         getrusage(__rusage_who_t(RUSAGE_SELF.rawValue), &usage)
-        let fields: [(String, String)] = [
+        var fields: [(String, String)] = [
             ("model", "\"\((model as NSString).lastPathComponent)\""),
-            ("threads", "\(llm.workers.threads)"),
+            ("threads", "\(threadCount)"),
             ("prompt_tokens", "\(promptTokens)"),
             ("decode_tokens", "\(decodeTokens)"),
             ("prompt_tok_s", String(format: "%.2f", median(promptRates))),
@@ -93,6 +119,19 @@ struct LLMBench: ParsableCommand {
             ("file_bytes", "\(file.fileSize)"),
             ("repetitions", "\(repetitions)"),
         ]
+        if let tp = parallelModel {
+            let decoded = Double(decodeTokens * repetitions)
+            let remote = tp.placements.indices.filter { tp.placements[$0] != .coordinator }
+            fields += [
+                ("workers", "\(remote.count)"),
+                ("sync", "\"\(tp.encoding.rawValue)\""),
+                ("bytes_per_token", (Double(decode.bytes) / decoded).fixed(1)),
+                ("plan_bytes_per_token", "\(tp.plan.syncBytesPerToken(remote: remote, encoding: tp.encoding))"),
+                ("sync_ms_per_token", (decode.sync * 1000 / decoded).fixed(3)),
+                ("local_ms_per_token", (decode.local * 1000 / decoded).fixed(3)),
+                ("recoveries", "\(tp.statistics.recoveries.count)"),
+            ]
+        }
         print("{" + fields.map { "\"\($0.0)\": \($0.1)" }.joined(separator: ", ") + "}")
     }
 }

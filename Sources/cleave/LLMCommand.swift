@@ -8,7 +8,7 @@ struct LLMCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "llm",
         abstract: "Large language models in GGUF files.",
-        subcommands: [LLMGenerate.self, LLMBench.self, LLMInspect.self, LLMTokenize.self])
+        subcommands: [LLMGenerate.self, LLMBench.self, LLMWorker.self, LLMShardPlan.self, LLMInspect.self, LLMTokenize.self])
 }
 
 struct LLMInspect: ParsableCommand {

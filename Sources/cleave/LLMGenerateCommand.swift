@@ -23,6 +23,11 @@ struct LLMGenerate: ParsableCommand {
             prints one JSON line per prompt with the prompt's and the generated token ids, for \
             comparing with other engines; --logits-dir DIR also writes each prompt's first-token \
             logits as raw float32 to DIR/logits-N.f32.
+
+            --workers HOST:PORT,… runs the model tensor-parallel over shard workers (`cleave llm \
+            worker` on each board): same flags, same output, plus a line on standard error with \
+            the bytes each token sent and the time spent in syncs. A worker that fails mid-answer \
+            has its slice taken over by this process; the answer does not change.
             """)
 
     @Option(help: "The .gguf model file.") var model: String
@@ -43,12 +48,31 @@ struct LLMGenerate: ParsableCommand {
     @Option(help: "With --prompts: write first-token logits here.") var logitsDir: String?
     @Option(help: "Inputs of matrix products: q8 (fast, llama.cpp's arithmetic) or float (exact products).")
     var activations = "q8"
+    @OptionGroup(title: "Tensor parallelism") var parallel: ParallelOptions
 
     func run() throws {
         let file = try GGUFFile(contentsOf: model)
-        let llm = try LlamaModel(file, threads: threads, precision: try precision(activations))
         let tokenizer = try Tokenizer(file)
-        let generator = TextGenerator(model: llm, tokenizer: tokenizer, contextLength: context)
+        let generator: TextGenerator
+        var parallelModel: TensorParallelLlama?
+        if parallel.isParallel {
+            let tp = try parallel.model(file, threads: threads, context: context, precision: try precision(activations))
+            generator = TextGenerator(model: tp, tokenizer: tokenizer)
+            parallelModel = tp
+        } else {
+            let llm = try LlamaModel(file, threads: threads, precision: try precision(activations))
+            generator = TextGenerator(model: llm, tokenizer: tokenizer, contextLength: context)
+        }
+        defer {
+            if let tp = parallelModel {
+                let s = tp.statistics
+                let tokens = max(1, tp.position)
+                standardError(
+                    "tensor parallel: \(s.syncs) syncs, \(s.bytesSent + s.bytesReceived) bytes (\((s.bytesSent + s.bytesReceived) / tokens) per position), "
+                        + "sync \(s.syncSeconds.fixed(2)) s, local \(s.localSeconds.fixed(2)) s, \(s.recoveries.count) worker(s) lost"
+                        + s.stallSeconds.map { ", stall \($0.fixed(2)) s" }.joined())
+            }
+        }
         var sampling = SamplingParameters()
         sampling.temperature = temperature
         sampling.topK = topK

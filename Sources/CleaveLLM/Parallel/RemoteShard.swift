@@ -6,9 +6,12 @@ final class RemoteShard {
     let endpoint: Endpoint
     let slice: ShardSlice
     private let socket: TCPSocket
-    /// Bytes written to and read from the socket (headers included).
+    /// Bytes of the data plane written to and read from the socket (headers included; the
+    /// session's opening and the slice transfer are not counted).
     private(set) var bytesSent = 0
     private(set) var bytesReceived = 0
+    /// Bytes of the slice file sent when the worker did not have it.
+    private(set) var sliceBytesSent = 0
     private var scratch: [UInt8] = []
 
     /// Connects to `endpoint` and opens a session for `slice`.
@@ -43,8 +46,10 @@ final class RemoteShard {
             }
             reply = try receive()
             socket.setReceiveTimeout(seconds: timeout)
+            sliceBytesSent = bytes.count
         }
         guard reply.status == .ok else { throw LLMError(.worker, "worker \(endpoint) refused the slice: \(reply.text)") }
+        (bytesSent, bytesReceived) = (0, 0)
     }
 
     deinit {

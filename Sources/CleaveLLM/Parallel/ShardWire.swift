@@ -40,6 +40,14 @@ public enum SyncEncoding: String, Sendable, CaseIterable, Codable {
         }
     }
 
+    /// Rounds `count` values in place as a trip over the wire would (nothing for f32).
+    func roundTrip(_ values: UnsafeMutablePointer<Float>, count: Int, scratch: inout [UInt8]) {
+        guard self != .f32 else { return }
+        scratch.removeAll(keepingCapacity: true)
+        encode(values, count: count, into: &scratch)
+        scratch.withUnsafeBytes { decode($0, count: count, into: values) }
+    }
+
     /// Decodes `count` values from `bytes` (exactly ``byteCount(values:)`` of them).
     func decode(_ bytes: UnsafeRawBufferPointer, count: Int, into values: UnsafeMutablePointer<Float>) {
         switch self {

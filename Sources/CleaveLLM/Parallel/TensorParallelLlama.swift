@@ -71,6 +71,10 @@ public final class TensorParallelLlama {
     private var passes: [[Int32]] = []
     /// One partial output buffer per node (batch × embedding).
     private let partials: [UnsafeMutablePointer<Float>]
+    /// The block input as a worker receives it, for the coordinator's own slices (so that a
+    /// slice computes the same wherever it runs), and scratch bytes for that rounding.
+    private let roundedInput: Activations
+    private var roundingScratch: [UInt8] = []
 
     private enum Member {
         case local(LlamaShard, KVCache)
@@ -115,6 +119,7 @@ public final class TensorParallelLlama {
         trunk = try LlamaTrunk(file, configuration: c, batchSize: self.batchSize)
         self.modelSHA256 = modelSHA256 ?? ShardSliceFile.digest(of: file)
         partials = plan.slices.map { _ in .allocate(capacity: max(1, batchSize) * c.embedding) }
+        roundedInput = Activations(tokens: max(1, batchSize), columns: c.embedding)
         members = []
         for index in plan.slices.indices { members.append(try connect(index)) }
     }
@@ -182,13 +187,24 @@ public final class TensorParallelLlama {
         }
         syncTime += clock.now - started
         started = clock.now
+        // The coordinator's own slices see the input and give their partial rounded as the
+        // link would round them: the sum does not depend on where a slice runs, so a slice
+        // taken over from a lost worker changes nothing.
+        var input = normed
+        if encoding != .f32 && taking.contains(where: { if case .local = members[$0] { true } else { false } }) {
+            roundedInput.reset(tokens: n, columns: configuration.embedding)
+            roundedInput.floats.update(from: normed.floats, count: count)
+            encoding.roundTrip(roundedInput.floats, count: count, scratch: &roundingScratch)
+            input = roundedInput
+        }
         for index in taking {
             guard case .local(let shard, let cache) = members[index] else { continue }
             if operation == .attention {
-                shard.attention(layer: layer, input: normed, first: first, cache: cache, into: partials[index])
+                shard.attention(layer: layer, input: input, first: first, cache: cache, into: partials[index])
             } else {
-                shard.feedForward(layer: layer, input: normed, into: partials[index])
+                shard.feedForward(layer: layer, input: input, into: partials[index])
             }
+            encoding.roundTrip(partials[index], count: count, scratch: &roundingScratch)
         }
         statistics.localSeconds += (clock.now - started).seconds
         started = clock.now
@@ -221,6 +237,9 @@ public final class TensorParallelLlama {
         statistics.bytesReceived = retiredBytes.received + received
     }
 
+    /// Digest and size of each slice file made so far (a reconnect does not cut it again).
+    private var sliceDigests: [ShardSlice: (sha256: String, bytes: Int)] = [:]
+
     /// Bytes counted by connections that were closed (after a failure).
     private var retiredBytes = (sent: 0, received: 0)
 
@@ -233,10 +252,20 @@ public final class TensorParallelLlama {
         case .coordinator:
             return try localMember(slice)
         case .worker(let endpoint):
-            let bytes = try ShardSliceFile.bytes(of: slice, from: file, modelSHA256: modelSHA256)
+            let digest: (sha256: String, bytes: Int)
+            var cut: [UInt8]?
+            if let known = sliceDigests[slice] {
+                digest = known
+            } else {
+                let bytes = try ShardSliceFile.bytes(of: slice, from: file, modelSHA256: modelSHA256)
+                digest = (SHA256.hexString(SHA256.hash(bytes)), bytes.count)
+                sliceDigests[slice] = digest
+                cut = bytes
+            }
             let remote = try RemoteShard(
-                endpoint: endpoint, slice: slice, modelSHA256: modelSHA256, sliceSHA256: SHA256.hexString(SHA256.hash(bytes)),
-                sliceBytes: bytes.count, capacity: capacity, precision: precision, timeout: timeout, sliceFile: { bytes })
+                endpoint: endpoint, slice: slice, modelSHA256: modelSHA256, sliceSHA256: digest.sha256, sliceBytes: digest.bytes,
+                capacity: capacity, precision: precision, timeout: timeout,
+                sliceFile: { try cut ?? ShardSliceFile.bytes(of: slice, from: file, modelSHA256: modelSHA256) })
             log("node \(index) at \(endpoint): \(slice)")
             return .remote(remote)
         }

@@ -1,0 +1,179 @@
+import ArgumentParser
+import CleaveLLM
+import CleaveProtocol
+import CleaveSupport
+import Foundation
+
+/// The options that turn a single-node LLM command into a tensor-parallel one.
+struct ParallelOptions: ParsableArguments {
+    @Option(help: "Shard workers (HOST:PORT,…): run the model's blocks across them (tensor parallelism).")
+    var workers: String?
+    @Option(help: "Relative speed of each worker (comma-separated, same order); shares follow it. Default: equal.")
+    var speeds: String?
+    @Option(help: "Speed share of the coordinator's own slice beside the workers (0: it holds only embedding, norms and head).")
+    var coordinatorShare: Double = 0
+    @Option(help: "How activations travel: f32 (exact) or q8_0 (34 bytes per 32 values).")
+    var sync: String = "q8_0"
+    @Option(help: "Seconds a worker may take to answer before its slice moves to the coordinator.")
+    var workerTimeout: Double = 30
+    @Flag(help: "Allow more nodes than key/value heads (the extra nodes get MLP rows only).")
+    var loosePlan = false
+
+    var isParallel: Bool { workers != nil }
+
+    var endpoints: [Endpoint] {
+        get throws {
+            guard let workers else { return [] }
+            return try workers.split(separator: ",").map { try Endpoint(parsing: String($0)) }
+        }
+    }
+
+    var encoding: SyncEncoding {
+        get throws {
+            guard let encoding = SyncEncoding(rawValue: sync) else { throw ValidationError("--sync must be f32 or q8_0, not '\(sync)'") }
+            return encoding
+        }
+    }
+
+    /// The plan's nodes: the coordinator first when it takes a share, then the workers.
+    func nodes() throws -> (nodes: [ShardNode], placements: [TensorParallelLlama.Placement]) {
+        let endpoints = try endpoints
+        guard !endpoints.isEmpty else { throw ValidationError("--workers lists no HOST:PORT") }
+        var weights = [Double](repeating: 1, count: endpoints.count)
+        if let speeds {
+            weights = try speeds.split(separator: ",").map {
+                guard let value = Double($0), value > 0 else { throw ValidationError("--speeds: '\($0)' is not a positive number") }
+                return value
+            }
+            guard weights.count == endpoints.count else {
+                throw ValidationError("--speeds has \(weights.count) values for \(endpoints.count) workers")
+            }
+        }
+        var nodes = zip(endpoints, weights).map { ShardNode(name: $0.0.description, speed: $0.1) }
+        var placements = endpoints.map { TensorParallelLlama.Placement.worker($0) }
+        if coordinatorShare > 0 {
+            nodes.insert(ShardNode(name: "coordinator", speed: coordinatorShare), at: 0)
+            placements.insert(.coordinator, at: 0)
+        }
+        return (nodes, placements)
+    }
+
+    /// A tensor-parallel model over the workers, logging to standard error.
+    func model(_ file: GGUFFile, threads: Int?, context: Int, batchSize: Int = 64, precision: ActivationPrecision) throws
+        -> TensorParallelLlama
+    {
+        let c = try LlamaConfiguration(file)
+        let (nodes, placements) = try nodes()
+        let plan = try ShardPlan(
+            configuration: c, costs: try ShardCosts(file, configuration: c), nodes: nodes, contextLength: context, strict: !loosePlan)
+        return try TensorParallelLlama(
+            file, plan: plan, placements: placements, encoding: try encoding, threads: threads, batchSize: batchSize, precision: precision,
+            timeout: workerTimeout, log: { standardError("cleave llm: \($0)") })
+    }
+}
+
+func standardError(_ line: String) {
+    FileHandle.standardError.write(Data((line + "\n").utf8))
+}
+
+struct LLMWorker: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "worker",
+        abstract: "Serve a slice of an LLM's blocks to a tensor-parallel coordinator.",
+        discussion: """
+            Listens on --listen for a coordinator (`cleave llm generate|bench|serve --workers …`). \
+            The coordinator says which slice of which model this worker computes (whole key/value-head \
+            groups of attention, a run of MLP rows); the slice arrives once as a GGUF file of its own, \
+            is checked against its SHA-256 and the model's digest, and is kept in --cache, so the \
+            board never needs the whole model and a restart needs no transfer. Then, for every block \
+            of every pass, the worker receives the normed input and answers with its slice's partial \
+            output; it keeps the KV cache of its own heads.
+
+            One coordinator is served at a time; when it disconnects the worker waits for the next. \
+            Stop with Ctrl-C. The protocol is described in docs/wire-format.md ("Tensor-parallel \
+            shard protocol").
+            """)
+
+    @Option(help: "Address to listen on, HOST:PORT (port 0: any free port, printed).") var listen = "0.0.0.0:7311"
+    @Option(help: "Folder of verified slice files (default: ~/.cache/cleave/llm-slices).") var cache: String?
+    @Option(help: "Threads (default: one per core).") var threads: Int?
+
+    func run() throws {
+        let endpoint = try Endpoint(parsing: listen)
+        let listener = try TCPSocket.listen(on: endpoint)
+        let folder = cache ?? "\(ProcessInfo.processInfo.environment["HOME"] ?? ".")/.cache/cleave/llm-slices"
+        standardError("cleave llm worker: listening on \(endpoint.host):\(listener.localPort), slices in \(folder)")
+        let worker = ShardWorker(cacheDirectory: folder, threads: threads) { standardError("cleave llm worker: \($0)") }
+        worker.serve(listener)
+    }
+}
+
+struct LLMShardPlan: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "shard-plan",
+        abstract: "Show how a model would be split over boards: slices, memory per board, bytes per token.",
+        discussion: """
+            Plans the model over the boards of --profiles (device profiles: their GFLOP/s set the \
+            shares, their memory budget caps them) or over --nodes N equal nodes, and prints one \
+            line per node — its key/value heads, MLP rows, weight and KV-cache memory — and the \
+            bytes each decoded token sends over the links with f32 and with Q8_0 sync. A plan that \
+            cannot be made (more nodes than key/value heads without --loose-plan, a board too \
+            small) is refused with the reason. --write DIR also cuts each node's slice file \
+            (what a worker would be sent) into DIR.
+            """)
+
+    @Option(help: "The .gguf model file.") var model: String
+    @Option(help: "Device profiles, comma-separated (devices/*.yaml).") var profiles: String?
+    @Option(help: "Plan over this many equal nodes instead of profiles.") var nodes: Int?
+    @Option(help: "KV-cache positions each node reserves.") var context = 2048
+    @Flag(help: "Allow more nodes than key/value heads.") var loosePlan = false
+    @Option(help: "Write each node's slice file into this folder.") var write: String?
+
+    func run() throws {
+        let file = try GGUFFile(contentsOf: model)
+        let c = try LlamaConfiguration(file)
+        var shardNodes: [ShardNode] = []
+        if let profiles {
+            for path in profiles.split(separator: ",") {
+                let profile = try DeviceProfile.load(String(path))
+                shardNodes.append(ShardNode(name: profile.name, speed: profile.gflops, memoryBytes: profile.memoryBudgetMiB << 20))
+            }
+        } else if let nodes, nodes > 0 {
+            shardNodes = (0..<nodes).map { ShardNode(name: "node\($0)") }
+        } else {
+            throw ValidationError("give --profiles a.yaml,b.yaml or --nodes N")
+        }
+        let plan = try ShardPlan(
+            configuration: c, costs: try ShardCosts(file, configuration: c), nodes: shardNodes, contextLength: context, strict: !loosePlan)
+        print("model      \(model): \(c.layers) blocks, \(c.heads) heads / \(c.kvHeads) key/value heads, MLP \(c.feedForward) rows")
+        print("trunk      embedding, norms and output head stay on the coordinator")
+        print(
+            "node".aligningLeft(24) + "speed".aligningRight(8) + "  kv heads  mlp rows".aligningLeft(22) + "weights MiB".aligningRight(13)
+                + "kv cache MiB".aligningRight(14))
+        for (index, node) in plan.nodes.enumerated() {
+            let slice = plan.slices[index]
+            let heads = slice.kvHeads.isEmpty ? "-" : "\(slice.kvHeads.lowerBound)..<\(slice.kvHeads.upperBound)"
+            let rows = slice.feedForward.isEmpty ? "-" : "\(slice.feedForward.lowerBound)..<\(slice.feedForward.upperBound)"
+            var line = node.name.aligningLeft(24) + node.speed.fixed(1).aligningRight(8) + "  " + heads.aligningLeft(10) + rows.aligningLeft(10)
+            line += (Double(plan.weightBytes(index)) / 1_048_576).fixed(1).aligningRight(13)
+            line += (Double(plan.cacheBytes(index)) / 1_048_576).fixed(1).aligningRight(14)
+            if let memory = node.memoryBytes { line += "  of \(memory >> 20) MiB" }
+            print(line)
+        }
+        let remote = Array(plan.nodes.indices)
+        for encoding in SyncEncoding.allCases {
+            let bytes = plan.syncBytesPerToken(remote: remote, encoding: encoding)
+            print("bytes/token \(encoding.rawValue): \(bytes) (2 syncs × \(c.layers) blocks × \(remote.count) nodes × request and reply)")
+        }
+        if let write {
+            try SystemCall.makeDirectories(write)
+            let digest = ShardSliceFile.digest(of: file)
+            for (index, slice) in plan.slices.enumerated() {
+                let bytes = try ShardSliceFile.bytes(of: slice, from: file, modelSHA256: digest)
+                let path = "\(write)/\(SHA256.hexString(SHA256.hash(bytes))).gguf"
+                try SystemCall.writeFileAtomically(path, bytes)
+                print("wrote node \(index)'s slice to \(path) (\(bytes.count) bytes)")
+            }
+        }
+    }
+}
