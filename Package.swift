@@ -24,6 +24,8 @@ let dependencies: [Package.Dependency] = [
     .package(url: "https://github.com/jpsim/Yams", from: "5.0.0"),
     .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
     .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.6.0"),
+    // The OpenAI-compatible HTTP API of `cleave llm serve` (coordinator only; never on a board).
+    .package(url: "https://github.com/apple/swift-nio", from: "2.81.0"),
 ]
 
 // MARK: - Implementation details: C system libraries
@@ -85,9 +87,12 @@ let modules: [Target] = [
     .target(
         name: "CleaveCoordinator",
         dependencies: [
-            "CleaveONNX", "CleaveCodec", "CleaveMQTT", "CleaveProtocol", "CleaveSupport", "CleaveTensor",
+            "CleaveONNX", "CleaveCodec", "CleaveLLM", "CleaveMQTT", "CleaveProtocol", "CleaveSupport", "CleaveTensor",
             .product(name: "Logging", package: "swift-log"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "NIOPosix", package: "swift-nio"),
+            .product(name: "NIOHTTP1", package: "swift-nio"),
         ]),
     .target(
         name: "CleaveMQTT",

@@ -12,8 +12,8 @@ if ((${#missing[@]})); then
     $sudo_cmd apt-get update -qq
     DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq "${missing[@]}"
 fi
-if ! python3 -c "import onnx, onnxruntime, numpy, gguf" 2>/dev/null; then
-    echo "installing Python reference packages: onnx onnxruntime numpy gguf"
-    python3 -m pip install -q onnx onnxruntime numpy gguf 2>/dev/null || python3 -m pip install -q --break-system-packages onnx onnxruntime numpy gguf
+if ! python3 -c "import onnx, onnxruntime, numpy, gguf, openai" 2>/dev/null; then
+    echo "installing Python reference packages (checking only): onnx onnxruntime numpy gguf openai"
+    python3 -m pip install -q onnx onnxruntime numpy gguf openai 2>/dev/null || python3 -m pip install -q --break-system-packages onnx onnxruntime numpy gguf openai
 fi
 command -v swift >/dev/null || { echo "error: Swift 6 is not on PATH; install the Swift 6.x toolchain for Linux first" >&2; exit 1; }

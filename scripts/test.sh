@@ -85,3 +85,11 @@ if [ -n "${CLEAVE_SMOLLM2:-}" ]; then
 else
     echo "skipped: SmolLM2 was not fetched"
 fi
+
+echo "== cleave llm serve with the OpenAI client: single node, and tensor-parallel over 2 workers"
+if [ -n "${CLEAVE_SMOLLM2:-}" ]; then
+    python3 bench/check_llm_serve.py .build/release/cleave "$CLEAVE_SMOLLM2"
+    python3 bench/check_llm_serve.py .build/release/cleave "$CLEAVE_SMOLLM2" --workers 2
+else
+    echo "skipped: SmolLM2 was not fetched"
+fi

@@ -4,11 +4,11 @@ import CleaveONNX
 import CleaveTensor
 import Foundation
 
-struct LLMCommand: ParsableCommand {
+struct LLMCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "llm",
         abstract: "Large language models in GGUF files.",
-        subcommands: [LLMGenerate.self, LLMBench.self, LLMWorker.self, LLMShardPlan.self, LLMInspect.self, LLMTokenize.self])
+        subcommands: [LLMGenerate.self, LLMBench.self, LLMServe.self, LLMWorker.self, LLMShardPlan.self, LLMInspect.self, LLMTokenize.self])
 }
 
 struct LLMInspect: ParsableCommand {

@@ -1,4 +1,5 @@
 import ArgumentParser
+import CleaveCoordinator
 import CleaveLLM
 import CleaveProtocol
 import CleaveSupport
@@ -174,6 +175,66 @@ struct LLMShardPlan: ParsableCommand {
                 try SystemCall.writeFileAtomically(path, bytes)
                 print("wrote node \(index)'s slice to \(path) (\(bytes.count) bytes)")
             }
+        }
+    }
+}
+
+struct LLMServe: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "serve",
+        abstract: "Serve a GGUF model over an OpenAI-compatible HTTP API.",
+        discussion: """
+            Answers GET /v1/models, POST /v1/completions and POST /v1/chat/completions (the model's \
+            chat template) as OpenAI's API does, whole or with "stream": true as server-sent events, \
+            so that the openai client and the tools built on it work unchanged (base URL \
+            http://HOST:PORT/v1, any API key). Fields used: prompt or messages, max_tokens (or \
+            max_completion_tokens; default --max-tokens), temperature, top_p, top_k, min_p, \
+            repeat_penalty, seed, stream. Requests run one at a time in arrival order; a streaming \
+            client that disconnects stops its generation at the next token. A request whose prompt \
+            and max_tokens do not fit --context gets a 400 with the reason. With --workers the model \
+            runs tensor-parallel (see `cleave llm generate --help`). Stop with Ctrl-C.
+            """)
+
+    @Option(help: "The .gguf model file.") var model: String
+    @Option(help: "Address to listen on.") var host = "127.0.0.1"
+    @Option(help: "Port to listen on (0: any free port, printed).") var port = 8080
+    @Option(help: "Name the API gives the model (default: the file name without .gguf).") var alias: String?
+    @Option(help: "Context positions (prompt + completion) of every request.") var context = 2048
+    @Option(help: "Completion tokens when a request gives no max_tokens.") var maxTokens = 256
+    @Option(help: "Threads (default: one per core).") var threads: Int?
+    @Option(help: "Inputs of matrix products: q8 (fast) or float (exact products).") var activations = "q8"
+    @OptionGroup(title: "Tensor parallelism") var parallel: ParallelOptions
+
+    func run() async throws {
+        let file = try GGUFFile(contentsOf: model)
+        let tokenizer = try Tokenizer(file)
+        let generator: TextGenerator
+        if parallel.isParallel {
+            generator = TextGenerator(
+                model: try parallel.model(file, threads: threads, context: context, precision: try precision(activations)), tokenizer: tokenizer)
+        } else {
+            let llm = try LlamaModel(file, threads: threads, precision: try precision(activations))
+            generator = TextGenerator(model: llm, tokenizer: tokenizer, contextLength: context)
+        }
+        let name = alias ?? ((model as NSString).lastPathComponent as NSString).deletingPathExtension
+        let server = LLMServer(generator: generator, modelName: name, defaultMaxTokens: maxTokens) { standardError("cleave llm serve: \($0)") }
+        // Ctrl-C or SIGTERM ends the server.
+        let (signals, signalled) = AsyncStream.makeStream(of: Int32.self)
+        let sources = [SIGINT, SIGTERM].map { signalNumber -> DispatchSourceSignal in
+            signal(signalNumber, SIG_IGN)
+            let source = DispatchSource.makeSignalSource(signal: signalNumber)
+            source.setEventHandler { signalled.yield(signalNumber) }
+            source.resume()
+            return source
+        }
+        defer { sources.forEach { $0.cancel() } }
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask { try await server.run(host: host, port: port) }
+            group.addTask {
+                for await _ in signals { return }
+            }
+            try await group.next()
+            group.cancelAll()
         }
     }
 }

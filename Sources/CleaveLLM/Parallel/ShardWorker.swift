@@ -1,5 +1,6 @@
 import CleaveSupport
 import CleaveTensor
+import Dispatch
 import Synchronization
 
 /// The board's side of tensor parallelism: serves one coordinator at a time on a TCP
@@ -53,15 +54,34 @@ public final class ShardWorker: @unchecked Sendable {
         self.log = log
     }
 
-    /// Accepts coordinators on `listener` one after another until the listener is closed.
+    /// Accepts coordinators on `listener` until it is closed, serving one at a time: a
+    /// coordinator that connects while another is served is refused at once with the reason.
     public func serve(_ listener: TCPSocket) {
         sockets.withLock { $0.listener = listener }
+        let running = DispatchGroup()
         while let connection = listener.accept() {
-            sockets.withLock { $0.connection = connection }
-            serve(connection: connection)
-            sockets.withLock { $0.connection = nil }
-            connection.close()
+            let busy = sockets.withLock { sockets in
+                if sockets.connection != nil { return true }
+                sockets.connection = connection
+                return false
+            }
+            if busy {
+                log("refused a second coordinator while serving one")
+                _ = ShardWire.send(
+                    ShardWire.Reply(status: .error, payload: Array("this worker is serving another coordinator (one at a time)".utf8)), on: connection
+                )
+                connection.close()
+                continue
+            }
+            running.enter()
+            DispatchQueue.global().async { [self] in
+                serve(connection: connection)
+                sockets.withLock { $0.connection = nil }
+                connection.close()
+                running.leave()
+            }
         }
+        running.wait()
     }
 
     /// Stops serving at once: the listener closes and the current session ends with a TCP
