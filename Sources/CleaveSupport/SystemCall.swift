@@ -82,26 +82,25 @@ public enum SystemCall {
     /// Writes `bytes` to `path` so that a crash or a full disk never leaves half a file under
     /// that name: a temporary file beside it, flushed to disk, then renamed over it.
     public static func writeFileAtomically(_ path: String, _ bytes: [UInt8]) throws(SystemError) {
-        // Unique per call: several writers in one process (agents of a testbed) may write the same file.
-        let temporary = "\(path).partial-\(getpid())-\(temporaryCounter.wrappingAdd(1, ordering: .relaxed).oldValue)"
-        let descriptor = try check("create \(temporary)") { open(temporary, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644) }
-        var written = 0
-        do throws(SystemError) {
-            while written < bytes.count {
-                let count = bytes.withUnsafeBytes { buffer in
-                    retryingInterrupts { write(descriptor, buffer.baseAddress! + written, buffer.count - written) }
-                }
-                guard count != -1 else { throw lastError("write \(temporary)") }
-                written += count
-            }
-            try check("fsync \(temporary)") { fsync(descriptor) }
-            close(descriptor)
-            try check("rename \(temporary) to \(path)") { rename(temporary, path) }
-        } catch {
-            close(descriptor)
-            unlink(temporary)
-            throw error
+        let writer = try AtomicFileWriter(path)
+        try writer.append(bytes)
+        try writer.commit()
+    }
+
+    /// SHA-256 of the file at `path`, read in 1 MiB pieces (the file is never mapped or held
+    /// whole, so hashing a large file does not grow the resident set).
+    public static func sha256(ofFile path: String) throws(SystemError) -> [UInt8] {
+        let descriptor = try check("open \(path)") { open(path, O_RDONLY | O_CLOEXEC) }
+        defer { close(descriptor) }
+        var hasher = SHA256()
+        var buffer = [UInt8](repeating: 0, count: 1 << 20)
+        while true {
+            let count = buffer.withUnsafeMutableBytes { raw in retryingInterrupts { read(descriptor, raw.baseAddress!, raw.count) } }
+            guard count != -1 else { throw lastError("read \(path)") }
+            if count == 0 { break }
+            buffer.withUnsafeBytes { hasher.update(UnsafeRawBufferPointer(rebasing: $0[0..<count])) }
         }
+        return hasher.finish()
     }
 
     /// Makes `path` and its missing parents (mode 0755); an existing folder is fine.
@@ -141,6 +140,57 @@ public enum SystemCall {
 
     /// Removes a file; a missing one is fine.
     public static func remove(_ path: String) { unlink(path) }
+}
+
+/// A file written piece by piece that appears under its name only when complete: the pieces
+/// go to a unique temporary file beside it, which ``commit()`` flushes to disk and renames
+/// over `path`; a writer dropped without committing removes its temporary file (a crash or
+/// a full disk never leaves half a file under the name).
+public final class AtomicFileWriter {
+    public let path: String
+    private let temporary: String
+    private let descriptor: Int32
+    private var open = true
+
+    public init(_ path: String) throws(SystemError) {
+        self.path = path
+        // Unique per writer: several writers in one process (agents of a testbed) may write the same file.
+        let temporary = "\(path).partial-\(getpid())-\(temporaryCounter.wrappingAdd(1, ordering: .relaxed).oldValue)"
+        self.temporary = temporary
+        descriptor = try SystemCall.check("create \(temporary)") { Glibc.open(temporary, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644) }
+    }
+
+    deinit {
+        if open {
+            close(descriptor)
+            unlink(temporary)
+        }
+    }
+
+    /// Appends `bytes`.
+    public func append(_ bytes: [UInt8]) throws(SystemError) {
+        var written = 0
+        while written < bytes.count {
+            let count = bytes.withUnsafeBytes { buffer in
+                SystemCall.retryingInterrupts { write(descriptor, buffer.baseAddress! + written, buffer.count - written) }
+            }
+            guard count != -1 else { throw SystemCall.lastError("write \(temporary)") }
+            written += count
+        }
+    }
+
+    /// Flushes the file to disk and gives it its name.
+    public func commit() throws(SystemError) {
+        try SystemCall.check("fsync \(temporary)") { fsync(descriptor) }
+        close(descriptor)
+        open = false
+        do throws(SystemError) {
+            try SystemCall.check("rename \(temporary) to \(path)") { rename(temporary, path) }
+        } catch {
+            unlink(temporary)
+            throw error
+        }
+    }
 }
 
 /// A read-only memory mapping of a whole file, or a private copy of bytes held in memory
@@ -183,6 +233,26 @@ public final class MappedFile: @unchecked Sendable {
 
     /// Size in bytes.
     public var count: Int { buffer.count }
+
+    /// What ``advise(_:bytes:)`` tells the kernel about a range of a mapped file.
+    public enum Advice: Sendable {
+        /// Read these pages in now (asynchronously): they are needed soon.
+        case willNeed
+        /// Drop these pages from the process (they are read again from the file, or the page
+        /// cache, when next touched): the resident set shrinks.
+        case dontNeed
+    }
+
+    /// Advises the kernel on the pages covering `range` of a mapped file (rounded out to whole
+    /// pages; nothing for a private copy).
+    public func advise(_ advice: Advice, bytes range: Range<Int>) {
+        guard mapped, let base = buffer.baseAddress, !range.isEmpty else { return }
+        let page = Int(sysconf(Int32(_SC_PAGESIZE)))
+        let start = max(0, range.lowerBound) / page * page
+        let end = min(buffer.count, range.upperBound)
+        guard end > start else { return }
+        _ = madvise(UnsafeMutableRawPointer(mutating: base + start), end - start, advice == .willNeed ? MADV_WILLNEED : MADV_DONTNEED)
+    }
 
     deinit {
         if mapped {

@@ -8,7 +8,9 @@ struct LLMCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "llm",
         abstract: "Large language models in GGUF files.",
-        subcommands: [LLMGenerate.self, LLMBench.self, LLMServe.self, LLMWorker.self, LLMShardPlan.self, LLMInspect.self, LLMTokenize.self])
+        subcommands: [
+            LLMGenerate.self, LLMBench.self, LLMPerplexity.self, LLMServe.self, LLMWorker.self, LLMShardPlan.self, LLMInspect.self, LLMTokenize.self,
+        ])
 }
 
 struct LLMInspect: ParsableCommand {

@@ -90,6 +90,10 @@ struct LLMWorker: ParsableCommand {
             of every pass, the worker receives the normed input and answers with its slice's partial \
             output; it keeps the KV cache of its own heads.
 
+            --memory-budget keeps only as many blocks' weights resident as fit (TPI-LLM's sliding \
+            window): a thread reads the next blocks in while one computes, and each block's pages are \
+            released when its MLP is done; tokens cost more page faults, the resident set stays small.
+
             One coordinator is served at a time; when it disconnects the worker waits for the next. \
             Stop with Ctrl-C. The protocol is described in docs/wire-format.md ("Tensor-parallel \
             shard protocol").
@@ -98,13 +102,16 @@ struct LLMWorker: ParsableCommand {
     @Option(help: "Address to listen on, HOST:PORT (port 0: any free port, printed).") var listen = "0.0.0.0:7311"
     @Option(help: "Folder of verified slice files (default: ~/.cache/cleave/llm-slices).") var cache: String?
     @Option(help: "Threads (default: one per core).") var threads: Int?
+    @Option(help: "Slice weights kept resident, e.g. 64MiB: a sliding window of blocks (default: the whole slice).")
+    var memoryBudget: String?
 
     func run() throws {
+        let budget = try memoryBudget.map(parseBudget)
         let endpoint = try Endpoint(parsing: listen)
         let listener = try TCPSocket.listen(on: endpoint)
         let folder = cache ?? "\(ProcessInfo.processInfo.environment["HOME"] ?? ".")/.cache/cleave/llm-slices"
         standardError("cleave llm worker: listening on \(endpoint.host):\(listener.localPort), slices in \(folder)")
-        let worker = ShardWorker(cacheDirectory: folder, threads: threads) { standardError("cleave llm worker: \($0)") }
+        let worker = ShardWorker(cacheDirectory: folder, threads: threads, memoryBudget: budget) { standardError("cleave llm worker: \($0)") }
         worker.serve(listener)
     }
 }

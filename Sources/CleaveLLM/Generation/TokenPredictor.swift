@@ -13,6 +13,8 @@ public protocol TokenPredictor: AnyObject {
     func reset()
     /// Runs `tokens` after the positions held and returns the logits of the last one.
     func evaluate(_ tokens: [Int32]) throws -> [Float]
+    /// Runs `tokens`; with `everyPosition` returns the logits after each of them.
+    func evaluate(_ tokens: [Int32], everyPosition: Bool) throws -> [[Float]]
 }
 
 /// A single-node ``LlamaModel`` with one KV cache.
@@ -31,6 +33,9 @@ public final class LlamaSession: TokenPredictor {
     public var capacity: Int { cache.capacity }
     public func reset() { cache.reset() }
     public func evaluate(_ tokens: [Int32]) throws -> [Float] { try model.evaluate(tokens, cache: cache) }
+    public func evaluate(_ tokens: [Int32], everyPosition: Bool) throws -> [[Float]] {
+        try model.evaluate(tokens, cache: cache, everyPosition: everyPosition)
+    }
 }
 
 extension TensorParallelLlama: TokenPredictor {}

@@ -54,7 +54,14 @@ public final class LlamaModel {
     ///
     /// - Throws: ``LLMError`` when a token id is out of range or the cache is full.
     public func evaluate(_ tokens: [Int32], cache: KVCache) throws -> [Float] {
+        try evaluate(tokens, cache: cache, everyPosition: false)[0]
+    }
+
+    /// Like ``evaluate(_:cache:)``, but with `everyPosition` returns the logits after each of
+    /// `tokens` (what perplexity needs), else only the last token's (one array).
+    public func evaluate(_ tokens: [Int32], cache: KVCache, everyPosition: Bool) throws -> [[Float]] {
         try trunk.validate(tokens, position: cache.count, capacity: cache.capacity)
+        var logits: [[Float]] = []
         var start = 0
         while start < tokens.count {
             let chunk = Array(tokens[start..<min(start + batchSize, tokens.count)])
@@ -65,8 +72,9 @@ public final class LlamaModel {
                 feedForward: { layer, normed, out in shard.feedForward(layer: layer, input: normed, into: out) })
             cache.advance(by: chunk.count)
             start += chunk.count
+            if everyPosition { logits += trunk.logits(rows: 0..<chunk.count, workers: workers, precision: precision) }
         }
-        return trunk.logitsOfLastToken(workers: workers, precision: precision)
+        return everyPosition ? logits : [trunk.logitsOfLastToken(workers: workers, precision: precision)]
     }
 
     /// A float32 vector tensor of `count` elements (norm weights, biases).
@@ -156,17 +164,26 @@ final class LlamaTrunk {
 
     /// Final norm and output head for the last token of the last pass.
     func logitsOfLastToken(workers: WorkerTeam, precision: ActivationPrecision) -> [Float] {
+        logits(rows: (workspace.lastTokens - 1)..<workspace.lastTokens, workers: workers, precision: precision)[0]
+    }
+
+    /// Final norm and output head for tokens `rows` of the last pass (one product for all).
+    func logits(rows: Range<Int>, workers: WorkerTeam, precision: ActivationPrecision) -> [[Float]] {
         let w = workspace
         let d = configuration.embedding
-        let last = w.residual + (w.lastTokens - 1) * d
-        w.normed.reset(tokens: 1, columns: d)
+        let v = configuration.vocabulary
+        w.normed.reset(tokens: rows.count, columns: d)
         outputNorm.withUnsafeBufferPointer { weight in
-            Elementwise.rmsNorm(last, weight: weight.baseAddress!, epsilon: configuration.rmsEpsilon, count: d, into: w.normed.row(0))
+            for (index, row) in rows.enumerated() {
+                Elementwise.rmsNorm(
+                    w.residual + row * d, weight: weight.baseAddress!, epsilon: configuration.rmsEpsilon, count: d, into: w.normed.row(index))
+            }
         }
-        return [Float](unsafeUninitializedCapacity: configuration.vocabulary) { buffer, initialized in
+        let all = [Float](unsafeUninitializedCapacity: rows.count * v) { buffer, initialized in
             output.multiply(w.normed, into: buffer.baseAddress!, workers: workers, precision: precision)
-            initialized = configuration.vocabulary
+            initialized = rows.count * v
         }
+        return (0..<rows.count).map { Array(all[($0 * v)..<(($0 + 1) * v)]) }
     }
 }
 

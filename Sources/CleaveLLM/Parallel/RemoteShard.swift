@@ -41,8 +41,9 @@ final class RemoteShard {
             let bytes = try sliceFile()
             // The worker may take a while to hash and store a large slice.
             socket.setReceiveTimeout(seconds: max(timeout, 120))
-            for start in stride(from: 0, to: bytes.count, by: ShardWire.maximumPayload) {
-                try send(ShardWire.Request(operation: .slice, payload: Array(bytes[start..<min(start + ShardWire.maximumPayload, bytes.count)])))
+            // 1 MiB pieces: what a board holds of the transfer at any time.
+            for start in stride(from: 0, to: bytes.count, by: 1 << 20) {
+                try send(ShardWire.Request(operation: .slice, payload: Array(bytes[start..<min(start + (1 << 20), bytes.count)])))
             }
             reply = try receive()
             socket.setReceiveTimeout(seconds: timeout)

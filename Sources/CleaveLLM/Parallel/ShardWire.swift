@@ -78,7 +78,7 @@ enum ShardWire {
     static let version: UInt8 = 1
     static let requestHeaderBytes = 16
     static let replyHeaderBytes = 8
-    /// Largest payload of one request or reply (slice chunks are this size).
+    /// Largest payload of one request or reply.
     static let maximumPayload = 16 << 20
 
     enum Operation: UInt8 {

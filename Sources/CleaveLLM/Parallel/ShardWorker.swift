@@ -16,6 +16,8 @@ public final class ShardWorker: @unchecked Sendable {
     /// Where verified slice files are kept.
     public let cacheDirectory: String
     public let threads: Int?
+    /// Bytes of slice weights to keep resident (nil: the whole slice): a ``WeightWindow``.
+    public let memoryBudget: Int?
     /// Called with one line per event (session, slice, error).
     public let log: @Sendable (String) -> Void
     /// The listener and the connection being served, for ``stop()`` (from any thread).
@@ -32,8 +34,9 @@ public final class ShardWorker: @unchecked Sendable {
         let cache: KVCache
         let input: Activations
         let output: UnsafeMutablePointer<Float>
+        let window: WeightWindow?
 
-        init(file: GGUFFile, slice: ShardSlice, capacity: Int, threads: Int?, precision: ActivationPrecision) throws {
+        init(file: GGUFFile, slice: ShardSlice, capacity: Int, threads: Int?, precision: ActivationPrecision, memoryBudget: Int?) throws {
             self.file = file
             configuration = try LlamaConfiguration(file)
             let batch = 64
@@ -43,14 +46,19 @@ public final class ShardWorker: @unchecked Sendable {
             cache = shard.makeCache(capacity: capacity)
             input = Activations(tokens: batch, columns: configuration.embedding)
             output = .allocate(capacity: batch * configuration.embedding)
+            let layers = configuration.layers
+            window = memoryBudget.map { WeightWindow(file: file, layers: layers, budget: $0) }
         }
 
         deinit { output.deallocate() }
     }
 
-    public init(cacheDirectory: String, threads: Int? = nil, log: @escaping @Sendable (String) -> Void = { _ in }) {
+    public init(
+        cacheDirectory: String, threads: Int? = nil, memoryBudget: Int? = nil, log: @escaping @Sendable (String) -> Void = { _ in }
+    ) {
         self.cacheDirectory = cacheDirectory
         self.threads = threads
+        self.memoryBudget = memoryBudget
         self.log = log
     }
 
@@ -134,44 +142,53 @@ public final class ShardWorker: @unchecked Sendable {
             try receiveSlice(hello, to: path, on: connection)
             log("stored slice \(hello.sliceSHA256.prefix(12)) (\(hello.sliceBytes) bytes)")
         }
-        let file = try GGUFFile(contentsOf: path)
-        guard ShardSliceFile.digest(of: file) == hello.sliceSHA256 else {
+        // Read, not mapped, for the digest: the blocks' pages come in only as they are used
+        // (with a memory budget, only a window of them).
+        let digest = SHA256.hexString(try SystemCall.sha256(ofFile: path))
+        guard digest == hello.sliceSHA256 else {
             SystemCall.remove(path)
             throw LLMError(.worker, "the cached slice \(path) does not match its SHA-256; removed it, reconnect to fetch it again")
         }
+        let file = try GGUFFile(contentsOf: path)
         let (slice, model) = try ShardSliceFile.describe(file)
         guard model == hello.modelSHA256 else {
             throw LLMError(.worker, "the slice was cut from model \(model.prefix(12)), the coordinator runs \(hello.modelSHA256.prefix(12))")
         }
         guard slice == hello.slice else { throw LLMError(.worker, "the slice file holds \(slice), the coordinator asked for \(hello.slice)") }
-        let session = try Session(file: file, slice: slice, capacity: hello.capacity, threads: threads, precision: hello.precision)
+        let session = try Session(
+            file: file, slice: slice, capacity: hello.capacity, threads: threads, precision: hello.precision, memoryBudget: memoryBudget)
+        if let window = session.window {
+            log("memory budget \(memoryBudget ?? 0) bytes: \(window.window) of \(session.configuration.layers) blocks resident at a time")
+        }
         loaded = (hello.sliceSHA256, hello.precision, hello.capacity, session)
         _ = ShardWire.send(ShardWire.Reply(status: .ok), on: connection)
         return session
     }
 
-    /// Reads the slice's chunks, checks the digest, stores the file.
+    /// Reads the slice's chunks straight into a file beside its place in the cache (never the
+    /// whole slice in memory), checks the digest, and only then gives the file its name.
     private func receiveSlice(_ hello: ShardWire.Hello, to path: String, on connection: TCPSocket) throws {
-        var bytes: [UInt8] = []
-        bytes.reserveCapacity(hello.sliceBytes)
+        try SystemCall.makeDirectories(cacheDirectory)
+        let writer = try AtomicFileWriter(path)
+        var received = 0
         var hasher = SHA256()
-        while bytes.count < hello.sliceBytes {
+        while received < hello.sliceBytes {
             guard let chunk = try ShardWire.receiveRequest(on: connection), chunk.operation == .slice else {
-                throw LLMError(.worker, "the slice stopped after \(bytes.count) of \(hello.sliceBytes) bytes")
+                throw LLMError(.worker, "the slice stopped after \(received) of \(hello.sliceBytes) bytes")
             }
-            guard bytes.count + chunk.payload.count <= hello.sliceBytes else {
+            guard received + chunk.payload.count <= hello.sliceBytes else {
                 throw LLMError(.worker, "the slice is longer than the \(hello.sliceBytes) bytes announced")
             }
             hasher.update(chunk.payload)
-            bytes += chunk.payload
+            try writer.append(chunk.payload)
+            received += chunk.payload.count
         }
         let digest = SHA256.hexString(hasher.finish())
         guard digest == hello.sliceSHA256 else {
             throw LLMError(
                 .worker, "the slice received has SHA-256 \(digest.prefix(12)), announced \(hello.sliceSHA256.prefix(12)): corrupt, not stored")
         }
-        try SystemCall.makeDirectories(cacheDirectory)
-        try SystemCall.writeFileAtomically(path, bytes)
+        try writer.commit()
     }
 
     /// One block's attention or MLP over the request's tokens.
@@ -201,10 +218,13 @@ public final class ShardWorker: @unchecked Sendable {
             guard request.first + n <= s.cache.capacity else {
                 throw LLMError.contextFull(needed: request.first + n, capacity: s.cache.capacity)
             }
+            s.window?.entering(request.layer)
             s.shard.attention(layer: request.layer, input: s.input, first: request.first, cache: s.cache, into: s.output)
             if request.layer == c.layers - 1 { s.cache.advance(by: n) }
         } else {
+            if s.shard.queryHeads == 0 { s.window?.entering(request.layer) }
             s.shard.feedForward(layer: request.layer, input: s.input, into: s.output)
+            s.window?.leaving(request.layer)
         }
         var payload: [UInt8] = []
         payload.reserveCapacity(request.encoding.byteCount(values: n * c.embedding))

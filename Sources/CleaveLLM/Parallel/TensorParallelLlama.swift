@@ -140,7 +140,13 @@ public final class TensorParallelLlama {
     /// - Throws: ``LLMError`` for a token out of range or a full context; a worker's failure
     ///   is not thrown but recovered from (see the type's documentation).
     public func evaluate(_ tokens: [Int32]) throws -> [Float] {
+        try evaluate(tokens, everyPosition: false)[0]
+    }
+
+    /// Like ``evaluate(_:)``, but with `everyPosition` returns the logits after each token.
+    public func evaluate(_ tokens: [Int32], everyPosition: Bool) throws -> [[Float]] {
         try trunk.validate(tokens, position: position, capacity: capacity)
+        var logits: [[Float]] = []
         var start = 0
         while start < tokens.count {
             let chunk = Array(tokens[start..<min(start + batchSize, tokens.count)])
@@ -152,8 +158,9 @@ public final class TensorParallelLlama {
             passes.append(chunk)
             position += chunk.count
             start += chunk.count
+            if everyPosition { logits += trunk.logits(rows: 0..<chunk.count, workers: workers, precision: precision) }
         }
-        return trunk.logitsOfLastToken(workers: workers, precision: precision)
+        return everyPosition ? logits : [trunk.logitsOfLastToken(workers: workers, precision: precision)]
     }
 
     // MARK: - One pass
