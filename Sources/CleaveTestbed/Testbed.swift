@@ -1,9 +1,9 @@
-import CleaveSupport
 import CleaveAgent
 import CleaveCoordinator
 import CleaveMQTT
 import CleaveNetem
 import CleaveProtocol
+import CleaveSupport
 import Foundation
 
 /// A fleet on one machine: a Mosquitto broker, coordinators and agents, each agent connected

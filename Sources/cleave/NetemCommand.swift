@@ -1,6 +1,6 @@
-import CleaveSupport
 import ArgumentParser
 import CleaveNetem
+import CleaveSupport
 import Dispatch
 import Foundation
 

@@ -1,8 +1,8 @@
-import CleaveSupport
 import CleaveCodec
 import CleaveDatasets
 import CleaveONNX
 import CleaveProtocol
+import CleaveSupport
 import CleaveTrain
 import Foundation
 

@@ -1,8 +1,8 @@
-import CleaveSupport
 import CleaveAgent
 import CleaveCoordinator
 import CleaveDatasets
 import CleaveProtocol
+import CleaveSupport
 import Foundation
 import Logging
 import Testing
