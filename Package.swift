@@ -186,7 +186,7 @@ let tests: [Target] = [
     .testTarget(name: "CleaveProtocolTests", dependencies: ["CleaveProtocol", "CleaveSupport"]),
     .testTarget(
         name: "CleaveTrainTests", dependencies: ["CleaveTrain", "CleaveDatasets", "CleaveSupport", "CleaveTensor", "CleaveONNX", "CleaveCodec"]),
-    .testTarget(name: "CleaveCLITests", dependencies: ["cleave", "CleaveLLM", "CleaveSupport"]),
+    .testTarget(name: "CleaveCLITests", dependencies: ["cleave", "CleaveLLM", "CleaveMQTT", "CleaveSupport"]),
     .testTarget(name: "CleaveLLMTests", dependencies: ["CleaveLLM", "CleaveSupport", "CleaveTensor"]),
     .testTarget(name: "CleaveNetemTests", dependencies: ["CleaveNetem", "CleaveSupport"]),
     .testTarget(

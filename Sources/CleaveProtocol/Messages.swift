@@ -188,3 +188,24 @@ public struct Rejection: Error, Codable, Sendable, Equatable, CustomStringConver
 
     public var description: String { "\(reason.rawValue): \(message)" }
 }
+
+/// What a tensor-parallel shard worker (`cleave llm worker --broker …`) tells coordinators,
+/// retained on ``Topic/llmWorker(id:)``; its will publishes the same with `online` false.
+public struct LLMWorkerAnnouncement: Codable, Sendable, Equatable {
+    public var id: String
+    /// Where coordinators connect, `HOST:PORT`.
+    public var endpoint: String
+    /// Relative speed for the shard plan (a profile's GFLOP/s, or 1).
+    public var speed: Double
+    /// Bytes the worker can give its slice (its memory budget), if it has a limit.
+    public var memoryBytes: Int?
+    public var online: Bool
+
+    public init(id: String, endpoint: String, speed: Double, memoryBytes: Int?, online: Bool) {
+        self.id = id
+        self.endpoint = endpoint
+        self.speed = speed
+        self.memoryBytes = memoryBytes
+        self.online = online
+    }
+}

@@ -11,9 +11,14 @@ public enum Topic: Sendable, Hashable, CustomStringConvertible {
     case infer(device: String)
     /// Retained model artifact, addressed by the hex SHA-256 of its bytes.
     case model(sha256: String)
+    /// Retained JSON ``LLMWorkerAnnouncement`` of a tensor-parallel shard worker; its will
+    /// flips it to offline.
+    case llmWorker(id: String)
 
     /// Prefix of every Cleave topic.
     public static let prefix = "cleave/v1"
+    /// Subscription to every LLM shard worker's announcement.
+    public static let allLLMWorkers = "\(prefix)/llm/workers/+"
     /// Subscription to every device's state.
     public static let allDeviceStates = "\(prefix)/devices/+/state"
     /// Inference frames, shared among all coordinators so that adding one scales out.
@@ -29,6 +34,7 @@ public enum Topic: Sendable, Hashable, CustomStringConvertible {
         case .results(let device): "\(Self.prefix)/devices/\(device)/results"
         case .infer(let device): "\(Self.prefix)/infer/\(device)"
         case .model(let sha256): "\(Self.prefix)/models/\(sha256)"
+        case .llmWorker(let id): "\(Self.prefix)/llm/workers/\(id)"
         }
     }
 
@@ -42,6 +48,8 @@ public enum Topic: Sendable, Hashable, CustomStringConvertible {
             !parts[3].contains(where: { $0 == "+" || $0 == "#" })
         else { return nil }
         switch (parts[2], parts.count, parts.count == 5 ? parts[4] : "") {
+        case ("llm", 5, let id) where parts[3] == "workers" && !id.isEmpty && !id.contains(where: { $0 == "+" || $0 == "#" }):
+            self = .llmWorker(id: id)
         case ("infer", 4, _): self = .infer(device: parts[3])
         case ("models", 4, _): self = .model(sha256: parts[3])
         case ("devices", 5, "state"): self = .deviceState(device: parts[3])
@@ -55,7 +63,7 @@ public enum Topic: Sendable, Hashable, CustomStringConvertible {
     public var device: String? {
         switch self {
         case .deviceState(let device), .deviceControl(let device), .results(let device), .infer(let device): device
-        case .model: nil
+        case .model, .llmWorker: nil
         }
     }
 }

@@ -277,3 +277,24 @@ extension SystemCall {
         return unsafeBitCast(symbol, to: (@convention(c) (Int) -> Int32).self)
     }()
 }
+
+extension SystemCall {
+    /// Runs `body` on a new detached thread of its own (not a pool thread: for work that
+    /// blocks for long, such as serving a connection).
+    public static func detachThread(_ body: @escaping @Sendable () -> Void) {
+        final class Box: Sendable {
+            let body: @Sendable () -> Void
+            init(_ body: @escaping @Sendable () -> Void) { self.body = body }
+        }
+        let context = Unmanaged.passRetained(Box(body)).toOpaque()
+        var thread = pthread_t()
+        let status = pthread_create(
+            &thread, nil,
+            { raw in
+                Unmanaged<Box>.fromOpaque(raw!).takeRetainedValue().body()
+                return nil
+            }, context)
+        precondition(status == 0, "cannot start a thread: error \(status)")
+        pthread_detach(thread)
+    }
+}

@@ -1,14 +1,21 @@
 import ArgumentParser
+import CleaveAgentCLI
 import CleaveCoordinator
 import CleaveLLM
+import CleaveMQTT
 import CleaveProtocol
 import CleaveSupport
 import Foundation
+import Synchronization
 
 /// The options that turn a single-node LLM command into a tensor-parallel one.
 struct ParallelOptions: ParsableArguments {
     @Option(help: "Shard workers (HOST:PORT,…): run the model's blocks across them (tensor parallelism).")
     var workers: String?
+    @Option(help: "Find the shard workers on this MQTT broker (HOST:PORT) instead of --workers: those announced online.")
+    var discover: BrokerAddress?
+    @Option(help: "With --discover: wait until this many workers are online (default: take those online after 2 s).")
+    var minimumWorkers: Int?
     @Option(help: "Relative speed of each worker (comma-separated, same order); shares follow it. Default: equal.")
     var speeds: String?
     @Option(help: "Speed share of the coordinator's own slice beside the workers (0: it holds only embedding, norms and head).")
@@ -20,13 +27,19 @@ struct ParallelOptions: ParsableArguments {
     @Flag(help: "Allow more nodes than key/value heads (the extra nodes get MLP rows only).")
     var loosePlan = false
 
-    var isParallel: Bool { workers != nil }
+    var isParallel: Bool { workers != nil || discover != nil }
 
-    var endpoints: [Endpoint] {
-        get throws {
-            guard let workers else { return [] }
-            return try workers.split(separator: ",").map { try Endpoint(parsing: String($0)) }
+    /// The workers' addresses, and their announced speeds and memory when discovered.
+    func endpoints() throws -> [(endpoint: Endpoint, speed: Double?, memory: Int?)] {
+        if let discover {
+            let minimum = minimumWorkers
+            let found = try blocking { try await discoverWorkers(on: discover, minimum: minimum) }
+            standardError(
+                "cleave llm: discovered \(found.count) worker(s) on \(discover.host):\(discover.port): \(found.map(\.id).joined(separator: ", "))")
+            return try found.map { (try Endpoint(parsing: $0.endpoint), $0.speed, $0.memoryBytes) }
         }
+        guard let workers else { return [] }
+        return try workers.split(separator: ",").map { (try Endpoint(parsing: String($0)), nil, nil) }
     }
 
     var encoding: SyncEncoding {
@@ -38,9 +51,12 @@ struct ParallelOptions: ParsableArguments {
 
     /// The plan's nodes: the coordinator first when it takes a share, then the workers.
     func nodes() throws -> (nodes: [ShardNode], placements: [TensorParallelLlama.Placement]) {
-        let endpoints = try endpoints
-        guard !endpoints.isEmpty else { throw ValidationError("--workers lists no HOST:PORT") }
-        var weights = [Double](repeating: 1, count: endpoints.count)
+        let found = try endpoints()
+        let endpoints = found.map(\.endpoint)
+        guard !endpoints.isEmpty else {
+            throw ValidationError(discover == nil ? "--workers lists no HOST:PORT" : "no worker is online on the broker")
+        }
+        var weights = found.map { $0.speed ?? 1 }
         if let speeds {
             weights = try speeds.split(separator: ",").map {
                 guard let value = Double($0), value > 0 else { throw ValidationError("--speeds: '\($0)' is not a positive number") }
@@ -50,7 +66,7 @@ struct ParallelOptions: ParsableArguments {
                 throw ValidationError("--speeds has \(weights.count) values for \(endpoints.count) workers")
             }
         }
-        var nodes = zip(endpoints, weights).map { ShardNode(name: $0.0.description, speed: $0.1) }
+        var nodes = zip(found, weights).map { ShardNode(name: $0.0.endpoint.description, speed: $0.1, memoryBytes: $0.0.memory) }
         var placements = endpoints.map { TensorParallelLlama.Placement.worker($0) }
         if coordinatorShare > 0 {
             nodes.insert(ShardNode(name: "coordinator", speed: coordinatorShare), at: 0)
@@ -73,11 +89,63 @@ struct ParallelOptions: ParsableArguments {
     }
 }
 
+/// The shard workers announced online on `broker`: the retained announcements that arrive
+/// within 2 s, or, with `minimum`, as soon as that many are online (30 s at most).
+func discoverWorkers(on broker: BrokerAddress, minimum: Int?) async throws -> [LLMWorkerAnnouncement] {
+    let client = try MQTTClient(MQTTConfiguration(host: broker.host, port: broker.port, clientID: "cleave-llm-\(getpid())"))
+    let state = Mutex<[String: LLMWorkerAnnouncement]>([:])
+    let (enough, signal) = AsyncStream.makeStream(of: Void.self)
+    let events = try await client.connect { event in
+        switch event {
+        case .connected: try? client.subscribe(Topic.allLLMWorkers, qos: 1)
+        case .message(let message):
+            guard case .llmWorker(let id)? = Topic(parsing: message.topic),
+                let announcement = try? JSONDecoder().decode(LLMWorkerAnnouncement.self, from: Data(message.payload)), announcement.id == id
+            else { return }
+            let online = state.withLock { workers in
+                workers[id] = announcement
+                return workers.values.filter(\.online).count
+            }
+            if let minimum, online >= minimum { signal.yield() }
+        default: break
+        }
+    }
+    defer {
+        events.cancel()
+        client.disconnect()
+    }
+    try await withThrowingTaskGroup(of: Void.self) { group in
+        group.addTask { try await Task.sleep(for: .seconds(minimum == nil ? 2 : 30)) }
+        group.addTask { for await _ in enough { return } }
+        try await group.next()
+        group.cancelAll()
+    }
+    let online = state.withLock { $0.values.filter(\.online) }.sorted { $0.id < $1.id }
+    if let minimum, online.count < minimum {
+        throw ValidationError("only \(online.count) of the \(minimum) workers asked for are online on \(broker.host):\(broker.port) after 30 s")
+    }
+    return online
+}
+
+/// Runs `body` to completion from synchronous code (a command's `run()`).
+func blocking<T: Sendable>(_ body: @escaping @Sendable () async throws -> T) throws -> T {
+    let result = Mutex<Result<T, any Error>?>(nil)
+    let done = DispatchSemaphore(value: 0)
+    Task.detached {
+        let outcome: Result<T, any Error>
+        do { outcome = .success(try await body()) } catch { outcome = .failure(error) }
+        result.withLock { $0 = outcome }
+        done.signal()
+    }
+    done.wait()
+    return try result.withLock { $0! }.get()
+}
+
 func standardError(_ line: String) {
     FileHandle.standardError.write(Data((line + "\n").utf8))
 }
 
-struct LLMWorker: ParsableCommand {
+struct LLMWorker: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "worker",
         abstract: "Serve a slice of an LLM's blocks to a tensor-parallel coordinator.",
@@ -104,15 +172,69 @@ struct LLMWorker: ParsableCommand {
     @Option(help: "Threads (default: one per core).") var threads: Int?
     @Option(help: "Slice weights kept resident, e.g. 64MiB: a sliding window of blocks (default: the whole slice).")
     var memoryBudget: String?
+    @Option(help: "Announce this worker on an MQTT broker (HOST:PORT), where `--discover` finds it.") var broker: BrokerAddress?
+    @Option(help: "The worker's id in its announcement (default: the host name and port).") var id: String?
+    @Option(help: "Address coordinators should connect to, HOST:PORT (default: --listen, which must then not be 0.0.0.0).")
+    var advertise: String?
+    @Option(help: "A device profile (devices/*.yaml): its GFLOP/s are the announced speed, its memory budget the memory.")
+    var profile: String?
 
-    func run() throws {
+    func run() async throws {
         let budget = try memoryBudget.map(parseBudget)
         let endpoint = try Endpoint(parsing: listen)
         let listener = try TCPSocket.listen(on: endpoint)
         let folder = cache ?? "\(ProcessInfo.processInfo.environment["HOME"] ?? ".")/.cache/cleave/llm-slices"
         standardError("cleave llm worker: listening on \(endpoint.host):\(listener.localPort), slices in \(folder)")
         let worker = ShardWorker(cacheDirectory: folder, threads: threads, memoryBudget: budget) { standardError("cleave llm worker: \($0)") }
-        worker.serve(listener)
+        let serving = Task.detached { worker.serve(listener) }
+        var announcer: (client: MQTTClient, events: Task<Void, Never>, topic: String, offline: [UInt8])?
+        if let broker { announcer = try await announce(on: broker, port: listener.localPort, host: endpoint.host, budget: budget) }
+        // Ctrl-C or SIGTERM: announce offline, stop serving.
+        let (signals, signalled) = AsyncStream.makeStream(of: Int32.self)
+        let sources = [SIGINT, SIGTERM].map { signalNumber -> DispatchSourceSignal in
+            signal(signalNumber, SIG_IGN)
+            let source = DispatchSource.makeSignalSource(signal: signalNumber)
+            source.setEventHandler { signalled.yield(signalNumber) }
+            source.resume()
+            return source
+        }
+        defer { sources.forEach { $0.cancel() } }
+        for await _ in signals { break }
+        if let announcer {
+            try? announcer.client.publish(MQTTMessage(topic: announcer.topic, payload: announcer.offline, qos: 1, retain: true))
+            try? await Task.sleep(for: .milliseconds(200))
+            announcer.events.cancel()
+            announcer.client.disconnect()
+        }
+        worker.stop()
+        _ = await serving.value
+    }
+
+    /// Publishes the retained announcement (again after every reconnection), with a will that
+    /// marks the worker offline if it vanishes.
+    private func announce(on broker: BrokerAddress, port: UInt16, host: String, budget: Int?) async throws
+        -> (client: MQTTClient, events: Task<Void, Never>, topic: String, offline: [UInt8])
+    {
+        let address = advertise ?? "\(host):\(port)"
+        guard !address.hasPrefix("0.0.0.0:") else { throw ValidationError("listening on 0.0.0.0: give --advertise HOST:PORT for the announcement") }
+        let profile = try self.profile.map { try DeviceProfile.load($0) }
+        let name = id ?? "\(ProcessInfo.processInfo.hostName)-\(port)"
+        let online = LLMWorkerAnnouncement(
+            id: name, endpoint: address, speed: profile?.gflops ?? 1, memoryBytes: budget ?? profile.map { $0.memoryBudgetMiB << 20 }, online: true)
+        var offline = online
+        offline.online = false
+        let topic = Topic.llmWorker(id: name).path
+        let (onlinePayload, offlinePayload) = (Array(try JSONEncoder().encode(online)), Array(try JSONEncoder().encode(offline)))
+        let client = try MQTTClient(
+            MQTTConfiguration(
+                host: broker.host, port: broker.port, clientID: "cleave-llm-worker-\(name)",
+                will: .init(topic: topic, payload: offlinePayload, qos: 1, retain: true)))
+        let events = try await client.connect { event in
+            // After every (re)connection: the will may have marked the worker offline meanwhile.
+            if case .connected = event { try? client.publish(MQTTMessage(topic: topic, payload: onlinePayload, qos: 1, retain: true)) }
+        }
+        standardError("cleave llm worker: announced as \(name) at \(address) on \(broker.host):\(broker.port)")
+        return (client, events, topic, offlinePayload)
     }
 }
 

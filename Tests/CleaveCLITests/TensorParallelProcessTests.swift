@@ -1,4 +1,5 @@
 import CleaveLLM
+import CleaveMQTT
 import CleaveSupport
 import Foundation
 import Testing
@@ -8,13 +9,13 @@ import Testing
     static let smolLM2 = ProcessInfo.processInfo.environment["CLEAVE_SMOLLM2"]
 
     /// Starts a worker process on a free port and waits until it accepts connections.
-    static func startWorker(cache: String) throws -> (Process, Endpoint) {
+    static func startWorker(cache: String, extra: [String] = []) throws -> (Process, Endpoint) {
         let probe = try TCPSocket.listen(on: Endpoint(host: "127.0.0.1", port: 0))
         let endpoint = Endpoint(host: "127.0.0.1", port: probe.localPort)
         probe.close()
         let process = Process()
         process.executableURL = CLITests.binary
-        process.arguments = ["llm", "worker", "--listen", endpoint.description, "--cache", cache, "--threads", "1"]
+        process.arguments = ["llm", "worker", "--listen", endpoint.description, "--cache", cache, "--threads", "1"] + extra
         process.standardError = FileHandle.nullDevice
         try process.run()
         for _ in 0..<200 {
@@ -63,5 +64,28 @@ import Testing
         #expect(model.placements[1] == .coordinator)
         let stall = try #require(model.statistics.stallSeconds.first)
         print("tensor parallel: worker killed at token 20 of 64, stall \(stall.fixed(3)) s, answer unchanged")
+    }
+
+    @Test(.enabled(if: smolLM2 != nil, "set CLEAVE_SMOLLM2 to the fetched model (scripts/test.sh does)"))
+    func workersAnnouncedOnTheBrokerAreFoundAndLeave() throws {
+        let broker = try LocalBroker()
+        let cache = try SystemCall.makeTemporaryDirectory(prefix: "cleave-tp-discovery")
+        let brokerFlag = ["--broker", "127.0.0.1:\(broker.port)"]
+        let a = try Self.startWorker(cache: "\(cache)/a", extra: brokerFlag + ["--id", "board-a"])
+        let b = try Self.startWorker(cache: "\(cache)/b", extra: brokerFlag + ["--id", "board-b"])
+        defer { for (process, _) in [a, b] where process.isRunning { process.terminate() } }
+        let generate = [
+            "llm", "generate", "--model", try #require(Self.smolLM2), "--prompt", "Hello", "--temperature", "0", "--max-tokens", "4",
+            "--discover", "127.0.0.1:\(broker.port)",
+        ]
+        let both = try CLITests().cleave(generate + ["--minimum-workers", "2"])
+        #expect(both.status == 0, "\(both.error)")
+        #expect(both.error.contains("discovered 2 worker(s)") && both.error.contains("board-a, board-b"), "\(both.error)")
+        // A worker stopped with SIGINT announces itself offline; the next coordinator plans without it.
+        kill(a.0.processIdentifier, SIGINT)
+        a.0.waitUntilExit()
+        let one = try CLITests().cleave(generate)
+        #expect(one.status == 0, "\(one.error)")
+        #expect(one.error.contains("discovered 1 worker(s)") && one.error.contains(": board-b"), "\(one.error)")
     }
 }

@@ -18,7 +18,7 @@ final class LoopbackWorkers: Sendable {
         endpoints = listeners.map { Endpoint(host: "127.0.0.1", port: $0.localPort) }
         workers = (0..<count).map { ShardWorker(cacheDirectory: "\(directory)/worker\($0)", threads: threads) }
         for (worker, listener) in zip(workers, listeners) {
-            Thread.detachNewThread { worker.serve(listener) }
+            SystemCall.detachThread { worker.serve(listener) }
         }
     }
 
@@ -205,7 +205,7 @@ final class LoopbackWorkers: Sendable {
         let workers = try LoopbackWorkers(3)
         let model = try TensorParallelLlama(
             file, plan: try Self.plan(file, speeds: [1, 1, 1]), placements: workers.placements, encoding: .f32, threads: 1,
-            precision: .float, timeout: 5)
+            precision: .float, timeout: 30)
         let prompt = Self.prompts[3]
         let expected = try Self.singleNode(file, prompt: prompt, tokens: 64)
         let got = try Self.greedy(model, prompt: prompt, tokens: 64) { count in
@@ -225,7 +225,7 @@ final class LoopbackWorkers: Sendable {
         func open(model: String, sha: String, slice: ShardSlice = slice, sending payload: [UInt8]) throws {
             _ = try RemoteShard(
                 endpoint: workers.endpoints[0], slice: slice, modelSHA256: model, sliceSHA256: sha, sliceBytes: payload.count, capacity: 64,
-                precision: .q8, timeout: 5, sliceFile: { payload })
+                precision: .q8, timeout: 30, sliceFile: { payload })
         }
         var corrupt = bytes
         corrupt[corrupt.count - 1] ^= 1
@@ -243,7 +243,7 @@ final class LoopbackWorkers: Sendable {
         let gone = try #require(throws: LLMError.self) {
             _ = try RemoteShard(
                 endpoint: Endpoint(host: "127.0.0.1", port: 1), slice: slice, modelSHA256: "", sliceSHA256: "", sliceBytes: 0, capacity: 64,
-                precision: .q8, timeout: 5, sliceFile: { [] })
+                precision: .q8, timeout: 30, sliceFile: { [] })
         }
         #expect(gone.description.contains("cannot reach worker 127.0.0.1:1"))
     }

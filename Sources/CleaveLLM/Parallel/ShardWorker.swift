@@ -3,6 +3,12 @@ import CleaveTensor
 import Dispatch
 import Synchronization
 
+#if canImport(Glibc)
+    import Glibc
+#elseif canImport(Darwin)
+    import Darwin
+#endif
+
 /// The board's side of tensor parallelism: serves one coordinator at a time on a TCP
 /// connection, computing its slice of every block for each request.
 ///
@@ -62,31 +68,37 @@ public final class ShardWorker: @unchecked Sendable {
         self.log = log
     }
 
-    /// Accepts coordinators on `listener` until it is closed, serving one at a time: a
-    /// coordinator that connects while another is served is refused at once with the reason.
+    /// Accepts coordinators on `listener` until it is closed, serving one at a time. A
+    /// coordinator that connects while another is served waits up to 3 s for that session to
+    /// end (a coordinator reconnecting after a failure closes its old session just before),
+    /// then is refused with the reason.
     public func serve(_ listener: TCPSocket) {
         sockets.withLock { $0.listener = listener }
         let running = DispatchGroup()
         while let connection = listener.accept() {
-            let busy = sockets.withLock { sockets in
-                if sockets.connection != nil { return true }
-                sockets.connection = connection
-                return false
-            }
-            if busy {
-                log("refused a second coordinator while serving one")
-                _ = ShardWire.send(
-                    ShardWire.Reply(status: .error, payload: Array("this worker is serving another coordinator (one at a time)".utf8)), on: connection
-                )
-                connection.close()
-                continue
-            }
             running.enter()
-            DispatchQueue.global().async { [self] in
+            SystemCall.detachThread { [self] in
+                defer { running.leave() }
+                let clock = ContinuousClock()
+                let deadline = clock.now + .seconds(3)
+                while !sockets.withLock({ sockets in
+                    guard sockets.connection == nil else { return false }
+                    sockets.connection = connection
+                    return true
+                }) {
+                    guard clock.now < deadline else {
+                        log("refused a second coordinator while serving one")
+                        _ = ShardWire.send(
+                            ShardWire.Reply(status: .error, payload: Array("this worker is serving another coordinator (one at a time)".utf8)),
+                            on: connection)
+                        connection.close()
+                        return
+                    }
+                    usleep(10_000)
+                }
                 serve(connection: connection)
                 sockets.withLock { $0.connection = nil }
                 connection.close()
-                running.leave()
             }
         }
         running.wait()
