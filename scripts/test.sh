@@ -60,7 +60,9 @@ if [ "$(uname -m)" = x86_64 ] && objdump -d Tests/Portable/.build/debug/CleaveTe
     echo "error: the portable build uses AVX registers; it is not the baseline build it claims to be" >&2
     exit 1
 fi
-swift test --package-path Tests/Portable --skip-build
+# SmolLM2 over loopback workers (float activations) takes minutes even on native kernels; the
+# sharding code has no architecture-specific path and the random-model tests cover it here.
+swift test --package-path Tests/Portable --skip-build --skip SmolLM2TensorParallelTests
 
 echo "== split correctness against onnxruntime"
 swift build -c release --product cleave
