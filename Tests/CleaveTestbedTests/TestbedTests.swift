@@ -114,7 +114,9 @@ import Testing
         let clear = records.filter { $0.agent == "a2" }
         #expect(shaped.count >= 3 && clear.count >= 10, "requests from both agents: \(shaped.count), \(clear.count)")
         #expect(zip(records, records.dropFirst()).allSatisfy { $0.time <= $1.time }, "records in time order")
-        let lostInOutage = shaped.filter { $0.time >= 1.95 && $0.time < 4.5 && $0.outcome == "timeout" }.count
+        // A request sent just before 2 s is still in flight when the link goes down (seen on a
+        // loaded CI machine: sent at 1.91 s, lost); one sent earlier has long been answered.
+        let lostInOutage = shaped.filter { $0.time >= 1.5 && $0.time < 4.5 && $0.outcome == "timeout" }.count
         #expect(lostInOutage >= 1, "the link named a1 went down: \(shaped.map { "\($0.time): \($0.outcome)" })")
         #expect(shaped.contains { $0.time < 1.9 && $0.answered }, "a1 answered before its outage")
         let clearAnswered = clear.filter { $0.answered }.count
