@@ -11,6 +11,7 @@ let products: [Product] = [
     .library(name: "CleaveCodec", targets: ["CleaveCodec"]),
     .library(name: "CleaveMQTT", targets: ["CleaveMQTT"]),
     .library(name: "CleaveLLM", targets: ["CleaveLLM"]),
+    .library(name: "CleaveFederated", targets: ["CleaveFederated"]),
     .library(name: "CleaveNetem", targets: ["CleaveNetem"]),
     .library(name: "CleaveTestbed", targets: ["CleaveTestbed"]),
 ]
@@ -78,6 +79,9 @@ let modules: [Target] = [
         name: "CleaveTrain",
         dependencies: ["CleaveDatasets", "CleaveONNX", "CleaveSupport", "CleaveTensor"]),
     .target(
+        name: "CleaveFederated",
+        dependencies: ["CleaveDatasets", "CleaveSupport", "CleaveTensor", "CleaveTrain"]),
+    .target(
         name: "CleaveAgent",
         dependencies: [
             "CleaveONNX", "CleaveCodec", "CleaveDatasets", "CleaveMQTT", "CleaveProtocol", "CleaveSupport", "CleaveTensor",
@@ -130,7 +134,7 @@ let modules: [Target] = [
         name: "cleave",
         dependencies: [
             "CleaveONNX", "CleaveTensor", "CleaveTrain", "CleaveCodec", "CleaveDatasets", "CleaveProtocol", "CleaveMQTT",
-            "CleaveAgent", "CleaveCoordinator", "CleaveLLM", "CleaveNetem", "CleaveSupport",
+            "CleaveAgent", "CleaveCoordinator", "CleaveFederated", "CleaveLLM", "CleaveNetem", "CleaveSupport",
             "CleaveAgentCLI", "CleaveTestbed",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
@@ -186,6 +190,9 @@ let tests: [Target] = [
     .testTarget(name: "CleaveProtocolTests", dependencies: ["CleaveProtocol", "CleaveSupport"]),
     .testTarget(
         name: "CleaveTrainTests", dependencies: ["CleaveTrain", "CleaveDatasets", "CleaveSupport", "CleaveTensor", "CleaveONNX", "CleaveCodec"]),
+    .testTarget(
+        name: "CleaveFederatedTests",
+        dependencies: ["CleaveFederated", "CleaveDatasets", "CleaveONNX", "CleaveSupport", "CleaveTensor", "CleaveTrain"]),
     .testTarget(name: "CleaveCLITests", dependencies: ["cleave", "CleaveLLM", "CleaveMQTT", "CleaveSupport"]),
     .testTarget(name: "CleaveLLMTests", dependencies: ["CleaveLLM", "CleaveSupport", "CleaveTensor"]),
     .testTarget(name: "CleaveNetemTests", dependencies: ["CleaveNetem", "CleaveSupport"]),

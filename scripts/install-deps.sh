@@ -14,6 +14,6 @@ if ((${#missing[@]})); then
 fi
 if ! python3 -c "import onnx, onnxruntime, numpy, gguf, openai" 2>/dev/null; then
     echo "installing Python reference packages (checking only): onnx onnxruntime numpy gguf openai"
-    python3 -m pip install -q onnx onnxruntime numpy gguf openai 2>/dev/null || python3 -m pip install -q --break-system-packages onnx onnxruntime numpy gguf openai
+    python3 -m pip install -q onnx onnxruntime numpy gguf openai flwr 2>/dev/null || python3 -m pip install -q --break-system-packages onnx onnxruntime numpy gguf openai flwr
 fi
 command -v swift >/dev/null || { echo "error: Swift 6 is not on PATH; install the Swift 6.x toolchain for Linux first" >&2; exit 1; }

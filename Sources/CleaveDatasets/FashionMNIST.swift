@@ -23,6 +23,17 @@ public struct FashionMNIST: Sendable {
     /// Number of samples.
     public var count: Int { labels.count }
 
+    private init(pixels: [UInt8], labels: [UInt8]) {
+        self.pixels = pixels
+        self.labels = labels
+    }
+
+    /// The first `count` samples (all of them when there are fewer): small runs in tests.
+    public func prefix(_ count: Int) -> FashionMNIST {
+        let kept = min(max(0, count), self.count)
+        return FashionMNIST(pixels: Array(pixels[0..<(kept * 784)]), labels: Array(labels[0..<kept]))
+    }
+
     /// Loads a split from `directory`.
     ///
     /// - Throws: ``DatasetError`` naming the missing package or the corrupt file.

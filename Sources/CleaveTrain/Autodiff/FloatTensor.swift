@@ -72,6 +72,12 @@ public final class Parameter {
     public func zeroGradient() {
         for index in gradient.indices { gradient[index] = 0 }
     }
+
+    /// Forgets the optimizer's moments, as a new optimizer would start (federated rounds).
+    public func resetOptimizerState() {
+        firstMoment = []
+        secondMoment = []
+    }
 }
 
 extension Parameter {

@@ -1,0 +1,292 @@
+import CleaveDatasets
+import CleaveSupport
+import CleaveTensor
+import CleaveTrain
+
+/// An emulated board of a simulated fleet: how fast it trains and how fast its link is.
+public struct SimulatedBoard: Sendable, Equatable {
+    public var name: String
+    /// Sustained training speed, in 10⁹ floating-point operations per second (the device profile's `gflops`).
+    public var gflops: Double
+    /// Link speed both ways, in megabits per second.
+    public var linkMbps: Double
+
+    public init(name: String, gflops: Double, linkMbps: Double = 20) {
+        self.name = name
+        self.gflops = gflops
+        self.linkMbps = linkMbps
+    }
+}
+
+/// Everything a federated run is set up with.
+public struct FederatedSettings: Sendable {
+    public var strategy: StrategyChoice = .fedAvg
+    public var clients = 10
+    public var partition: Partition = .dirichletLabels(alpha: 0.5)
+    public var local = LocalTraining()
+    /// Synchronous rounds; an asynchronous run lasts as long in emulated time as FedAvg's
+    /// `rounds` rounds would, unless ``duration`` is set.
+    public var rounds = 50
+    /// Share of the clients sampled for each synchronous round.
+    public var sampleFraction = 1.0
+    /// Emulated seconds the server waits for a round's updates; later ones are dropped (stragglers).
+    public var deadline: Double?
+    /// Probability that a client drops out of a round (or loses an asynchronous update).
+    public var dropout = 0.0
+    /// The boards, assigned to clients in turn (client i runs on `boards[i % boards.count]`).
+    public var boards = [SimulatedBoard(name: "generic", gflops: 4)]
+    /// Emulated seconds an asynchronous run lasts (nil: as long as FedAvg's rounds take).
+    public var duration: Double?
+    /// Emulated seconds between accuracy measurements of an asynchronous run (nil: every aggregation).
+    public var evaluationInterval: Double?
+    public var seed: UInt64 = 0
+
+    public init() {}
+
+    /// Checks the settings, naming the first one out of range.
+    public func validate() throws {
+        try local.validate()
+        guard clients >= 1 else { throw FederatedError("a run needs at least one client, got \(clients)") }
+        guard rounds >= 1 else { throw FederatedError("a run needs at least one round, got \(rounds)") }
+        guard sampleFraction > 0, sampleFraction <= 1 else { throw FederatedError("the sample fraction must be in (0, 1], got \(sampleFraction)") }
+        guard dropout >= 0, dropout < 1 else { throw FederatedError("the dropout probability must be in [0, 1), got \(dropout)") }
+        guard !boards.isEmpty, boards.allSatisfy({ $0.gflops > 0 && $0.linkMbps > 0 }) else {
+            throw FederatedError("every board needs a positive speed and link rate")
+        }
+        if let deadline, !(deadline > 0) { throw FederatedError("the round deadline must be positive, got \(deadline)") }
+        if dropout > 0, strategy.isSynchronous, deadline == nil {
+            throw FederatedError("with dropouts a synchronous round needs a deadline (--deadline), or it would wait for ever")
+        }
+    }
+}
+
+/// The state of a run after one aggregation.
+public struct AggregationRecord: Sendable, Equatable {
+    /// Aggregations so far (the round, for a synchronous strategy).
+    public var aggregation: Int
+    /// Emulated seconds since the start.
+    public var time: Double
+    /// Test accuracy of the global model (0–1); nil when this aggregation was not measured.
+    public var accuracy: Double?
+    /// Mean local training loss of the updates aggregated, weighted by examples.
+    public var loss: Double
+    /// Updates aggregated, and updates lost to dropouts or the deadline.
+    public var updates: Int
+    public var dropped: Int
+    /// Bytes sent to and from the boards so far.
+    public var bytesDown: Int
+    public var bytesUp: Int
+}
+
+/// A federated run on one machine: real local training on each client's share of
+/// Fashion-MNIST, emulated time from each board's speed and link, and the strategy's
+/// aggregation. Deterministic for a seed.
+///
+/// Synchronous strategies train a round's clients side by side on the machine's cores;
+/// asynchronous ones play the arrivals in emulated-time order.
+public final class FederatedSimulation {
+    public let settings: FederatedSettings
+    /// Each client's sample indices into the training set.
+    public let shares: [[Int]]
+    public let layout: WeightLayout
+    private let test: FashionMNIST
+    private let trainers: [LocalTrainer]
+    private let flopsPerSample: Double
+    private var bytesDown = 0
+    private var bytesUp = 0
+
+    /// Partitions `train` among the clients and prepares one trainer per core.
+    public init(settings: FederatedSettings, train: FashionMNIST, test: FashionMNIST, threads: Int = ThreadPool.coreCount) throws {
+        try settings.validate()
+        self.settings = settings
+        shares = try settings.partition.split(labels: train.labels, parties: settings.clients, seed: settings.seed)
+        if let empty = shares.firstIndex(where: \.isEmpty) {
+            throw FederatedError("the partition left client \(empty) without samples; use fewer clients or a larger α")
+        }
+        self.test = test
+        trainers = (0..<max(1, threads)).map { _ in LocalTrainer(data: train) }
+        layout = trainers[0].layout
+        // Forward 2 FLOPs per multiply-add, backward twice that.
+        flopsPerSample = 6 * Double(trainers[0].network.multiplyAdds(SimpleCNN.inputShape))
+        ThreadPool(threads: 1).configureBLASForOwnThreads()
+    }
+
+    /// Emulated seconds for client `client` to fetch the model, train and send its update.
+    public func updateSeconds(client: Int) -> Double {
+        let board = settings.boards[client % settings.boards.count]
+        let transfer = 2 * Double(layout.count * 4 * 8) / (board.linkMbps * 1e6)
+        let compute = Double(shares[client].count * settings.local.epochs) * flopsPerSample / (board.gflops * 1e9)
+        return transfer + compute
+    }
+
+    /// Runs the whole training and returns one record per aggregation; `observer` sees each as it happens.
+    public func run(observer: (AggregationRecord) -> Void = { _ in }) throws -> [AggregationRecord] {
+        bytesDown = 0
+        bytesUp = 0
+        let initial = LocalTrainer.initialModel(seed: settings.seed)
+        return settings.strategy.isSynchronous
+            ? try runRounds(from: initial, observer: observer) : try runArrivals(from: initial, observer: observer)
+    }
+
+    /// Test accuracy of `weights` on the held-out set.
+    public func accuracy(of weights: [Float]) throws -> Double { try trainers[0].accuracy(of: weights, on: test) }
+
+    // MARK: - Synchronous rounds
+
+    private func runRounds(from initial: [Float], observer: (AggregationRecord) -> Void) throws -> [AggregationRecord] {
+        var aggregator = try settings.strategy.roundAggregator()
+        var generator = SeededGenerator(seed: settings.seed ^ 0x5EED_0F_5A3F)
+        var global = initial
+        var time = 0.0
+        var records: [AggregationRecord] = []
+        let perRound = max(1, Int((settings.sampleFraction * Double(settings.clients)).rounded()))
+        for round in 1...settings.rounds {
+            let sampled = Array(Array(0..<settings.clients).shuffled(using: &generator).prefix(perRound)).sorted()
+            let dropouts = sampled.filter { _ in generator.uniform() < settings.dropout }
+            let durations = sampled.map { updateSeconds(client: $0) }
+            let reporting = zip(sampled, durations).filter { client, seconds in
+                !dropouts.contains(client) && seconds <= (settings.deadline ?? .infinity)
+            }.map(\.0)
+            let slowest = zip(sampled, durations).filter { reporting.contains($0.0) }.map(\.1).max() ?? 0
+            time += reporting.count < sampled.count ? (settings.deadline ?? slowest) : slowest
+            bytesDown += sampled.count * layout.count * 4
+            bytesUp += reporting.count * layout.count * 4
+            let results = try trainInParallel(reporting, from: global, round: round)
+            let updates = zip(reporting, results).map { ClientUpdate(client: $0, examples: $1.examples, delta: $1.delta, baseVersion: round - 1) }
+            if !updates.isEmpty { global = try aggregator.aggregate(global: global, updates: updates, round: round) }
+            let record = AggregationRecord(
+                aggregation: round, time: time, accuracy: try accuracy(of: global), loss: Self.meanLoss(results), updates: updates.count,
+                dropped: sampled.count - reporting.count, bytesDown: bytesDown, bytesUp: bytesUp)
+            records.append(record)
+            observer(record)
+        }
+        return records
+    }
+
+    /// Trains `clients` from `global`, spread over the trainers (one thread each).
+    private func trainInParallel(_ clients: [Int], from global: [Float], round: Int) throws -> [LocalResult] {
+        var outcomes = [Result<LocalResult, any Error>?](repeating: nil, count: clients.count)
+        let workers = min(trainers.count, clients.count)
+        outcomes.withUnsafeMutableBufferPointer { slots in
+            ThreadPool(threads: workers).parallelFor(workers) { range in
+                for worker in range {
+                    for position in stride(from: worker, to: clients.count, by: workers) {
+                        let client = clients[position]
+                        slots[position] = Result {
+                            try trainers[worker].train(
+                                from: global, samples: shares[client], settings: localSettings, seed: trainingSeed(client: client, step: round))
+                        }
+                    }
+                }
+            }
+        }
+        return try outcomes.map { try $0!.get() }
+    }
+
+    // MARK: - Asynchronous arrivals
+
+    /// One client's update in flight: what it started from and when it arrives.
+    private struct InFlight {
+        var client: Int
+        var baseVersion: Int
+        var arrival: Double
+        var result: LocalResult
+        var lost: Bool
+    }
+
+    private func runArrivals(from initial: [Float], observer: (AggregationRecord) -> Void) throws -> [AggregationRecord] {
+        let total = Double(shares.reduce(0) { $0 + $1.count })
+        var aggregator = try settings.strategy.streamingAggregator(shares: shares.map { Double($0.count) / total })
+        let waitsForAggregation: Bool
+        if case .fedFix = settings.strategy { waitsForAggregation = true } else { waitsForAggregation = false }
+        let roundTime = (0..<settings.clients).map { updateSeconds(client: $0) }.max() ?? 0
+        let duration = settings.duration ?? roundTime * Double(settings.rounds)
+        var generator = SeededGenerator(seed: settings.seed ^ 0xA5_1C_0F_F1)
+        var global = initial
+        var version = 0
+        var starts = 0
+        var records: [AggregationRecord] = []
+        var lastEvaluation = -Double.infinity
+        var aggregatedLoss: [LocalResult] = []
+        var dropped = 0
+
+        func start(_ client: Int, at time: Double) throws -> InFlight {
+            starts += 1
+            bytesDown += layout.count * 4
+            let result = try trainers[0].train(
+                from: global, samples: shares[client], settings: localSettings, seed: trainingSeed(client: client, step: starts))
+            return InFlight(
+                client: client, baseVersion: version, arrival: time + updateSeconds(client: client), result: result,
+                lost: generator.uniform() < settings.dropout)
+        }
+
+        var inFlight = try (0..<settings.clients).map { try start($0, at: 0) }
+        var idle: [Int] = []
+        var now = 0.0
+        while now < duration {
+            let next = inFlight.indices.min { inFlight[$0].arrival < inFlight[$1].arrival }
+            let tick = aggregator.nextTick(after: now)
+            var updated: [Float]?
+            if let next, tick.map({ inFlight[next].arrival <= $0 }) ?? true {
+                let flight = inFlight.remove(at: next)
+                now = flight.arrival
+                guard now < duration else { break }
+                if flight.lost {
+                    dropped += 1
+                } else {
+                    bytesUp += layout.count * 4
+                    aggregatedLoss.append(flight.result)
+                    let update = ClientUpdate(
+                        client: flight.client, examples: flight.result.examples, delta: flight.result.delta, baseVersion: flight.baseVersion)
+                    updated = try aggregator.receive(update, global: global, version: version, now: now)
+                }
+                if waitsForAggregation && updated == nil { idle.append(flight.client) } else { inFlight.append(try start(flight.client, at: now)) }
+            } else if let tick {
+                now = tick
+                guard now < duration else { break }
+                updated = try aggregator.tick(global: global, version: version, now: now)
+            } else {
+                break
+            }
+            guard let updated else { continue }
+            global = updated
+            version += 1
+            for client in idle { inFlight.append(try start(client, at: now)) }
+            idle.removeAll()
+            let measure = settings.evaluationInterval.map { now - lastEvaluation >= $0 } ?? true
+            if measure { lastEvaluation = now }
+            let record = AggregationRecord(
+                aggregation: version, time: now, accuracy: measure ? try accuracy(of: global) : nil, loss: Self.meanLoss(aggregatedLoss),
+                updates: aggregatedLoss.count, dropped: dropped, bytesDown: bytesDown, bytesUp: bytesUp)
+            aggregatedLoss.removeAll()
+            dropped = 0
+            records.append(record)
+            observer(record)
+        }
+        if var last = records.last, last.accuracy == nil {
+            last.accuracy = try accuracy(of: global)
+            records[records.count - 1] = last
+            observer(last)
+        }
+        return records
+    }
+
+    // MARK: - Helpers
+
+    private var localSettings: LocalTraining {
+        var local = settings.local
+        local.proximalMu = settings.strategy.proximalMu
+        return local
+    }
+
+    /// A seed for one client's local training at one round (or start), fixed by the run's seed.
+    private func trainingSeed(client: Int, step: Int) -> UInt64 {
+        settings.seed &* 0x9E37_79B9_7F4A_7C15 &+ UInt64(client) &* 0x1000_0000_01B3 &+ UInt64(step)
+    }
+
+    private static func meanLoss(_ results: [LocalResult]) -> Double {
+        let examples = results.reduce(0) { $0 + $1.examples }
+        guard examples > 0 else { return 0 }
+        return results.reduce(0) { $0 + $1.loss * Double($1.examples) } / Double(examples)
+    }
+}
