@@ -80,7 +80,7 @@ let modules: [Target] = [
         dependencies: ["CleaveDatasets", "CleaveONNX", "CleaveSupport", "CleaveTensor"]),
     .target(
         name: "CleaveFederated",
-        dependencies: ["CleaveDatasets", "CleaveSupport", "CleaveTensor", "CleaveTrain"]),
+        dependencies: ["CleaveCodec", "CleaveDatasets", "CleaveSupport", "CleaveTensor", "CleaveTrain"]),
     .target(
         name: "CleaveAgent",
         dependencies: [
@@ -192,7 +192,7 @@ let tests: [Target] = [
         name: "CleaveTrainTests", dependencies: ["CleaveTrain", "CleaveDatasets", "CleaveSupport", "CleaveTensor", "CleaveONNX", "CleaveCodec"]),
     .testTarget(
         name: "CleaveFederatedTests",
-        dependencies: ["CleaveFederated", "CleaveDatasets", "CleaveONNX", "CleaveSupport", "CleaveTensor", "CleaveTrain"]),
+        dependencies: ["CleaveFederated", "CleaveCodec", "CleaveDatasets", "CleaveONNX", "CleaveSupport", "CleaveTensor", "CleaveTrain"]),
     .testTarget(name: "CleaveCLITests", dependencies: ["cleave", "CleaveLLM", "CleaveMQTT", "CleaveSupport"]),
     .testTarget(name: "CleaveLLMTests", dependencies: ["CleaveLLM", "CleaveSupport", "CleaveTensor"]),
     .testTarget(name: "CleaveNetemTests", dependencies: ["CleaveNetem", "CleaveSupport"]),

@@ -25,9 +25,7 @@ extension StreamingAggregator {
     public func nextTick(after now: Double) -> Double? { nil }
 
     func check(_ update: ClientUpdate, _ global: [Float], version: Int) throws {
-        guard update.delta.count == global.count else {
-            throw FederatedError("client \(update.client) sent \(update.delta.count) values for a model of \(global.count)")
-        }
+        try update.validate(modelSize: global.count)
         guard update.baseVersion <= version, update.baseVersion >= 0 else {
             throw FederatedError("client \(update.client) claims base version \(update.baseVersion), the server is at \(version)")
         }

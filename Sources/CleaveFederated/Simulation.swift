@@ -40,6 +40,12 @@ public struct FederatedSettings: Sendable {
     /// Emulated seconds between accuracy measurements of an asynchronous run (nil: every aggregation).
     public var evaluationInterval: Double?
     public var seed: UInt64 = 0
+    /// How clients compress their updates, and whether they keep what compression dropped for the next round.
+    public var compression: UpdateCompression = .float32
+    public var errorFeedback = true
+    /// The last `poisoned` clients send `attack`ed updates instead of what they trained.
+    public var poisoned = 0
+    public var attack: PoisoningAttack = .signFlip(scale: 10)
 
     public init() {}
 
@@ -53,6 +59,7 @@ public struct FederatedSettings: Sendable {
         guard !boards.isEmpty, boards.allSatisfy({ $0.gflops > 0 && $0.linkMbps > 0 }) else {
             throw FederatedError("every board needs a positive speed and link rate")
         }
+        guard poisoned >= 0, poisoned <= clients else { throw FederatedError("cannot poison \(poisoned) of \(clients) clients") }
         if let deadline, !(deadline > 0) { throw FederatedError("the round deadline must be positive, got \(deadline)") }
         if dropout > 0, strategy.isSynchronous, deadline == nil {
             throw FederatedError("with dropouts a synchronous round needs a deadline (--deadline), or it would wait for ever")
@@ -60,8 +67,30 @@ public struct FederatedSettings: Sendable {
     }
 }
 
+/// What a poisoned client sends instead of its honest update.
+public enum PoisoningAttack: Sendable, Equatable, CustomStringConvertible {
+    /// The honest delta reversed and scaled (−scale · Δ).
+    case signFlip(scale: Float)
+    /// Gaussian noise of this standard deviation in place of the delta.
+    case noise(standardDeviation: Float)
+
+    public var description: String {
+        switch self {
+        case .signFlip(let scale): "sign-flipped ×\(scale)"
+        case .noise(let deviation): "Gaussian noise σ = \(deviation)"
+        }
+    }
+
+    func apply(to delta: [Float], generator: inout SeededGenerator) -> [Float] {
+        switch self {
+        case .signFlip(let scale): delta.map { -scale * $0 }
+        case .noise(let deviation): delta.map { _ in deviation * Float(generator.normal()) }
+        }
+    }
+}
+
 /// The state of a run after one aggregation.
-public struct AggregationRecord: Sendable, Equatable {
+public struct AggregationRecord: Sendable, Equatable, Codable {
     /// Aggregations so far (the round, for a synchronous strategy).
     public var aggregation: Int
     /// Emulated seconds since the start.
@@ -70,9 +99,10 @@ public struct AggregationRecord: Sendable, Equatable {
     public var accuracy: Double?
     /// Mean local training loss of the updates aggregated, weighted by examples.
     public var loss: Double
-    /// Updates aggregated, and updates lost to dropouts or the deadline.
+    /// Updates aggregated, updates lost to dropouts or the deadline, and updates the server refused.
     public var updates: Int
     public var dropped: Int
+    public var refused = 0
     /// Bytes sent to and from the boards so far.
     public var bytesDown: Int
     public var bytesUp: Int
@@ -94,6 +124,10 @@ public final class FederatedSimulation {
     private let flopsPerSample: Double
     private var bytesDown = 0
     private var bytesUp = 0
+    private var feedback: [ErrorFeedback]
+    private var attackGenerator: SeededGenerator
+    /// Why the server refused updates, most recent last.
+    public private(set) var refusals: [String] = []
 
     /// Partitions `train` among the clients and prepares one trainer per core.
     public init(settings: FederatedSettings, train: FashionMNIST, test: FashionMNIST, threads: Int = ThreadPool.coreCount) throws {
@@ -104,6 +138,8 @@ public final class FederatedSimulation {
             throw FederatedError("the partition left client \(empty) without samples; use fewer clients or a larger α")
         }
         self.test = test
+        feedback = Array(repeating: ErrorFeedback(), count: settings.clients)
+        attackGenerator = SeededGenerator(seed: settings.seed ^ 0xBAD_5EED)
         trainers = (0..<max(1, threads)).map { _ in LocalTrainer(data: train) }
         layout = trainers[0].layout
         // Forward 2 FLOPs per multiply-add, backward twice that.
@@ -120,12 +156,30 @@ public final class FederatedSimulation {
     }
 
     /// Runs the whole training and returns one record per aggregation; `observer` sees each as it happens.
-    public func run(observer: (AggregationRecord) -> Void = { _ in }) throws -> [AggregationRecord] {
+    ///
+    /// With `checkpoint`, a synchronous run saves its state to that file after every round
+    /// (written whole to a temporary name, `fsync`ed and renamed over the old one, so a
+    /// crash leaves the last complete round), and a run that finds the file of the same
+    /// settings resumes after its round: killed and restarted, it ends as it would have.
+    public func run(checkpoint: String? = nil, observer: (AggregationRecord) -> Void = { _ in }) throws -> [AggregationRecord] {
         bytesDown = 0
         bytesUp = 0
+        refusals = []
+        feedback = Array(repeating: ErrorFeedback(), count: settings.clients)
+        attackGenerator = SeededGenerator(seed: settings.seed ^ 0xBAD_5EED)
         let initial = LocalTrainer.initialModel(seed: settings.seed)
-        return settings.strategy.isSynchronous
-            ? try runRounds(from: initial, observer: observer) : try runArrivals(from: initial, observer: observer)
+        guard settings.strategy.isSynchronous else {
+            if checkpoint != nil {
+                throw FederatedError("checkpoints are kept for synchronous strategies only; \(settings.strategy.name) is asynchronous")
+            }
+            return try runArrivals(from: initial, observer: observer)
+        }
+        return try runRounds(from: initial, checkpoint: checkpoint, observer: observer)
+    }
+
+    /// The round number a checkpoint file holds, if it is one of this run's settings.
+    public func resumableRound(checkpoint: String) throws -> Int? {
+        try RoundCheckpoint.load(checkpoint, fingerprint: fingerprint)?.round
     }
 
     /// Test accuracy of `weights` on the held-out set.
@@ -133,14 +187,30 @@ public final class FederatedSimulation {
 
     // MARK: - Synchronous rounds
 
-    private func runRounds(from initial: [Float], observer: (AggregationRecord) -> Void) throws -> [AggregationRecord] {
+    private func runRounds(from initial: [Float], checkpoint: String?, observer: (AggregationRecord) -> Void) throws -> [AggregationRecord] {
         var aggregator = try settings.strategy.roundAggregator()
         var generator = SeededGenerator(seed: settings.seed ^ 0x5EED_0F_5A3F)
         var global = initial
         var time = 0.0
         var records: [AggregationRecord] = []
+        var first = 1
+        if let checkpoint, let saved = try RoundCheckpoint.load(checkpoint, fingerprint: fingerprint) {
+            guard saved.global.count == layout.count, saved.feedback.count == settings.clients else {
+                throw FederatedError("the checkpoint \(checkpoint) does not fit this run's model")
+            }
+            first = saved.round + 1
+            time = saved.time
+            global = saved.global
+            aggregator.state = saved.aggregatorState
+            generator = SeededGenerator(seed: saved.sampling)
+            attackGenerator = SeededGenerator(seed: saved.attack)
+            feedback = saved.feedback
+            bytesDown = saved.bytesDown
+            bytesUp = saved.bytesUp
+            records = saved.records
+        }
         let perRound = max(1, Int((settings.sampleFraction * Double(settings.clients)).rounded()))
-        for round in 1...settings.rounds {
+        for round in first..<(settings.rounds + 1) {
             let sampled = Array(Array(0..<settings.clients).shuffled(using: &generator).prefix(perRound)).sorted()
             let dropouts = sampled.filter { _ in generator.uniform() < settings.dropout }
             let durations = sampled.map { updateSeconds(client: $0) }
@@ -150,17 +220,34 @@ public final class FederatedSimulation {
             let slowest = zip(sampled, durations).filter { reporting.contains($0.0) }.map(\.1).max() ?? 0
             time += reporting.count < sampled.count ? (settings.deadline ?? slowest) : slowest
             bytesDown += sampled.count * layout.count * 4
-            bytesUp += reporting.count * layout.count * 4
             let results = try trainInParallel(reporting, from: global, round: round)
-            let updates = zip(reporting, results).map { ClientUpdate(client: $0, examples: $1.examples, delta: $1.delta, baseVersion: round - 1) }
+            let sent = zip(reporting, results).map { ClientUpdate(client: $0, examples: $1.examples, delta: $1.delta, baseVersion: round - 1) }
+            let updates = try sent.compactMap { try transmit($0, expectedBase: round - 1) }
             if !updates.isEmpty { global = try aggregator.aggregate(global: global, updates: updates, round: round) }
             let record = AggregationRecord(
                 aggregation: round, time: time, accuracy: try accuracy(of: global), loss: Self.meanLoss(results), updates: updates.count,
-                dropped: sampled.count - reporting.count, bytesDown: bytesDown, bytesUp: bytesUp)
+                dropped: sampled.count - reporting.count, refused: sent.count - updates.count, bytesDown: bytesDown, bytesUp: bytesUp)
             records.append(record)
+            if let checkpoint {
+                try RoundCheckpoint(
+                    fingerprint: fingerprint, round: round, time: time, global: global, aggregatorState: aggregator.state,
+                    sampling: generator.position, attack: attackGenerator.position, feedback: feedback, bytesDown: bytesDown, bytesUp: bytesUp,
+                    records: records
+                ).save(checkpoint)
+            }
             observer(record)
         }
         return records
+    }
+
+    /// The settings a checkpoint must have been made with (all but the number of rounds, which a resumed run may extend).
+    private var fingerprint: String {
+        let deadline = settings.deadline.map { "\($0)" } ?? "none"
+        let sizes = shares.map { "\($0.count)" }.joined(separator: ",")
+        var parts: [String] = [settings.strategy.description, "\(settings.clients)", "\(settings.partition)", "\(settings.local)"]
+        parts += ["\(settings.sampleFraction)", deadline, "\(settings.dropout)", "\(settings.boards)", "\(settings.seed)"]
+        parts += ["\(settings.compression)", "\(settings.errorFeedback)", "\(settings.poisoned)", "\(settings.attack)", sizes]
+        return parts.joined(separator: " | ")
     }
 
     /// Trains `clients` from `global`, spread over the trainers (one thread each).
@@ -209,6 +296,7 @@ public final class FederatedSimulation {
         var lastEvaluation = -Double.infinity
         var aggregatedLoss: [LocalResult] = []
         var dropped = 0
+        var refused = 0
 
         func start(_ client: Int, at time: Double) throws -> InFlight {
             starts += 1
@@ -257,9 +345,10 @@ public final class FederatedSimulation {
             if measure { lastEvaluation = now }
             let record = AggregationRecord(
                 aggregation: version, time: now, accuracy: measure ? try accuracy(of: global) : nil, loss: Self.meanLoss(aggregatedLoss),
-                updates: aggregatedLoss.count, dropped: dropped, bytesDown: bytesDown, bytesUp: bytesUp)
+                updates: aggregatedLoss.count - refused, dropped: dropped, refused: refused, bytesDown: bytesDown, bytesUp: bytesUp)
             aggregatedLoss.removeAll()
             dropped = 0
+            refused = 0
             records.append(record)
             observer(record)
         }
@@ -269,6 +358,29 @@ public final class FederatedSimulation {
             observer(last)
         }
         return records
+    }
+
+    // MARK: - The wire
+
+    /// What the server receives of a client's update: poisoned if the client is one of the
+    /// attackers, compressed into an update frame (with the client's error feedback), decoded
+    /// and checked. Nil when the server refuses it (the reason goes to ``refusals``).
+    private func transmit(_ honest: ClientUpdate, expectedBase: Int?) throws -> ClientUpdate? {
+        var update = honest
+        if honest.client >= settings.clients - settings.poisoned {
+            update.delta = settings.attack.apply(to: honest.delta, generator: &attackGenerator)
+        }
+        do {
+            let frame =
+                settings.errorFeedback && settings.compression.isLossy
+                ? try feedback[update.client].encode(update, layout: layout, compression: settings.compression)
+                : UpdateCodec.encode(update, layout: layout, compression: settings.compression)
+            bytesUp += frame.count
+            return try UpdateCodec.decode(frame, layout: layout, expectedBaseVersion: expectedBase)
+        } catch {
+            refusals.append("\(error)")
+            return nil
+        }
     }
 
     // MARK: - Helpers

@@ -16,6 +16,16 @@ public struct ClientUpdate: Sendable, Equatable {
         self.delta = delta
         self.baseVersion = baseVersion
     }
+
+    /// Refuses an update that cannot be aggregated into a model of `modelSize` values: another
+    /// size, no examples, or a value that is not finite (NaN or ±∞ would poison every average).
+    public func validate(modelSize: Int) throws {
+        guard delta.count == modelSize else { throw FederatedError("client \(client) sent \(delta.count) values for a model of \(modelSize)") }
+        guard examples > 0 else { throw FederatedError("client \(client) reports \(examples) training examples") }
+        if let index = delta.firstIndex(where: { !$0.isFinite }) {
+            throw FederatedError("client \(client) sent a non-finite value (\(delta[index])) at position \(index)")
+        }
+    }
 }
 
 /// A synchronous aggregation rule: the updates of one round in, the next global model out.
@@ -26,16 +36,25 @@ public struct ClientUpdate: Sendable, Equatable {
 public protocol RoundAggregator: Sendable {
     /// The global model after `round` (1-based), from the round's `updates`, all based on `global`.
     mutating func aggregate(global: [Float], updates: [ClientUpdate], round: Int) throws -> [Float]
+    /// What the rule carries from round to round (a server optimizer's moments), for checkpoints; empty for stateless rules.
+    var state: [Double] { get set }
 }
 
 extension RoundAggregator {
-    func check(_ global: [Float], _ updates: [ClientUpdate]) throws {
+    public var state: [Double] {
+        get { [] }
+        set {}
+    }
+}
+
+extension RoundAggregator {
+    func check(_ global: [Float], _ updates: [ClientUpdate], round: Int) throws {
         guard !updates.isEmpty else { throw FederatedError("a round needs at least one update to aggregate") }
-        for update in updates where update.delta.count != global.count {
-            throw FederatedError("client \(update.client) sent \(update.delta.count) values for a model of \(global.count)")
-        }
-        for update in updates where update.examples <= 0 {
-            throw FederatedError("client \(update.client) reports \(update.examples) training examples")
+        for update in updates {
+            try update.validate(modelSize: global.count)
+            guard update.baseVersion == round - 1 else {
+                throw FederatedError("client \(update.client)'s update is for round \(update.baseVersion + 1), not round \(round)")
+            }
         }
     }
 }
@@ -50,7 +69,7 @@ public struct FederatedAveraging: RoundAggregator {
     public init() {}
 
     public func aggregate(global: [Float], updates: [ClientUpdate], round: Int) throws -> [Float] {
-        try check(global, updates)
+        try check(global, updates, round: round)
         return zip(global, Self.weightedMean(updates)).map { $0 + $1 }
     }
 
@@ -76,7 +95,7 @@ public struct CoordinateMedian: RoundAggregator {
     public init() {}
 
     public func aggregate(global: [Float], updates: [ClientUpdate], round: Int) throws -> [Float] {
-        try check(global, updates)
+        try check(global, updates, round: round)
         var column = [Float](repeating: 0, count: updates.count)
         var result = global
         let middle = updates.count / 2
@@ -101,7 +120,7 @@ public struct TrimmedMean: RoundAggregator {
     }
 
     public func aggregate(global: [Float], updates: [ClientUpdate], round: Int) throws -> [Float] {
-        try check(global, updates)
+        try check(global, updates, round: round)
         let cut = Int(beta * Double(updates.count))
         let kept = (cut)..<(updates.count - cut)
         var column = [Float](repeating: 0, count: updates.count)
@@ -133,7 +152,7 @@ public struct Krum: RoundAggregator {
     }
 
     public func aggregate(global: [Float], updates: [ClientUpdate], round: Int) throws -> [Float] {
-        try check(global, updates)
+        try check(global, updates, round: round)
         guard keep <= updates.count else { throw FederatedError("Multi-Krum cannot keep \(keep) of \(updates.count) updates") }
         let scores = Self.scores(updates, malicious: malicious)
         let ranked = scores.indices.sorted { scores[$0] < scores[$1] }
@@ -186,8 +205,17 @@ public struct FederatedAdam: RoundAggregator {
         self.tau = tau
     }
 
+    /// The first moments followed by the second.
+    public var state: [Double] {
+        get { firstMoment + secondMoment }
+        set {
+            firstMoment = Array(newValue.prefix(newValue.count / 2))
+            secondMoment = Array(newValue.suffix(newValue.count / 2))
+        }
+    }
+
     public mutating func aggregate(global: [Float], updates: [ClientUpdate], round: Int) throws -> [Float] {
-        try check(global, updates)
+        try check(global, updates, round: round)
         let delta = FederatedAveraging.weightedMean(updates)
         if firstMoment.count != global.count {
             firstMoment = [Double](repeating: 0, count: global.count)

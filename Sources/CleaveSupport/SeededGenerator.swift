@@ -15,6 +15,9 @@ public struct SeededGenerator: RandomNumberGenerator, Sendable {
     /// A generator whose stream is fixed by `seed`.
     public init(seed: UInt64) { state = seed }
 
+    /// Where the stream is: `SeededGenerator(seed: position)` continues it exactly (checkpoints).
+    public var position: UInt64 { state }
+
     public mutating func next() -> UInt64 {
         state &+= 0x9E37_79B9_7F4A_7C15
         var z = state

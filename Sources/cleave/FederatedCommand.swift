@@ -88,9 +88,28 @@ struct FederatedSimulate: AsyncParsableCommand {
     @Option(help: "Emulated seconds an asynchronous run lasts (default: --rounds rounds of the slowest board).") var duration: Double?
     @Option(help: "Emulated seconds between accuracy measurements of an asynchronous run (default: every aggregation).")
     var evaluationInterval: Double?
+    @Option(
+        help: """
+            Update compression: float32, float16, int8, int8-channel, int4, int4-channel, topk:F (the F largest \
+            magnitudes of each tensor) or sign (1 bit per value and one scale).
+            """)
+    var compression: String = "float32"
+    @Flag(help: "Do not keep what compression dropped for the next round (no error feedback).") var noErrorFeedback = false
+    @Option(help: "Number of clients (the last ones) that send poisoned updates.") var poisoned: Int = 0
+    @Option(help: "Poisoning: sign-flip (−10 × the honest update) or noise (Gaussian, σ = 1).") var attack: String = "sign-flip"
     @Option(help: "Seed of the partition, the model's initialisation and the local shuffling.") var seed: UInt64 = 0
     @Option(help: "Write one row per aggregation to this CSV file.") var csv: String?
+    @Option(help: "Write each client's training-sample indices to this JSON file (to rerun the partition elsewhere).")
+    var partitionOut: String?
+    @Option(
+        help: """
+            Keep the run's state in this file after every round (synchronous strategies) and resume from it: \
+            a run killed and started again with the same options ends as it would have.
+            """)
+    var checkpoint: String?
     @Option(help: "Fashion-MNIST folder.") var dataset: String = FashionMNIST.defaultDirectory
+    @Option(help: "Use only the first N training images (quick runs).") var trainLimit: Int?
+    @Option(help: "Measure accuracy on the first N test images only (quick runs).") var testLimit: Int?
     @Option(help: "Threads training clients side by side (default: one per core).") var threads: Int?
 
     func run() async throws {
@@ -109,8 +128,18 @@ struct FederatedSimulate: AsyncParsableCommand {
         settings.duration = duration
         settings.evaluationInterval = evaluationInterval
         settings.seed = seed
-        let train = try FashionMNIST(split: .train, directory: dataset)
-        let test = try FashionMNIST(split: .test, directory: dataset)
+        settings.compression = try UpdateCompression(name: compression)
+        settings.errorFeedback = !noErrorFeedback
+        settings.poisoned = poisoned
+        switch attack {
+        case "sign-flip": settings.attack = .signFlip(scale: 10)
+        case "noise": settings.attack = .noise(standardDeviation: 1)
+        default: throw ValidationError("unknown attack '\(attack)': choose sign-flip or noise")
+        }
+        var train = try FashionMNIST(split: .train, directory: dataset)
+        var test = try FashionMNIST(split: .test, directory: dataset)
+        if let trainLimit { train = train.prefix(trainLimit) }
+        if let testLimit { test = test.prefix(testLimit) }
         // The strategy's default FedFix interval needs the boards' update times: plan with FedAvg first.
         let probe = try FederatedSimulation(settings: settings, train: train, test: test, threads: 1)
         let updateTimes = (0..<clients).map { probe.updateSeconds(client: $0) }
@@ -118,29 +147,41 @@ struct FederatedSimulate: AsyncParsableCommand {
         let simulation = try FederatedSimulation(
             settings: settings, train: train, test: test, threads: threads ?? ProcessInfo.processInfo.activeProcessorCount)
 
+        if let partitionOut {
+            try JSONEncoder().encode(simulation.shares).write(to: URL(fileURLWithPath: partitionOut))
+        }
         let sizes = simulation.shares.map(\.count)
         print("strategy \(settings.strategy); \(clients) clients, partition \(partition) α = \(alpha), seed \(seed)")
         print("client samples: \(sizes.map(String.init).joined(separator: " "))")
         print(
+            "updates as \(settings.compression)\(settings.compression.isLossy && settings.errorFeedback ? " with error feedback" : "")"
+                + (poisoned > 0 ? "; the last \(poisoned) clients send \(settings.attack) updates" : ""))
+        print(
             String(
                 format: "boards: %@; update time %.1f–%.1f s emulated; model %d parameters", boards.joined(separator: ", "),
                 updateTimes.min() ?? 0, updateTimes.max() ?? 0, simulation.layout.count))
-        var rows = ["aggregation,time_s,accuracy,loss,updates,dropped,bytes_down,bytes_up"]
+        var rows = ["aggregation,time_s,accuracy,loss,updates,dropped,refused,bytes_down,bytes_up"]
         let started = Date()
-        let records = try simulation.run { record in
+        if let checkpoint, let round = try simulation.resumableRound(checkpoint: checkpoint) {
+            print("resuming after round \(round) from \(checkpoint)")
+        }
+        let records = try simulation.run(checkpoint: checkpoint) { record in
             let accuracy = record.accuracy.map { String(format: "%6.2f%%", $0 * 100) } ?? "      -"
             print(
                 String(
-                    format: "%@ %4d  t %8.1f s  accuracy %@  loss %.4f  updates %d%@  ↓%@ ↑%@  (%.0f s real)",
+                    format: "%@ %4d  t %8.1f s  accuracy %@  loss %.4f  updates %d%@%@  ↓%@ ↑%@  (%.0f s real)",
                     settings.strategy.isSynchronous ? "round" : "aggregation", record.aggregation, record.time, accuracy, record.loss,
-                    record.updates, record.dropped > 0 ? " dropped \(record.dropped)" : "", formatMegabytes(record.bytesDown),
+                    record.updates, record.dropped > 0 ? " dropped \(record.dropped)" : "", record.refused > 0 ? " refused \(record.refused)" : "",
+                    formatMegabytes(record.bytesDown),
                     formatMegabytes(record.bytesUp), Date().timeIntervalSince(started)))
             fflush(nil)
             rows.append(
                 "\(record.aggregation),\(String(format: "%.3f", record.time)),\(record.accuracy.map { String(format: "%.4f", $0) } ?? ""),"
-                    + "\(String(format: "%.5f", record.loss)),\(record.updates),\(record.dropped),\(record.bytesDown),\(record.bytesUp)")
+                    + "\(String(format: "%.5f", record.loss)),\(record.updates),\(record.dropped),\(record.refused),\(record.bytesDown),\(record.bytesUp)"
+            )
         }
         if let csv { try (rows.joined(separator: "\n") + "\n").write(toFile: csv, atomically: true, encoding: .utf8) }
+        if let reason = simulation.refusals.last { print("refused \(simulation.refusals.count) updates; the last because \(reason)") }
         let final = records.last?.accuracy ?? 0
         print(
             String(
