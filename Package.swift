@@ -75,12 +75,15 @@ let modules: [Target] = [
     .target(
         name: "CleaveProtocol",
         dependencies: ["CleaveSupport"]),
+    // Optimized in debug builds too: the tests train real networks on Fashion-MNIST.
     .target(
         name: "CleaveTrain",
-        dependencies: ["CleaveDatasets", "CleaveONNX", "CleaveSupport", "CleaveTensor"]),
+        dependencies: ["CleaveDatasets", "CleaveONNX", "CleaveSupport", "CleaveTensor"],
+        swiftSettings: [.unsafeFlags(["-O"], .when(configuration: .debug))]),
     .target(
         name: "CleaveFederated",
-        dependencies: ["CleaveCodec", "CleaveDatasets", "CleaveSupport", "CleaveTensor", "CleaveTrain"]),
+        dependencies: ["CleaveCodec", "CleaveDatasets", "CleaveSupport", "CleaveTensor", "CleaveTrain"],
+        swiftSettings: [.unsafeFlags(["-O"], .when(configuration: .debug))]),
     .target(
         name: "CleaveAgent",
         dependencies: [

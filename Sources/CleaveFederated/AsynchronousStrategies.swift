@@ -169,5 +169,6 @@ public struct FixedIntervalAggregation: StreamingAggregator {
         return result
     }
 
-    public func nextTick(after now: Double) -> Double? { nextAggregation > now ? nextAggregation : now + interval }
+    /// The next aggregation time: fixed by the interval, whatever arrives in between.
+    public func nextTick(after now: Double) -> Double? { nextAggregation }
 }

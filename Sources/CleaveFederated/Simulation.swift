@@ -33,6 +33,8 @@ public struct FederatedSettings: Sendable {
     public var deadline: Double?
     /// Probability that a client drops out of a round (or loses an asynchronous update).
     public var dropout = 0.0
+    /// Clients that are gone for a run of rounds (synchronous strategies): they send nothing then.
+    public var outage: (clients: Set<Int>, rounds: ClosedRange<Int>)?
     /// The boards, assigned to clients in turn (client i runs on `boards[i % boards.count]`).
     public var boards = [SimulatedBoard(name: "generic", gflops: 4)]
     /// Emulated seconds an asynchronous run lasts (nil: as long as FedAvg's rounds take).
@@ -61,6 +63,15 @@ public struct FederatedSettings: Sendable {
         }
         guard poisoned >= 0, poisoned <= clients else { throw FederatedError("cannot poison \(poisoned) of \(clients) clients") }
         if let deadline, !(deadline > 0) { throw FederatedError("the round deadline must be positive, got \(deadline)") }
+        if let outage {
+            guard strategy.isSynchronous else { throw FederatedError("an outage of rounds needs a synchronous strategy") }
+            guard outage.clients.allSatisfy({ (0..<clients).contains($0) }) else {
+                throw FederatedError("the outage names a client outside 0..<\(clients)")
+            }
+            guard deadline != nil else {
+                throw FederatedError("with an outage a synchronous round needs a deadline (--deadline), or it would wait for ever")
+            }
+        }
         if dropout > 0, strategy.isSynchronous, deadline == nil {
             throw FederatedError("with dropouts a synchronous round needs a deadline (--deadline), or it would wait for ever")
         }
@@ -212,7 +223,8 @@ public final class FederatedSimulation {
         let perRound = max(1, Int((settings.sampleFraction * Double(settings.clients)).rounded()))
         for round in first..<(settings.rounds + 1) {
             let sampled = Array(Array(0..<settings.clients).shuffled(using: &generator).prefix(perRound)).sorted()
-            let dropouts = sampled.filter { _ in generator.uniform() < settings.dropout }
+            let gone = settings.outage.map { $0.rounds.contains(round) ? $0.clients : [] } ?? []
+            let dropouts = sampled.filter { client in generator.uniform() < settings.dropout || gone.contains(client) }
             let durations = sampled.map { updateSeconds(client: $0) }
             let reporting = zip(sampled, durations).filter { client, seconds in
                 !dropouts.contains(client) && seconds <= (settings.deadline ?? .infinity)
@@ -245,7 +257,8 @@ public final class FederatedSimulation {
         let deadline = settings.deadline.map { "\($0)" } ?? "none"
         let sizes = shares.map { "\($0.count)" }.joined(separator: ",")
         var parts: [String] = [settings.strategy.description, "\(settings.clients)", "\(settings.partition)", "\(settings.local)"]
-        parts += ["\(settings.sampleFraction)", deadline, "\(settings.dropout)", "\(settings.boards)", "\(settings.seed)"]
+        let outage = settings.outage.map { "\($0.clients.sorted())@\($0.rounds)" } ?? "none"
+        parts += ["\(settings.sampleFraction)", deadline, "\(settings.dropout)", outage, "\(settings.boards)", "\(settings.seed)"]
         parts += ["\(settings.compression)", "\(settings.errorFeedback)", "\(settings.poisoned)", "\(settings.attack)", sizes]
         return parts.joined(separator: " | ")
     }

@@ -27,10 +27,10 @@ struct StrategyOptions: ParsableArguments {
     @Option(help: "Asynchronous FedAvg: mixing rate α of a fresh update.") var mixing: Double = 0.5
     @Option(help: "Staleness weight exponent a in (1 + s)^-a (FedAsync).") var stalenessExponent: Double = 0.5
     @Option(help: "FedBuff: updates per aggregation (K).") var buffer: Int = 5
-    @Option(help: "FedFix: emulated seconds between aggregations (default: the fastest board's update time).") var interval: Double?
+    @Option(help: "FedFix: emulated seconds between aggregations (default: the clients' median update time).") var interval: Double?
     @Flag(help: "FedFix: weigh updates by data share only, without the correction for slow boards.") var uncorrectedWeights = false
 
-    func choice(fastestUpdate: Double) throws -> StrategyChoice {
+    func choice(medianUpdate: Double) throws -> StrategyChoice {
         switch strategy {
         case "fedavg": return .fedAvg
         case "fedprox": return .fedProx(mu: mu)
@@ -41,7 +41,7 @@ struct StrategyOptions: ParsableArguments {
         case "multi-krum": return .krum(malicious: malicious, keep: keep)
         case "fedasync": return .fedAsync(alpha: mixing, exponent: stalenessExponent)
         case "fedbuff": return .fedBuff(bufferSize: buffer, serverLearningRate: serverLearningRate ?? 1)
-        case "fedfix": return .fedFix(interval: interval ?? fastestUpdate, correctForTime: !uncorrectedWeights)
+        case "fedfix": return .fedFix(interval: interval ?? medianUpdate, correctForTime: !uncorrectedWeights)
         default:
             throw ValidationError(
                 "unknown strategy '\(strategy)': choose fedavg, fedprox, fedadam, fedmedian, trimmed-mean, krum, multi-krum, fedasync, fedbuff or fedfix"
@@ -79,6 +79,7 @@ struct FederatedSimulate: AsyncParsableCommand {
     @Option(help: "Share of clients sampled each synchronous round.") var sampleFraction: Double = 1
     @Option(help: "Emulated seconds a synchronous round waits before dropping stragglers.") var deadline: Double?
     @Option(help: "Probability a client drops out of a round (or loses an asynchronous update).") var dropout: Double = 0
+    @Option(help: "Clients gone for a run of rounds, as CLIENTS@FIRST-LAST (e.g. 0,1,2@5-9); needs --deadline.") var outage: String?
     @Option(
         parsing: .upToNextOption,
         help: "Device profiles the clients run on, assigned in turn (names in --devices or YAML paths).")
@@ -121,6 +122,7 @@ struct FederatedSimulate: AsyncParsableCommand {
         settings.sampleFraction = sampleFraction
         settings.deadline = deadline
         settings.dropout = dropout
+        if let outage { settings.outage = try parseOutage(outage) }
         settings.boards = try boards.map { name in
             let profile = try DeviceProfile.load(name.hasSuffix(".yaml") ? name : "\(devices)/\(name).yaml")
             return SimulatedBoard(name: profile.name, gflops: profile.gflops, linkMbps: linkMbps)
@@ -143,7 +145,7 @@ struct FederatedSimulate: AsyncParsableCommand {
         // The strategy's default FedFix interval needs the boards' update times: plan with FedAvg first.
         let probe = try FederatedSimulation(settings: settings, train: train, test: test, threads: 1)
         let updateTimes = (0..<clients).map { probe.updateSeconds(client: $0) }
-        settings.strategy = try strategy.choice(fastestUpdate: updateTimes.min() ?? 1)
+        settings.strategy = try strategy.choice(medianUpdate: updateTimes.sorted()[updateTimes.count / 2])
         let simulation = try FederatedSimulation(
             settings: settings, train: train, test: test, threads: threads ?? ProcessInfo.processInfo.activeProcessorCount)
 
@@ -188,6 +190,16 @@ struct FederatedSimulate: AsyncParsableCommand {
                 format: "emulated time %.1f s, %d aggregations, %.1f s real", records.last?.time ?? 0, records.count,
                 Date().timeIntervalSince(started)))
         print(String(format: "final accuracy %.2f%%", final * 100))
+    }
+
+    private func parseOutage(_ text: String) throws -> (clients: Set<Int>, rounds: ClosedRange<Int>) {
+        let halves = text.split(separator: "@")
+        let clients = halves.first.map { $0.split(separator: ",").compactMap { Int($0) } } ?? []
+        let bounds = halves.count == 2 ? halves[1].split(separator: "-").compactMap { Int($0) } : []
+        guard halves.count == 2, !clients.isEmpty, clients.count == halves[0].split(separator: ",").count, bounds.count == 2, bounds[0] >= 1,
+            bounds[0] <= bounds[1]
+        else { throw ValidationError("--outage '\(text)' is not CLIENTS@FIRST-LAST, e.g. 0,1,2@5-9") }
+        return (Set(clients), bounds[0]...bounds[1])
     }
 
     private func partitionChoice() throws -> Partition {

@@ -35,7 +35,15 @@ import Testing
         let simulation = try FederatedSimulation(settings: settings(.fedAvg), train: train, test: test, threads: 1)
         let slowest = (0..<4).map { simulation.updateSeconds(client: $0) }.max()!
         #expect(abs(first[1].time - 2 * slowest) < 1e-9)
-        #expect(first[1].bytesUp == 2 * 4 * simulation.layout.count * 4)
+        // Two rounds of four float32 update frames: 4 bytes a value plus the frame's header and checksum.
+        let zeros = [Float](repeating: 0, count: simulation.layout.count)
+        let frames = simulation.shares.map {
+            UpdateCodec.encode(
+                ClientUpdate(client: 0, examples: $0.count, delta: zeros, baseVersion: 0), layout: simulation.layout, compression: .float32
+            ).count
+        }
+        #expect(first[1].bytesUp == 2 * frames.reduce(0, +))
+        #expect(frames.allSatisfy { $0 < simulation.layout.count * 4 + 24 })
     }
 
     @Test(.enabled(if: data != nil, "install dataset-fashion-mnist"))
@@ -52,6 +60,39 @@ import Testing
         #expect(records.count > 2, "in two slow rounds' time the fast boards alone should fill more than two buffers")
         #expect(records.allSatisfy { $0.updates == 2 })
         #expect(records.last?.accuracy != nil && records.last!.time < 2 * slow)
+    }
+
+    @Test(.enabled(if: data != nil, "install dataset-fashion-mnist"))
+    func fedFixAggregatesOnlyOnItsInterval() throws {
+        let (train, test) = try #require(Self.data)
+        var fixed = settings(.fedFix(interval: 0.05, correctForTime: true))
+        fixed.evaluationInterval = 1e9
+        let records = try FederatedSimulation(settings: fixed, train: train, test: test, threads: 1).run()
+        #expect(records.count >= 2)
+        for record in records {
+            let intervals = record.time / 0.05
+            #expect(abs(intervals - intervals.rounded()) < 1e-6, "aggregation at \(record.time) s is off the 0.05 s grid")
+        }
+    }
+
+    @Test(.enabled(if: data != nil, "install dataset-fashion-mnist"))
+    func clientsGoneForRoundsAreWaitedForOnlyUntilTheDeadline() throws {
+        let (train, test) = try #require(Self.data)
+        var gone = settings(.fedAvg)
+        gone.rounds = 4
+        gone.deadline = 100
+        gone.outage = (clients: [0, 1, 2], rounds: 2...3)
+        let records = try FederatedSimulation(settings: gone, train: train, test: test, threads: 2).run()
+        #expect(records.map(\.updates) == [4, 1, 1, 4])
+        #expect(records.map(\.dropped) == [0, 3, 3, 0])
+        // A round with missing clients lasts the deadline; the others as long as the slowest board.
+        #expect(abs((records[2].time - records[1].time) - 100) < 1e-9)
+        #expect(records[3].time - records[2].time < 100)
+        #expect(records.last?.accuracy.map { $0 > 0.35 } == true)
+        gone.deadline = nil
+        #expect(throws: FederatedError("with an outage a synchronous round needs a deadline (--deadline), or it would wait for ever")) {
+            try FederatedSimulation(settings: gone, train: train, test: test)
+        }
     }
 
     @Test func settingsOutOfRangeAreRefusedByName() throws {

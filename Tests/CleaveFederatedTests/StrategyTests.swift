@@ -86,6 +86,7 @@ private func update(_ client: Int, _ examples: Int, _ delta: [Float], base: Int 
         #expect(fix.nextTick(after: 0) == 10)
         // Fast client: based on version 0, arrives in the first interval.
         #expect(try fix.receive(update(0, 1, [2]), global: [0], version: 0, now: 9) == nil)
+        #expect(fix.nextTick(after: 9.5) == 10, "arrivals must not push the aggregation back")
         #expect(try fix.tick(global: [0], version: 0, now: 5) == nil)
         let first = try #require(try fix.tick(global: [0], version: 0, now: 10))
         #expect(first == [1])
