@@ -57,7 +57,7 @@ def main():
     out, title = sys.argv[1], sys.argv[2]
     series = []
     for argument in sys.argv[3:]:
-        label, path = argument.split("=", 1)
+        label, path = argument.rsplit("=", 1)
         series.append((label, read(path)))
     accuracies = [y for _, points in series for _, _, y in points]
     y_high = min(100, max(accuracies) + 2)
