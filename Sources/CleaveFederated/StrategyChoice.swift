@@ -9,7 +9,7 @@ public enum StrategyChoice: Sendable, Equatable, CustomStringConvertible {
     case krum(malicious: Int, keep: Int)
     case fedAsync(alpha: Double, exponent: Double)
     case fedBuff(bufferSize: Int, serverLearningRate: Double)
-    /// FedFix with interval Δt in seconds; `correctForTime` weighs slow clients by the intervals they spanned.
+    /// FedFix with interval Δt in seconds; `correctForTime` weighs slow clients up by the intervals they spanned.
     case fedFix(interval: Double, correctForTime: Bool)
 
     /// Whether updates are aggregated round by round (the server waits) or as they arrive.
@@ -44,7 +44,7 @@ public enum StrategyChoice: Sendable, Equatable, CustomStringConvertible {
         case .krum(let f, let keep): keep > 0 ? "multi-krum (f = \(f), keep \(keep))" : "krum (f = \(f))"
         case .fedAsync(let alpha, let exponent): "fedasync (α = \(alpha), staleness exponent \(exponent))"
         case .fedBuff(let k, let rate): "fedbuff (K = \(k), η = \(rate))"
-        case .fedFix(let interval, let corrected): "fedfix (Δt = \(interval) s\(corrected ? "" : ", uncorrected weights"))"
+        case .fedFix(let interval, let corrected): "fedfix (Δt = \(interval) s\(corrected ? ", time-corrected weights" : ""))"
         }
     }
 

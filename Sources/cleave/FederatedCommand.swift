@@ -28,7 +28,8 @@ struct StrategyOptions: ParsableArguments {
     @Option(help: "Staleness weight exponent a in (1 + s)^-a (FedAsync).") var stalenessExponent: Double = 0.5
     @Option(help: "FedBuff: updates per aggregation (K).") var buffer: Int = 5
     @Option(help: "FedFix: emulated seconds between aggregations (default: the clients' median update time).") var interval: Double?
-    @Flag(help: "FedFix: weigh updates by data share only, without the correction for slow boards.") var uncorrectedWeights = false
+    @Flag(help: "FedFix: divide each update's data share by its chance of arriving in an interval (weighs slow boards up).")
+    var timeCorrectedWeights = false
 
     func choice(medianUpdate: Double) throws -> StrategyChoice {
         switch strategy {
@@ -41,7 +42,7 @@ struct StrategyOptions: ParsableArguments {
         case "multi-krum": return .krum(malicious: malicious, keep: keep)
         case "fedasync": return .fedAsync(alpha: mixing, exponent: stalenessExponent)
         case "fedbuff": return .fedBuff(bufferSize: buffer, serverLearningRate: serverLearningRate ?? 1)
-        case "fedfix": return .fedFix(interval: interval ?? medianUpdate, correctForTime: !uncorrectedWeights)
+        case "fedfix": return .fedFix(interval: interval ?? medianUpdate, correctForTime: timeCorrectedWeights)
         default:
             throw ValidationError(
                 "unknown strategy '\(strategy)': choose fedavg, fedprox, fedadam, fedmedian, trimmed-mean, krum, multi-krum, fedasync, fedbuff or fedfix"

@@ -82,7 +82,7 @@ private func update(_ client: Int, _ examples: Int, _ delta: [Float], base: Int 
     }
 
     @Test func fedFixAggregatesOnTheIntervalAndCorrectsForSlowClients() throws {
-        var fix = try FixedIntervalAggregation(interval: 10, shares: [0.5, 0.5])
+        var fix = try FixedIntervalAggregation(interval: 10, shares: [0.5, 0.5], correctForTime: true)
         #expect(fix.nextTick(after: 0) == 10)
         // Fast client: based on version 0, arrives in the first interval.
         #expect(try fix.receive(update(0, 1, [2]), global: [0], version: 0, now: 9) == nil)
