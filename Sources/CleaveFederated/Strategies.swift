@@ -166,7 +166,7 @@ public struct Krum: RoundAggregator {
         let count = updates.count
         var distances = [[Double]](repeating: [Double](repeating: 0, count: count), count: count)
         for i in 0..<count {
-            for j in (i + 1)..<max(i + 1, count) {
+            for j in (i + 1)..<count {
                 var sum = 0.0
                 for index in updates[i].delta.indices {
                     let difference = Double(updates[i].delta[index]) - Double(updates[j].delta[index])
