@@ -82,7 +82,7 @@ let modules: [Target] = [
         swiftSettings: [.unsafeFlags(["-O"], .when(configuration: .debug))]),
     .target(
         name: "CleaveFederated",
-        dependencies: ["CleaveCodec", "CleaveDatasets", "CleaveSupport", "CleaveTensor", "CleaveTrain"],
+        dependencies: ["CleaveCodec", "CleaveDatasets", "CleaveProtocol", "CleaveSupport", "CleaveTensor", "CleaveTrain"],
         swiftSettings: [.unsafeFlags(["-O"], .when(configuration: .debug))]),
     .target(
         name: "CleaveAgent",
@@ -195,7 +195,9 @@ let tests: [Target] = [
         name: "CleaveTrainTests", dependencies: ["CleaveTrain", "CleaveDatasets", "CleaveSupport", "CleaveTensor", "CleaveONNX", "CleaveCodec"]),
     .testTarget(
         name: "CleaveFederatedTests",
-        dependencies: ["CleaveFederated", "CleaveCodec", "CleaveDatasets", "CleaveONNX", "CleaveSupport", "CleaveTensor", "CleaveTrain"]),
+        dependencies: [
+            "CleaveFederated", "CleaveCodec", "CleaveDatasets", "CleaveONNX", "CleaveProtocol", "CleaveSupport", "CleaveTensor", "CleaveTrain",
+        ]),
     .testTarget(name: "CleaveCLITests", dependencies: ["cleave", "CleaveLLM", "CleaveMQTT", "CleaveSupport"]),
     .testTarget(name: "CleaveLLMTests", dependencies: ["CleaveLLM", "CleaveSupport", "CleaveTensor"]),
     .testTarget(name: "CleaveNetemTests", dependencies: ["CleaveNetem", "CleaveSupport"]),

@@ -75,6 +75,12 @@ public final class LocalTrainer {
         return SimpleCNN.make(&generator).parameters.flattened()
     }
 
+    /// The seed of one client's local training at one round (or start), fixed by the run's
+    /// seed: the simulation and a board over MQTT shuffle the same way.
+    public static func seed(run: UInt64, client: Int, step: Int) -> UInt64 {
+        run &* 0x9E37_79B9_7F4A_7C15 &+ UInt64(client) &* 0x1000_0000_01B3 &+ UInt64(step)
+    }
+
     /// Trains from `global` on `samples` (indices into the data) and returns the change.
     ///
     /// `progress` is called after each local epoch with its number and mean loss.

@@ -404,10 +404,7 @@ public final class FederatedSimulation {
         return local
     }
 
-    /// A seed for one client's local training at one round (or start), fixed by the run's seed.
-    private func trainingSeed(client: Int, step: Int) -> UInt64 {
-        settings.seed &* 0x9E37_79B9_7F4A_7C15 &+ UInt64(client) &* 0x1000_0000_01B3 &+ UInt64(step)
-    }
+    private func trainingSeed(client: Int, step: Int) -> UInt64 { LocalTrainer.seed(run: settings.seed, client: client, step: step) }
 
     private static func meanLoss(_ results: [LocalResult]) -> Double {
         let examples = results.reduce(0) { $0 + $1.examples }

@@ -14,6 +14,14 @@ public enum Topic: Sendable, Hashable, CustomStringConvertible {
     /// Retained JSON ``LLMWorkerAnnouncement`` of a tensor-parallel shard worker; its will
     /// flips it to offline.
     case llmWorker(id: String)
+    /// Retained JSON `FederatedTask` of federated run `run`: what its clients train and how.
+    case federatedTask(run: String)
+    /// Retained model frame of run `run`: the global model, its version and the clients asked to train on it.
+    case federatedModel(run: String)
+    /// Retained JSON `ClientAnnouncement` of a federated client; its will flips it to offline.
+    case federatedClient(run: String, device: String)
+    /// A federated client's update frames (QoS 1).
+    case federatedUpdate(run: String, device: String)
 
     /// Prefix of every Cleave topic.
     public static let prefix = "cleave/v1"
@@ -23,6 +31,12 @@ public enum Topic: Sendable, Hashable, CustomStringConvertible {
     public static let allDeviceStates = "\(prefix)/devices/+/state"
     /// Inference frames, shared among all coordinators so that adding one scales out.
     public static let sharedInfer = "$share/coordinators/\(prefix)/infer/+"
+    /// Subscription to every client announcement of federated run `run`.
+    public static func allFederatedClients(run: String) -> String { "\(prefix)/fl/\(run)/clients/+" }
+    /// Subscription to every update of federated run `run`.
+    public static func allFederatedUpdates(run: String) -> String { "\(prefix)/fl/\(run)/updates/+" }
+    /// Whether `name` can be a run or device name in a topic (not empty, no `/`, `+` or `#`).
+    public static func isValidName(_ name: String) -> Bool { !name.isEmpty && !name.contains(where: { $0 == "/" || $0 == "+" || $0 == "#" }) }
     /// MQTT v5 user property naming what a frame carries: `split` (head features) or `offload` (the input).
     public static let modeProperty = "mode"
 
@@ -35,6 +49,10 @@ public enum Topic: Sendable, Hashable, CustomStringConvertible {
         case .infer(let device): "\(Self.prefix)/infer/\(device)"
         case .model(let sha256): "\(Self.prefix)/models/\(sha256)"
         case .llmWorker(let id): "\(Self.prefix)/llm/workers/\(id)"
+        case .federatedTask(let run): "\(Self.prefix)/fl/\(run)/task"
+        case .federatedModel(let run): "\(Self.prefix)/fl/\(run)/model"
+        case .federatedClient(let run, let device): "\(Self.prefix)/fl/\(run)/clients/\(device)"
+        case .federatedUpdate(let run, let device): "\(Self.prefix)/fl/\(run)/updates/\(device)"
         }
     }
 
@@ -47,6 +65,11 @@ public enum Topic: Sendable, Hashable, CustomStringConvertible {
         guard parts.count >= 4, parts[0] == "cleave", parts[1] == "v1", !parts[3].isEmpty,
             !parts[3].contains(where: { $0 == "+" || $0 == "#" })
         else { return nil }
+        if parts[2] == "fl" {
+            guard let topic = Self.federated(run: parts[3], rest: Array(parts.dropFirst(4))) else { return nil }
+            self = topic
+            return
+        }
         switch (parts[2], parts.count, parts.count == 5 ? parts[4] : "") {
         case ("llm", 5, let id) where parts[3] == "workers" && !id.isEmpty && !id.contains(where: { $0 == "+" || $0 == "#" }):
             self = .llmWorker(id: id)
@@ -63,7 +86,18 @@ public enum Topic: Sendable, Hashable, CustomStringConvertible {
     public var device: String? {
         switch self {
         case .deviceState(let device), .deviceControl(let device), .results(let device), .infer(let device): device
-        case .model, .llmWorker: nil
+        case .federatedClient(_, let device), .federatedUpdate(_, let device): device
+        case .model, .llmWorker, .federatedTask, .federatedModel: nil
+        }
+    }
+
+    private static func federated(run: String, rest: [String]) -> Topic? {
+        switch rest.count {
+        case 1 where rest[0] == "task": .federatedTask(run: run)
+        case 1 where rest[0] == "model": .federatedModel(run: run)
+        case 2 where rest[0] == "clients" && isValidName(rest[1]): .federatedClient(run: run, device: rest[1])
+        case 2 where rest[0] == "updates" && isValidName(rest[1]): .federatedUpdate(run: run, device: rest[1])
+        default: nil
         }
     }
 }

@@ -8,7 +8,7 @@ struct FederatedCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "fl",
         abstract: "Federated learning: boards train on their own data, a server aggregates.",
-        subcommands: [FederatedSimulate.self])
+        subcommands: [FederatedSimulate.self, FederatedRun.self])
 }
 
 /// The strategy options shared by federated commands.
@@ -118,7 +118,7 @@ struct FederatedSimulate: AsyncParsableCommand {
         var settings = FederatedSettings()
         settings.clients = clients
         settings.rounds = rounds
-        settings.partition = try partitionChoice()
+        settings.partition = try partitionChoice(partition, alpha: alpha)
         settings.local = LocalTraining(epochs: localEpochs, batchSize: batchSize, learningRate: learningRate)
         settings.sampleFraction = sampleFraction
         settings.deadline = deadline
@@ -163,33 +163,18 @@ struct FederatedSimulate: AsyncParsableCommand {
             String(
                 format: "boards: %@; update time %.1f–%.1f s emulated; model %d parameters", boards.joined(separator: ", "),
                 updateTimes.min() ?? 0, updateTimes.max() ?? 0, simulation.layout.count))
-        var rows = ["aggregation,time_s,accuracy,loss,updates,dropped,refused,bytes_down,bytes_up"]
-        let started = Date()
+        var table = AggregationTable(synchronous: settings.strategy.isSynchronous, clock: "t %8.1f s")
         if let checkpoint, let round = try simulation.resumableRound(checkpoint: checkpoint) {
             print("resuming after round \(round) from \(checkpoint)")
         }
-        let records = try simulation.run(checkpoint: checkpoint) { record in
-            let accuracy = record.accuracy.map { String(format: "%6.2f%%", $0 * 100) } ?? "      -"
-            print(
-                String(
-                    format: "%@ %4d  t %8.1f s  accuracy %@  loss %.4f  updates %d%@%@  ↓%@ ↑%@  (%.0f s real)",
-                    settings.strategy.isSynchronous ? "round" : "aggregation", record.aggregation, record.time, accuracy, record.loss,
-                    record.updates, record.dropped > 0 ? " dropped \(record.dropped)" : "", record.refused > 0 ? " refused \(record.refused)" : "",
-                    formatMegabytes(record.bytesDown),
-                    formatMegabytes(record.bytesUp), Date().timeIntervalSince(started)))
-            fflush(nil)
-            rows.append(
-                "\(record.aggregation),\(String(format: "%.3f", record.time)),\(record.accuracy.map { String(format: "%.4f", $0) } ?? ""),"
-                    + "\(String(format: "%.5f", record.loss)),\(record.updates),\(record.dropped),\(record.refused),\(record.bytesDown),\(record.bytesUp)"
-            )
-        }
-        if let csv { try (rows.joined(separator: "\n") + "\n").write(toFile: csv, atomically: true, encoding: .utf8) }
+        let records = try simulation.run(checkpoint: checkpoint) { table.add($0) }
+        if let csv { try table.write(csv: csv) }
         if let reason = simulation.refusals.last { print("refused \(simulation.refusals.count) updates; the last because \(reason)") }
         let final = records.last?.accuracy ?? 0
         print(
             String(
                 format: "emulated time %.1f s, %d aggregations, %.1f s real", records.last?.time ?? 0, records.count,
-                Date().timeIntervalSince(started)))
+                table.realSeconds))
         print(String(format: "final accuracy %.2f%%", final * 100))
     }
 
@@ -202,15 +187,52 @@ struct FederatedSimulate: AsyncParsableCommand {
         else { throw ValidationError("--outage '\(text)' is not CLIENTS@FIRST-LAST, e.g. 0,1,2@5-9") }
         return (Set(clients), bounds[0]...bounds[1])
     }
-
-    private func partitionChoice() throws -> Partition {
-        switch partition {
-        case "labels": .dirichletLabels(alpha: alpha)
-        case "quantity": .dirichletQuantity(alpha: alpha)
-        case "iid": .iid
-        default: throw ValidationError("unknown partition '\(partition)': choose labels, quantity or iid")
-        }
-    }
 }
 
 private func formatMegabytes(_ bytes: Int) -> String { String(format: "%.1f MB", Double(bytes) / 1e6) }
+
+/// The per-aggregation progress line and CSV rows of `cleave fl simulate` and `cleave fl run`.
+struct AggregationTable {
+    let synchronous: Bool
+    /// How the record's time is shown (emulated or real seconds).
+    let clock: String
+    private(set) var rows = ["aggregation,time_s,accuracy,loss,updates,dropped,refused,bytes_down,bytes_up"]
+    private let started = Date()
+
+    init(synchronous: Bool, clock: String) {
+        self.synchronous = synchronous
+        self.clock = clock
+    }
+
+    var realSeconds: Double { Date().timeIntervalSince(started) }
+
+    /// Prints `record`'s line and keeps its row.
+    mutating func add(_ record: AggregationRecord) {
+        let accuracy = record.accuracy.map { String(format: "%6.2f%%", $0 * 100) } ?? "      -"
+        let counts =
+            "updates \(record.updates)" + (record.dropped > 0 ? " dropped \(record.dropped)" : "")
+            + (record.refused > 0 ? " refused \(record.refused)" : "")
+        print(
+            String(
+                format: "%@ %4d  \(clock)  accuracy %@  loss %.4f  %@  ↓%@ ↑%@  (%.0f s real)", synchronous ? "round" : "aggregation",
+                record.aggregation, record.time, accuracy, record.loss, counts, formatMegabytes(record.bytesDown), formatMegabytes(record.bytesUp),
+                realSeconds))
+        fflush(nil)
+        rows.append(
+            "\(record.aggregation),\(String(format: "%.3f", record.time)),\(record.accuracy.map { String(format: "%.4f", $0) } ?? ""),"
+                + "\(String(format: "%.5f", record.loss)),\(record.updates),\(record.dropped),\(record.refused),\(record.bytesDown),\(record.bytesUp)"
+        )
+    }
+
+    func write(csv: String) throws { try (rows.joined(separator: "\n") + "\n").write(toFile: csv, atomically: true, encoding: .utf8) }
+}
+
+/// The partition a `--partition` name and `--alpha` give.
+func partitionChoice(_ name: String, alpha: Double) throws -> Partition {
+    switch name {
+    case "labels": .dirichletLabels(alpha: alpha)
+    case "quantity": .dirichletQuantity(alpha: alpha)
+    case "iid": .iid
+    default: throw ValidationError("unknown partition '\(name)': choose labels, quantity or iid")
+    }
+}

@@ -95,6 +95,13 @@ struct AgentCommand: AsyncParsableCommand {
             """)
 
     @OptionGroup var options: AgentOptions
+    @OptionGroup(title: "Federated learning") var federated: FederatedAgentOptions
 
-    func run() async throws { try await options.run() }
+    func run() async throws {
+        if federated.fl {
+            try await federated.run(agent: options)
+        } else {
+            try await options.run()
+        }
+    }
 }

@@ -1,0 +1,122 @@
+import CleaveMQTT
+import Foundation
+import Testing
+
+/// `cleave fl run` and `cleave agent --fl` as separate processes over a real Mosquitto:
+/// the coordinator killed with SIGKILL mid-run, agents killed and restarted.
+@Suite(.serialized) struct FederatedFleetProcessTests {
+    static let dataPresent = FederatedProcessTests.dataPresent
+
+    /// The coordinator's arguments for run `run` on `port`.
+    func coordinator(run: String, port: Int, clients: Int, rounds: Int, checkpoint: String? = nil) -> [String] {
+        [
+            "fl", "run", "--run", run, "--broker", "127.0.0.1:\(port)", "--clients", "\(clients)", "--rounds", "\(rounds)", "--local-epochs", "1",
+            "--partition", "iid", "--train-limit", "1500", "--test-limit", "300", "--seed", "2",
+        ] + (checkpoint.map { ["--checkpoint", $0] } ?? [])
+    }
+
+    func agent(run: String, port: Int, shard: Int, log: String) throws -> Process {
+        try start(
+            ["agent", "--fl", "--run", run, "--shard", "\(shard)", "--id", "\(run)-\(shard)", "--broker", "127.0.0.1:\(port)", "--threads", "1"],
+            log: log)
+    }
+
+    func start(_ arguments: [String], log: String) throws -> Process {
+        let process = Process()
+        process.executableURL = CLITests.binary
+        process.arguments = arguments
+        _ = FileManager.default.createFile(atPath: log, contents: nil)
+        let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: log))
+        process.standardOutput = handle
+        process.standardError = handle
+        try process.run()
+        return process
+    }
+
+    /// Waits until `log` holds `text` (at most 60 s); false if the process ended first.
+    func wait(for text: String, in log: String, of process: Process) -> Bool {
+        let deadline = Date().addingTimeInterval(60)
+        while Date() < deadline {
+            if let contents = try? String(contentsOfFile: log, encoding: .utf8), contents.contains(text) { return true }
+            guard process.isRunning else { return false }
+            usleep(20_000)
+        }
+        return false
+    }
+
+    func finalLine(_ log: String) -> String? {
+        (try? String(contentsOfFile: log, encoding: .utf8))?.split(separator: "\n").last { $0.hasPrefix("final accuracy") }.map(String.init)
+    }
+
+    /// Accuracy column of every round line.
+    func accuracies(_ log: String) -> [String] {
+        ((try? String(contentsOfFile: log, encoding: .utf8)) ?? "").split(separator: "\n").filter { $0.hasPrefix("round") }.compactMap {
+            $0.components(separatedBy: "accuracy ").last?.components(separatedBy: " ").first
+        }
+    }
+
+    @Test(.enabled(if: dataPresent, "install dataset-fashion-mnist"), .timeLimit(.minutes(5)))
+    func killedCoordinatorResumesAndEndsAsAnUninterruptedRun() throws {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("cleave-fleet-\(UUID().uuidString)").path
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let broker = try LocalBroker()
+
+        // Uninterrupted: the coordinator and three agents.
+        var agents = try (0..<3).map { try agent(run: "whole", port: broker.port, shard: $0, log: "\(directory)/whole-\($0).log") }
+        let whole = try start(coordinator(run: "whole", port: broker.port, clients: 3, rounds: 8), log: "\(directory)/whole.log")
+        whole.waitUntilExit()
+        for agent in agents { agent.waitUntilExit() }
+        try #require(
+            whole.terminationStatus == 0,
+            "uninterrupted run failed: \((try? String(contentsOfFile: "\(directory)/whole.log", encoding: .utf8)) ?? "")")
+        #expect(agents.allSatisfy { $0.terminationStatus == 0 }, "agents leave with status 0 when the run is finished")
+        let expected = try #require(finalLine("\(directory)/whole.log"))
+
+        // The same run, its coordinator killed with SIGKILL once round 2 is aggregated, then started again.
+        agents = try (0..<3).map { try agent(run: "killed", port: broker.port, shard: $0, log: "\(directory)/killed-\($0).log") }
+        let checkpoint = "\(directory)/killed.json"
+        let arguments = coordinator(run: "killed", port: broker.port, clients: 3, rounds: 8, checkpoint: checkpoint)
+        let first = try start(arguments, log: "\(directory)/killed-first.log")
+        try #require(wait(for: "round    2", in: "\(directory)/killed-first.log", of: first), "the first coordinator never reached round 2")
+        kill(first.processIdentifier, SIGKILL)
+        first.waitUntilExit()
+        #expect(first.terminationReason == .uncaughtSignal)
+        let second = try start(arguments, log: "\(directory)/killed-second.log")
+        second.waitUntilExit()
+        for agent in agents { agent.waitUntilExit() }
+        let secondLog = (try? String(contentsOfFile: "\(directory)/killed-second.log", encoding: .utf8)) ?? ""
+        try #require(second.terminationStatus == 0, "resumed run failed: \(secondLog)")
+        #expect(secondLog.contains("resumed after round 2") || secondLog.contains("resumed after round 3"), "\(secondLog)")
+        #expect(finalLine("\(directory)/killed-second.log") == expected, "uninterrupted: \(expected); resumed: \(secondLog)")
+        let resumed = accuracies("\(directory)/killed-second.log")
+        #expect(!resumed.isEmpty && Array(accuracies("\(directory)/whole.log").suffix(resumed.count)) == resumed)
+    }
+
+    @Test(.enabled(if: dataPresent, "install dataset-fashion-mnist"), .timeLimit(.minutes(5)))
+    func killedAgentsLeaveTheRoundsAndRejoinWithoutAHang() throws {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("cleave-fleet-\(UUID().uuidString)").path
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let broker = try LocalBroker()
+        var agents = try (0..<5).map { try agent(run: "drops", port: broker.port, shard: $0, log: "\(directory)/agent-\($0).log") }
+        // No deadline: a round stops waiting for clients whose will marked them offline.
+        let coordinatorLog = "\(directory)/coordinator.log"
+        let coordinator = try start(self.coordinator(run: "drops", port: broker.port, clients: 5, rounds: 20), log: coordinatorLog)
+        try #require(wait(for: "round    1", in: coordinatorLog, of: coordinator))
+        for shard in 0..<2 { kill(agents[shard].processIdentifier, SIGKILL) }
+        try #require(wait(for: "round    4", in: coordinatorLog, of: coordinator), "the run hung after two agents died")
+        for shard in 0..<2 { agents[shard] = try agent(run: "drops", port: broker.port, shard: shard, log: "\(directory)/again-\(shard).log") }
+        coordinator.waitUntilExit()
+        for agent in agents { agent.waitUntilExit() }
+        let log = (try? String(contentsOfFile: coordinatorLog, encoding: .utf8)) ?? ""
+        try #require(coordinator.terminationStatus == 0, "\(log)")
+        let updates = log.split(separator: "\n").filter { $0.hasPrefix("round") }.compactMap {
+            $0.components(separatedBy: "updates ").last?.split(separator: " ").first.flatMap { Int($0) }
+        }
+        #expect(updates.count == 20)
+        #expect(updates.contains { $0 == 3 }, "rounds without the two dead agents aggregate the other three: \(updates)")
+        #expect(updates.last == 5, "the restarted agents rejoin: \(updates)")
+        #expect(log.contains("left: drops-0") && log.contains("final accuracy"))
+    }
+}
