@@ -15,10 +15,20 @@ import Testing
         ] + (checkpoint.map { ["--checkpoint", $0] } ?? [])
     }
 
-    func agent(run: String, port: Int, shard: Int, log: String) throws -> Process {
+    func agent(run: String, port: Int, shard: Int, log: String, slowProfile: String? = nil) throws -> Process {
         try start(
-            ["agent", "--fl", "--run", run, "--shard", "\(shard)", "--id", "\(run)-\(shard)", "--broker", "127.0.0.1:\(port)", "--threads", "1"],
+            ["agent", "--fl", "--run", run, "--shard", "\(shard)", "--id", "\(run)-\(shard)", "--broker", "127.0.0.1:\(port)", "--threads", "1"]
+                + (slowProfile.map { ["--profile", $0, "--emulate-board"] } ?? []),
             log: log)
+    }
+
+    /// A board profile slow enough (0.3 GFLOPS: ~3 s per update of 500 images) that a round waits for it.
+    func writeSlowProfile(in directory: String) throws -> String {
+        let path = "\(directory)/slow.yaml"
+        let profile = try String(contentsOfFile: "devices/generic.yaml", encoding: .utf8)
+            .replacingOccurrences(of: "name: generic", with: "name: slow-board").replacingOccurrences(of: "gflops: 4.0", with: "gflops: 0.3")
+        try profile.write(toFile: path, atomically: true, encoding: .utf8)
+        return path
     }
 
     func start(_ arguments: [String], log: String) throws -> Process {
@@ -62,32 +72,41 @@ import Testing
         defer { try? FileManager.default.removeItem(atPath: directory) }
         let broker = try LocalBroker()
 
-        // Uninterrupted: the coordinator and three agents.
-        var agents = try (0..<3).map { try agent(run: "whole", port: broker.port, shard: $0, log: "\(directory)/whole-\($0).log") }
-        let whole = try start(coordinator(run: "whole", port: broker.port, clients: 3, rounds: 8), log: "\(directory)/whole.log")
+        // Uninterrupted: the coordinator and three agents, the third on a slow board.
+        let slow = try writeSlowProfile(in: directory)
+        func agents(_ run: String) throws -> [Process] {
+            try (0..<3).map {
+                try agent(run: run, port: broker.port, shard: $0, log: "\(directory)/\(run)-\($0).log", slowProfile: $0 == 2 ? slow : nil)
+            }
+        }
+        var fleet = try agents("whole")
+        let whole = try start(coordinator(run: "whole", port: broker.port, clients: 3, rounds: 5), log: "\(directory)/whole.log")
         whole.waitUntilExit()
-        for agent in agents { agent.waitUntilExit() }
+        for agent in fleet { agent.waitUntilExit() }
         try #require(
             whole.terminationStatus == 0,
             "uninterrupted run failed: \((try? String(contentsOfFile: "\(directory)/whole.log", encoding: .utf8)) ?? "")")
-        #expect(agents.allSatisfy { $0.terminationStatus == 0 }, "agents leave with status 0 when the run is finished")
+        #expect(fleet.allSatisfy { $0.terminationStatus == 0 }, "agents leave with status 0 when the run is finished")
         let expected = try #require(finalLine("\(directory)/whole.log"))
 
-        // The same run, its coordinator killed with SIGKILL once round 2 is aggregated, then started again.
-        agents = try (0..<3).map { try agent(run: "killed", port: broker.port, shard: $0, log: "\(directory)/killed-\($0).log") }
+        // The same run, its coordinator killed with SIGKILL in round 3 — after the fast agents have sent
+        // their updates, while the slow one trains — then started again.
+        fleet = try agents("killed")
         let checkpoint = "\(directory)/killed.json"
-        let arguments = coordinator(run: "killed", port: broker.port, clients: 3, rounds: 8, checkpoint: checkpoint)
+        let arguments = coordinator(run: "killed", port: broker.port, clients: 3, rounds: 5, checkpoint: checkpoint)
         let first = try start(arguments, log: "\(directory)/killed-first.log")
-        try #require(wait(for: "round    2", in: "\(directory)/killed-first.log", of: first), "the first coordinator never reached round 2")
+        try #require(wait(for: "round 3: sent", in: "\(directory)/killed-0.log", of: first), "the first coordinator never reached round 3")
         kill(first.processIdentifier, SIGKILL)
         first.waitUntilExit()
         #expect(first.terminationReason == .uncaughtSignal)
         let second = try start(arguments, log: "\(directory)/killed-second.log")
         second.waitUntilExit()
-        for agent in agents { agent.waitUntilExit() }
+        for agent in fleet { agent.waitUntilExit() }
         let secondLog = (try? String(contentsOfFile: "\(directory)/killed-second.log", encoding: .utf8)) ?? ""
         try #require(second.terminationStatus == 0, "resumed run failed: \(secondLog)")
-        #expect(secondLog.contains("resumed after round 2") || secondLog.contains("resumed after round 3"), "\(secondLog)")
+        #expect(secondLog.contains("resumed after round 2"), "\(secondLog)")
+        let resent = (try? String(contentsOfFile: "\(directory)/killed-0.log", encoding: .utf8)) ?? ""
+        #expect(resent.contains("round 3: the coordinator restarted; sent the update again"), "\(resent)")
         #expect(finalLine("\(directory)/killed-second.log") == expected, "uninterrupted: \(expected); resumed: \(secondLog)")
         let resumed = accuracies("\(directory)/killed-second.log")
         #expect(!resumed.isEmpty && Array(accuracies("\(directory)/whole.log").suffix(resumed.count)) == resumed)

@@ -111,6 +111,114 @@ import Testing
         let (bad, good) = (try #require(averaged.last?.accuracy), try #require(median.last?.accuracy))
         #expect(good > 0.4 && bad < good - 0.2, "median \(good), FedAvg \(bad)")
     }
+    @Test(.enabled(if: data != nil, "install dataset-fashion-mnist"), .timeLimit(.minutes(2)))
+    func badUpdatesAreRefusedWithTheirReasonAndLeaveTheAggregateAlone() async throws {
+        let (train, test) = try #require(Self.data)
+        let fleet = {
+            var fleet = Self.fleet(.fedAvg, clients: 3, rounds: 1)
+            fleet.run = "bad"
+            return fleet
+        }()
+        let broker = InMemoryBroker()
+        let events = EventLog<FleetEvent>()
+        let layout = SimpleCNN.layout
+        // Shards 0 and 1 are honest clients; shard 2 is announced by a rogue that sends bad frames first.
+        let records = try await withThrowingTaskGroup(of: [AggregationRecord]?.self) { group in
+            group.addTask {
+                try await FederatedServer(
+                    settings: fleet, transport: broker.makeTransport(clientID: "coordinator"), test: test, observer: events.append
+                )
+                .run()
+            }
+            for shard in 0..<2 {
+                group.addTask {
+                    try await FederatedClient(
+                        settings: FleetClientSettings(run: "bad", device: "board-\(shard)", shard: shard),
+                        transport: broker.makeTransport(clientID: "board-\(shard)"), train: train, threads: 1
+                    ).run()
+                    return nil
+                }
+            }
+            group.addTask {
+                let rogue = broker.makeTransport(clientID: "rogue")
+                let (opened, signal) = AsyncStream<Void>.makeStream()
+                let pump = try await rogue.connect { event in
+                    if case .message(let message) = event, message.topic.hasSuffix("/model"), !message.payload.isEmpty { signal.yield() }
+                }
+                defer { pump.cancel() }
+                try rogue.subscribe(Topic.federatedModel(run: "bad").path, qos: 1)
+                let announcement = ClientAnnouncement(device: "rogue", shard: 2, examples: 400, online: true, board: "?")
+                try rogue.publish(
+                    MQTTMessage(
+                        topic: Topic.federatedClient(run: "bad", device: "rogue").path, payload: [UInt8](try JSONEncoder().encode(announcement))))
+                for await _ in opened { break }
+                let zeros = [Float](repeating: 0, count: layout.count)
+                var nan = zeros
+                nan[17] = .nan
+                let frames = [
+                    ("rogue", ClientUpdate(client: 0, examples: 400, delta: zeros, baseVersion: 0)),  // another shard
+                    ("rogue", ClientUpdate(client: 2, examples: 400, delta: nan, baseVersion: 0)),  // NaN
+                    ("rogue", ClientUpdate(client: 2, examples: 400, delta: zeros, baseVersion: 7)),  // another round
+                    ("rogue", ClientUpdate(client: 2, examples: 9_000, delta: zeros, baseVersion: 0)),  // more examples than announced
+                    ("stranger", ClientUpdate(client: 2, examples: 400, delta: zeros, baseVersion: 0)),  // never announced
+                ]
+                for (device, update) in frames {
+                    let frame = UpdateCodec.encode(update, layout: layout, compression: .float32)
+                    try rogue.publish(MQTTMessage(topic: Topic.federatedUpdate(run: "bad", device: device).path, payload: frame, qos: 1))
+                }
+                try rogue.publish(
+                    MQTTMessage(topic: Topic.federatedUpdate(run: "bad", device: "rogue").path, payload: Array(repeating: 0xFD, count: 40), qos: 1))
+                // Finally an honest (empty) update, so that the round can close.
+                let honest = ClientUpdate(client: 2, examples: 400, delta: zeros, baseVersion: 0)
+                try rogue.publish(
+                    MQTTMessage(
+                        topic: Topic.federatedUpdate(run: "bad", device: "rogue").path,
+                        payload: UpdateCodec.encode(honest, layout: layout, compression: .float32), qos: 1))
+                return nil
+            }
+            var records: [AggregationRecord] = []
+            for try await result in group { if let result { records = result } }
+            return records
+        }
+        let reasons = events.items.compactMap { if case .refused(_, let reason) = $0 { reason } else { nil } }
+        #expect(records.first?.updates == 3)
+        #expect(records.first?.refused == 6, "\(reasons)")
+        for expected in ["holds shard 2", "non-finite", "round 8", "examples", "has not announced", "checksum"] {
+            #expect(reasons.contains { $0.contains(expected) }, "no refusal mentions '\(expected)': \(reasons)")
+        }
+    }
+
+    @Test func modelFramesRoundTripAndRefuseDamage() throws {
+        let layout = SimpleCNN.layout
+        var generator = SeededGenerator(seed: 9)
+        let weights = (0..<layout.count).map { _ in Float(generator.normal()) }
+        let frame = ModelFrame(version: 4, round: 5, selected: [0, 3, 7], boot: 0xABCD, weights: weights)
+        let bytes = frame.encode(layout: layout)
+        #expect(try ModelFrame.decode(bytes, layout: layout) == frame)
+        let everyone = ModelFrame(version: 9, round: 10, selected: nil, boot: 1, weights: weights)
+        #expect(try ModelFrame.decode(everyone.encode(layout: layout), layout: layout).selects(123))
+        // On a small model: every truncation and 20,000 random byte changes are refused, never trapped on.
+        let small = WeightLayout([(name: "w", shape: [4, 5]), (name: "b", shape: [4])])
+        let smallBytes = ModelFrame(version: 2, round: 3, selected: [1, 2], boot: 7, weights: Array(weights.prefix(24))).encode(layout: small)
+        for length in 0..<smallBytes.count {
+            #expect(throws: FederatedError.self) { try ModelFrame.decode(Array(smallBytes.prefix(length)), layout: small) }
+        }
+        for _ in 0..<20_000 {
+            var damaged = smallBytes
+            let position = Int(generator.uniform() * Double(smallBytes.count))
+            damaged[position] ^= UInt8(1 + Int(generator.uniform() * 255))
+            #expect(throws: FederatedError.self) { try ModelFrame.decode(damaged, layout: small) }
+        }
+        let other = WeightLayout([(name: "w", shape: [layout.count])])
+        #expect(throws: FederatedError("the model frame is of another model (its layout digest differs from this client's)")) {
+            try ModelFrame.decode(bytes, layout: other)
+        }
+        var nan = weights
+        nan[3] = .infinity
+        #expect(throws: FederatedError("the model frame holds a non-finite weight")) {
+            try ModelFrame.decode(ModelFrame(version: 0, round: 1, selected: nil, boot: 1, weights: nan).encode(layout: layout), layout: layout)
+        }
+    }
 }
 
 /// Events collected from the threads that report them.
