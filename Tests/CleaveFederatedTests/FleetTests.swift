@@ -188,6 +188,20 @@ import Testing
         }
     }
 
+    @Test func federatedTopicsParseBackAndRefuseWildcards() {
+        for topic in [
+            Topic.federatedTask(run: "r1"), .federatedModel(run: "r1"), .federatedClient(run: "r1", device: "pi-3"),
+            .federatedUpdate(run: "r1", device: "pi-3"),
+        ] {
+            #expect(Topic(parsing: topic.path) == topic, "\(topic.path)")
+        }
+        #expect(Topic(parsing: "cleave/v1/fl/r1/updates/+") == nil)
+        #expect(Topic(parsing: "cleave/v1/fl/r1/updates/a/b") == nil)
+        #expect(Topic(parsing: "cleave/v1/fl/r1/other") == nil)
+        #expect(Topic.allFederatedUpdates(run: "r1") == "cleave/v1/fl/r1/updates/+")
+        #expect(throws: FederatedError.self) { try FleetSettings.named("a/b").validate() }
+    }
+
     @Test func modelFramesRoundTripAndRefuseDamage() throws {
         let layout = SimpleCNN.layout
         var generator = SeededGenerator(seed: 9)
@@ -218,6 +232,14 @@ import Testing
         #expect(throws: FederatedError("the model frame holds a non-finite weight")) {
             try ModelFrame.decode(ModelFrame(version: 0, round: 1, selected: nil, boot: 1, weights: nan).encode(layout: layout), layout: layout)
         }
+    }
+}
+
+extension FleetSettings {
+    static func named(_ run: String) -> FleetSettings {
+        var settings = FleetSettings()
+        settings.run = run
+        return settings
     }
 }
 
