@@ -113,29 +113,33 @@ import Testing
     }
 
     @Test(.enabled(if: dataPresent, "install dataset-fashion-mnist"), .timeLimit(.minutes(5)))
-    func killedAgentsLeaveTheRoundsAndRejoinWithoutAHang() throws {
+    func threeOfTenAgentsGoneForFiveRoundsNothingHangs() throws {
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent("cleave-fleet-\(UUID().uuidString)").path
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(atPath: directory) }
         let broker = try LocalBroker()
-        var agents = try (0..<5).map { try agent(run: "drops", port: broker.port, shard: $0, log: "\(directory)/agent-\($0).log") }
-        // No deadline: a round stops waiting for clients whose will marked them offline.
+        var agents = try (0..<10).map { try agent(run: "drops", port: broker.port, shard: $0, log: "\(directory)/agent-\($0).log") }
         let coordinatorLog = "\(directory)/coordinator.log"
-        let coordinator = try start(self.coordinator(run: "drops", port: broker.port, clients: 5, rounds: 20), log: coordinatorLog)
+        let coordinator = try start(
+            self.coordinator(run: "drops", port: broker.port, clients: 10, rounds: 20) + ["--deadline", "2"], log: coordinatorLog)
         try #require(wait(for: "round    1", in: coordinatorLog, of: coordinator))
+        // Two agents die (their wills mark them offline: rounds stop waiting for them at once); a
+        // third hangs, still connected (SIGSTOP): only the deadline lets its rounds close.
         for shard in 0..<2 { kill(agents[shard].processIdentifier, SIGKILL) }
-        try #require(wait(for: "round    4", in: coordinatorLog, of: coordinator), "the run hung after two agents died")
+        kill(agents[2].processIdentifier, SIGSTOP)
+        try #require(wait(for: "round    6", in: coordinatorLog, of: coordinator), "the run hung while three agents were gone")
         for shard in 0..<2 { agents[shard] = try agent(run: "drops", port: broker.port, shard: shard, log: "\(directory)/again-\(shard).log") }
+        kill(agents[2].processIdentifier, SIGCONT)
         coordinator.waitUntilExit()
         for agent in agents { agent.waitUntilExit() }
         let log = (try? String(contentsOfFile: coordinatorLog, encoding: .utf8)) ?? ""
         try #require(coordinator.terminationStatus == 0, "\(log)")
-        let updates = log.split(separator: "\n").filter { $0.hasPrefix("round") }.compactMap {
-            $0.components(separatedBy: "updates ").last?.split(separator: " ").first.flatMap { Int($0) }
-        }
+        let rounds = log.split(separator: "\n").filter { $0.hasPrefix("round") }
+        let updates = rounds.compactMap { $0.components(separatedBy: "updates ").last?.split(separator: " ").first.flatMap { Int($0) } }
         #expect(updates.count == 20)
-        #expect(updates.contains { $0 == 3 }, "rounds without the two dead agents aggregate the other three: \(updates)")
-        #expect(updates.last == 5, "the restarted agents rejoin: \(updates)")
+        #expect(updates.contains { $0 == 7 }, "rounds without the three agents aggregate the other seven: \(updates)")
+        #expect(rounds.contains { $0.contains("dropped 1") }, "the hung agent is dropped at the deadline: \(rounds)")
+        #expect(updates.last == 10, "the three agents rejoin: \(updates)")
         #expect(log.contains("left: drops-0") && log.contains("final accuracy"))
     }
 }
