@@ -34,7 +34,8 @@ import Testing
         }
     }
 
-    @Test func aDeviceCannotActAsAnotherOrReadItsResults() async throws {
+    /// A Mosquitto with the shipped ACL and three users: coordinator, device-a, device-b.
+    static func brokerWithShippedACL() throws -> LocalBroker {
         let folder = FileManager.default.temporaryDirectory.appendingPathComponent("cleave-acl-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
         let passwords = folder.appendingPathComponent("passwd").path
@@ -51,7 +52,11 @@ import Testing
         for path in [folder.path, passwords, acl] {
             try FileManager.default.setAttributes([.posixPermissions: path == folder.path ? 0o755 : 0o644], ofItemAtPath: path)
         }
-        let broker = try LocalBroker(extraConfiguration: "password_file \(passwords)\nacl_file \(acl)", allowAnonymous: false)
+        return try LocalBroker(extraConfiguration: "password_file \(passwords)\nacl_file \(acl)", allowAnonymous: false)
+    }
+
+    @Test func aDeviceCannotActAsAnotherOrReadItsResults() async throws {
+        let broker = try Self.brokerWithShippedACL()
 
         let coordinator = try await connected("coordinator", port: broker.port)
         let deviceA = try await connected("device-a", port: broker.port)
@@ -73,6 +78,29 @@ import Testing
         #expect(served.map(\.topic) == ["cleave/v1/infer/device-a"], "device-a may publish only as itself")
         #expect(await atA.isEmpty, "device-a must not read device-b's results")
         #expect(await atB.map(\.payload) == [[3]], "device-b reads its own results")
+    }
+
+    @Test func aFederatedClientSendsUpdatesOnlyAsItselfAndCannotPublishTheModel() async throws {
+        let broker = try Self.brokerWithShippedACL()
+        let coordinator = try await connected("coordinator", port: broker.port)
+        let deviceA = try await connected("device-a", port: broker.port)
+        let deviceB = try await connected("device-b", port: broker.port)
+        try coordinator.subscribe(Topic.allFederatedUpdates(run: "r"), qos: 1)
+        try coordinator.subscribe(Topic.allFederatedClients(run: "r"), qos: 1)
+        try deviceB.subscribe(Topic.federatedModel(run: "r").path, qos: 1)
+        try await Task.sleep(for: .milliseconds(300))
+
+        async let atCoordinator = messages(coordinator, seconds: 1.5)
+        async let atB = messages(deviceB, seconds: 1.5)
+        try await Task.sleep(for: .milliseconds(200))
+        try deviceA.publish(MQTTMessage(topic: Topic.federatedUpdate(run: "r", device: "device-b").path, payload: [1], qos: 1))  // dropped
+        try deviceA.publish(MQTTMessage(topic: Topic.federatedClient(run: "r", device: "device-b").path, payload: [2], qos: 1))  // dropped
+        try deviceA.publish(MQTTMessage(topic: Topic.federatedModel(run: "r").path, payload: [3], qos: 1))  // dropped: only the coordinator
+        try deviceA.publish(MQTTMessage(topic: Topic.federatedUpdate(run: "r", device: "device-a").path, payload: [4], qos: 1))  // allowed
+        try coordinator.publish(MQTTMessage(topic: Topic.federatedModel(run: "r").path, payload: [5], qos: 1))
+
+        #expect(await atCoordinator.map(\.payload) == [[4]], "device-a may send updates only as itself")
+        #expect(await atB.map(\.payload) == [[5]], "only the coordinator publishes the global model")
     }
 
     /// A Mosquitto that knows one user, `user` with `password`, and lets no one else in.
