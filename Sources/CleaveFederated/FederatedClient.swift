@@ -65,6 +65,8 @@ public final class FederatedClient {
     private var lastBoot: UInt64 = 0
     private var lastFrame: [UInt8]?
     private var lastLoss = 0.0
+    /// An update that could not be handed to the broker (the connection was down): sent at the next connection.
+    private var unsent: (frame: [UInt8], loss: Double)?
 
     /// A client over `transport` holding `train` (the board's copy of the training images);
     /// `threads` is how many OpenBLAS may use.
@@ -108,9 +110,14 @@ public final class FederatedClient {
         for await input in inputs {
             switch input {
             case .transport(.connected):
-                try transport.subscribe(Topic.federatedTask(run: settings.run).path, qos: 1)
-                try transport.subscribe(Topic.federatedModel(run: settings.run).path, qos: 1)
-                if task != nil { try announce(online: true) }
+                // Failures here mean the connection dropped again: all of it is redone at the next one.
+                try? transport.subscribe(Topic.federatedTask(run: settings.run).path, qos: 1)
+                try? transport.subscribe(Topic.federatedModel(run: settings.run).path, qos: 1)
+                if task != nil { try? announce(online: true) }
+                if let unsent {
+                    self.unsent = nil
+                    publishUpdate(unsent.frame, loss: unsent.loss)
+                }
             case .transport(.message(let message)):
                 switch Topic(parsing: message.topic) {
                 case .federatedTask?: leaving = try take(taskPayload: message.payload) || leaving
@@ -166,7 +173,7 @@ public final class FederatedClient {
         if task != nil { feedback = ErrorFeedback() }
         task = next
         observer(.joined(task: next, examples: samples.count))
-        try announce(online: true)
+        try? announce(online: true)  // redone at the next connection if this one just dropped
         return false
     }
 
@@ -188,7 +195,7 @@ public final class FederatedClient {
                 // Answered already; a new coordinator process may have missed it.
                 if model.boot != lastBoot, let lastFrame {
                     lastBoot = model.boot
-                    try? publishUpdate(lastFrame, loss: lastLoss)
+                    publishUpdate(lastFrame, loss: lastLoss)
                     observer(.resent(round: model.round))
                 }
                 return
@@ -223,7 +230,7 @@ public final class FederatedClient {
             task?.errorFeedback == true && compression.isLossy
             ? try feedback.encode(update, layout: layout, compression: compression)
             : UpdateCodec.encode(update, layout: layout, compression: compression)
-        try publishUpdate(frame, loss: result.loss)
+        publishUpdate(frame, loss: result.loss)
         lastRound = base.round
         lastBase = base.version
         lastBoot = base.boot
@@ -232,11 +239,15 @@ public final class FederatedClient {
         observer(.sent(round: base.round, bytes: frame.count, seconds: seconds))
     }
 
-    private func publishUpdate(_ frame: [UInt8], loss: Double) throws {
-        try transport.publish(
-            MQTTMessage(
-                topic: Topic.federatedUpdate(run: settings.run, device: settings.device).path, payload: frame, qos: 1,
-                userProperties: ["loss": String(loss)]))
+    private func publishUpdate(_ frame: [UInt8], loss: Double) {
+        do {
+            try transport.publish(
+                MQTTMessage(
+                    topic: Topic.federatedUpdate(run: settings.run, device: settings.device).path, payload: frame, qos: 1,
+                    userProperties: ["loss": String(loss)]))
+        } catch {
+            unsent = (frame, loss)
+        }
     }
 }
 

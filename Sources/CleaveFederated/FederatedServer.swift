@@ -95,7 +95,10 @@ public final class FederatedServer {
     private let checkpoint: String?
     private let observer: @Sendable (FleetEvent) -> Void
     private let layout = SimpleCNN.layout
-    private let boot = UInt64.random(in: 1...UInt64.max)
+    /// Drawn again at every connection: a client that answered the current round and sees it
+    /// republished under another number sends its update again (it may have been lost with
+    /// the old process or the broker).
+    private var boot = UInt64.random(in: 1...UInt64.max)
 
     private var online: [String: ClientAnnouncement] = [:]
     private var global: [Float]
@@ -106,7 +109,6 @@ public final class FederatedServer {
     private var refusals = 0
     private var elapsedBefore = 0.0
     private var started = ContinuousClock.now
-    private var lastModel: [UInt8] = []
 
     /// A coordinator for `settings` over `transport`, measuring on `test`; `checkpoint` keeps
     /// synchronous rounds (and resumes a run of the same settings found there).
@@ -152,9 +154,12 @@ public final class FederatedServer {
             try Task.checkCancellation()
             switch input {
             case .transport(.connected):
-                // A model retained from an earlier run of this name is not this run's: clear it until the first round.
-                try publishModel(lastModel)
-                try subscribe()
+                boot = UInt64.random(in: 1...UInt64.max)
+                if !machine.republish(server: self) {
+                    // A model retained from an earlier run of this name is not this run's: clear it until the first round.
+                    publishModel([])
+                }
+                subscribe()
             case .transport(.message(let message)):
                 guard let topic = Topic(parsing: message.topic) else { continue }
                 switch topic {
@@ -171,7 +176,7 @@ public final class FederatedServer {
         }
         var task = settings.task
         task.finished = true
-        try? transport.publish(MQTTMessage(topic: Topic.federatedTask(run: settings.run).path, payload: try Self.json(task), qos: 1, retain: true))
+        try? transport.publish(MQTTMessage(topic: Topic.federatedTask(run: settings.run).path, payload: Self.json(task), qos: 1, retain: true))
         try await Task.sleep(for: .milliseconds(200))
         transport.disconnect()
         return records
@@ -179,11 +184,12 @@ public final class FederatedServer {
 
     // MARK: - Shared by both kinds of run
 
-    private func subscribe() throws {
-        try transport.subscribe(Topic.allFederatedClients(run: settings.run), qos: 1)
-        try transport.subscribe(Topic.allFederatedUpdates(run: settings.run), qos: 1)
-        try transport.publish(
-            MQTTMessage(topic: Topic.federatedTask(run: settings.run).path, payload: try Self.json(settings.task), qos: 1, retain: true))
+    /// Subscribes and publishes the task; a failure (the connection dropped again) is retried at the next connection.
+    private func subscribe() {
+        try? transport.subscribe(Topic.allFederatedClients(run: settings.run), qos: 1)
+        try? transport.subscribe(Topic.allFederatedUpdates(run: settings.run), qos: 1)
+        try? transport.publish(
+            MQTTMessage(topic: Topic.federatedTask(run: settings.run).path, payload: Self.json(settings.task), qos: 1, retain: true))
     }
 
     private func handleAnnouncement(device: String, payload: [UInt8]) {
@@ -228,15 +234,15 @@ public final class FederatedServer {
 
     fileprivate var seconds: Double { elapsedBefore + (ContinuousClock.now - started).seconds }
 
-    fileprivate func publish(round: Int, selected: [Int]?) throws {
+    /// Publishes the global model opening `round`; if the broker is unreachable, it goes out at the next connection.
+    fileprivate func publish(round: Int, selected: [Int]?) {
         let frame = ModelFrame(version: version, round: round, selected: selected, boot: boot, weights: global).encode(layout: layout)
-        lastModel = frame
         bytesDown += frame.count * (selected?.count ?? online.count)
-        try publishModel(frame)
+        publishModel(frame)
     }
 
-    private func publishModel(_ frame: [UInt8]) throws {
-        try transport.publish(MQTTMessage(topic: Topic.federatedModel(run: settings.run).path, payload: frame, qos: 1, retain: true))
+    private func publishModel(_ frame: [UInt8]) {
+        try? transport.publish(MQTTMessage(topic: Topic.federatedModel(run: settings.run).path, payload: frame, qos: 1, retain: true))
     }
 
     /// Records the aggregation just made; reported at once unless `report` is false (the caller reports it after its checkpoint).
@@ -256,7 +262,7 @@ public final class FederatedServer {
         observer(.aggregated(records[records.count - 1]))
     }
 
-    private static func json(_ value: some Encodable) throws -> [UInt8] { [UInt8](try JSONEncoder().encode(value)) }
+    private static func json(_ value: FederatedTask) -> [UInt8] { [UInt8]((try? JSONEncoder().encode(value)) ?? Data()) }
 
     private static func meanLoss(_ losses: [(examples: Int, loss: Double)]) -> Double {
         let examples = losses.reduce(0) { $0 + $1.examples }
@@ -280,6 +286,20 @@ public final class FederatedServer {
                 self = .arrivals(machine)
             case .arrivals(nil): _ = server.decodeUpdate(device: device, message: message, expectedBase: nil)
             }
+        }
+
+        /// Publishes the current model again (after a reconnection, under the new boot number);
+        /// false when there is none yet.
+        func republish(server: FederatedServer) -> Bool {
+            switch self {
+            case .rounds(let machine):
+                guard machine.open else { return false }
+                server.publish(round: machine.round, selected: machine.selected)
+            case .arrivals(let machine):
+                guard machine != nil else { return false }
+                server.publish(round: server.version + 1, selected: nil)
+            }
+            return true
         }
 
         /// Moves the run on; true when it is over.
@@ -384,7 +404,7 @@ public final class FederatedServer {
             opened = ContinuousClock.now
             open = true
             server.observer(.roundStarted(round: round, selected: selected))
-            try server.publish(round: round, selected: selected)
+            server.publish(round: round, selected: selected)
         }
 
         private mutating func closeRound(dropped: Int, server: FederatedServer) throws {
@@ -431,7 +451,7 @@ public final class FederatedServer {
             } else {
                 aggregator = try server.settings.strategy.streamingAggregator(shares: shares.map { $0 / total })
             }
-            try server.publish(round: 1, selected: nil)
+            server.publish(round: 1, selected: nil)
         }
 
         mutating func receive(device: String, message: MQTTMessage, server: FederatedServer) throws {
@@ -468,7 +488,7 @@ public final class FederatedServer {
             if measure { lastEvaluation = now }
             try server.record(loss: FederatedServer.meanLoss(pending), updates: pending.count, dropped: dropped, measure: measure)
             pending = []
-            try server.publish(round: server.version + 1, selected: nil)
+            server.publish(round: server.version + 1, selected: nil)
         }
     }
 }

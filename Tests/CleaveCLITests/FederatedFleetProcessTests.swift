@@ -142,4 +142,29 @@ import Testing
         #expect(updates.last == 10, "the three agents rejoin: \(updates)")
         #expect(log.contains("left: drops-0") && log.contains("final accuracy"))
     }
+
+    @Test(.enabled(if: dataPresent, "install dataset-fashion-mnist"), .timeLimit(.minutes(5)))
+    func brokerKilledAndRestartedMidRunTheRunFinishes() throws {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("cleave-fleet-\(UUID().uuidString)").path
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        var broker = try LocalBroker()
+        let port = broker.port
+        let agents = try (0..<3).map { try agent(run: "outage", port: port, shard: $0, log: "\(directory)/agent-\($0).log") }
+        let coordinatorLog = "\(directory)/coordinator.log"
+        let coordinator = try start(self.coordinator(run: "outage", port: port, clients: 3, rounds: 8), log: coordinatorLog)
+        try #require(wait(for: "round    2", in: coordinatorLog, of: coordinator))
+        // Without persistence: the restarted broker has lost the retained task and model, the
+        // sessions and whatever was in flight; the coordinator and agents must put them back.
+        broker.kill9()
+        usleep(1_000_000)
+        broker = try LocalBroker(port: port)
+        coordinator.waitUntilExit()
+        for agent in agents { agent.waitUntilExit() }
+        let log = (try? String(contentsOfFile: coordinatorLog, encoding: .utf8)) ?? ""
+        try #require(coordinator.terminationStatus == 0, "\(log)")
+        #expect(log.split(separator: "\n").filter { $0.hasPrefix("round") }.count == 8, "\(log)")
+        #expect(agents.allSatisfy { $0.terminationStatus == 0 })
+        _ = broker
+    }
 }
