@@ -71,12 +71,7 @@ struct FederatedSimulate: AsyncParsableCommand {
 
     @OptionGroup var strategy: StrategyOptions
     @Option(help: "Synchronous rounds (asynchronous runs last as long as this many rounds would).") var rounds: Int = 50
-    @Option(help: "Number of clients (parties).") var clients: Int = 10
-    @Option(help: "Partition: labels (Dirichlet label skew), quantity (Dirichlet sizes) or iid.") var partition: String = "labels"
-    @Option(help: "Dirichlet concentration α of the partition (smaller: more skewed).") var alpha: Double = 0.5
-    @Option(help: "Local epochs per round.") var localEpochs: Int = 10
-    @Option(help: "Local batch size.") var batchSize: Int = 64
-    @Option(help: "Local SGD learning rate (momentum 0.9).") var learningRate: Float = 0.01
+    @OptionGroup var fleet: FleetShapeOptions
     @Option(help: "Share of clients sampled each synchronous round.") var sampleFraction: Double = 1
     @Option(help: "Emulated seconds a synchronous round waits before dropping stragglers.") var deadline: Double?
     @Option(help: "Probability a client drops out of a round (or loses an asynchronous update).") var dropout: Double = 0
@@ -116,10 +111,10 @@ struct FederatedSimulate: AsyncParsableCommand {
 
     func run() async throws {
         var settings = FederatedSettings()
-        settings.clients = clients
+        settings.clients = fleet.clients
         settings.rounds = rounds
-        settings.partition = try partitionChoice(partition, alpha: alpha)
-        settings.local = LocalTraining(epochs: localEpochs, batchSize: batchSize, learningRate: learningRate)
+        settings.partition = try fleet.partitionChoice()
+        settings.local = fleet.local
         settings.sampleFraction = sampleFraction
         settings.deadline = deadline
         settings.dropout = dropout
@@ -145,7 +140,7 @@ struct FederatedSimulate: AsyncParsableCommand {
         if let testLimit { test = test.prefix(testLimit) }
         // The strategy's default FedFix interval needs the boards' update times: plan with FedAvg first.
         let probe = try FederatedSimulation(settings: settings, train: train, test: test, threads: 1)
-        let updateTimes = (0..<clients).map { probe.updateSeconds(client: $0) }
+        let updateTimes = (0..<fleet.clients).map { probe.updateSeconds(client: $0) }
         settings.strategy = try strategy.choice(medianUpdate: updateTimes.sorted()[updateTimes.count / 2])
         let simulation = try FederatedSimulation(
             settings: settings, train: train, test: test, threads: threads ?? ProcessInfo.processInfo.activeProcessorCount)
@@ -154,7 +149,7 @@ struct FederatedSimulate: AsyncParsableCommand {
             try JSONEncoder().encode(simulation.shares).write(to: URL(fileURLWithPath: partitionOut))
         }
         let sizes = simulation.shares.map(\.count)
-        print("strategy \(settings.strategy); \(clients) clients, partition \(partition) α = \(alpha), seed \(seed)")
+        print("strategy \(settings.strategy); \(fleet.clients) clients, partition \(fleet.partition) α = \(fleet.alpha), seed \(seed)")
         print("client samples: \(sizes.map(String.init).joined(separator: " "))")
         print(
             "updates as \(settings.compression)\(settings.compression.isLossy && settings.errorFeedback ? " with error feedback" : "")"
@@ -227,12 +222,24 @@ struct AggregationTable {
     func write(csv: String) throws { try (rows.joined(separator: "\n") + "\n").write(toFile: csv, atomically: true, encoding: .utf8) }
 }
 
-/// The partition a `--partition` name and `--alpha` give.
-func partitionChoice(_ name: String, alpha: Double) throws -> Partition {
-    switch name {
-    case "labels": .dirichletLabels(alpha: alpha)
-    case "quantity": .dirichletQuantity(alpha: alpha)
-    case "iid": .iid
-    default: throw ValidationError("unknown partition '\(name)': choose labels, quantity or iid")
+/// The clients, their partition and their local training: the same options for `fl simulate` and `fl run`.
+struct FleetShapeOptions: ParsableArguments {
+    @Option(help: "Number of clients (shards of the partition).") var clients: Int = 10
+    @Option(help: "Partition: labels (Dirichlet label skew), quantity (Dirichlet sizes) or iid.") var partition: String = "labels"
+    @Option(help: "Dirichlet concentration α of the partition (smaller: more skewed).") var alpha: Double = 0.5
+    @Option(help: "Local epochs per round.") var localEpochs: Int = 10
+    @Option(help: "Local batch size.") var batchSize: Int = 64
+    @Option(help: "Local SGD learning rate (momentum 0.9).") var learningRate: Float = 0.01
+
+    /// The partition `--partition` and `--alpha` give.
+    func partitionChoice() throws -> Partition {
+        switch partition {
+        case "labels": .dirichletLabels(alpha: alpha)
+        case "quantity": .dirichletQuantity(alpha: alpha)
+        case "iid": .iid
+        default: throw ValidationError("unknown partition '\(partition)': choose labels, quantity or iid")
+        }
     }
+
+    var local: LocalTraining { LocalTraining(epochs: localEpochs, batchSize: batchSize, learningRate: learningRate) }
 }

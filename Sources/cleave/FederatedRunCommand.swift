@@ -38,12 +38,7 @@ struct FederatedRun: AsyncParsableCommand {
     @OptionGroup var strategy: StrategyOptions
     @Option(name: .customLong("run"), help: "Name of the run (its topics are cleave/v1/fl/RUN/…).") var runName: String = "default"
     @Option(help: "Synchronous rounds, or aggregations of an asynchronous run.") var rounds: Int = 50
-    @Option(help: "Number of clients (shards of the partition).") var clients: Int = 10
-    @Option(help: "Partition: labels (Dirichlet label skew), quantity (Dirichlet sizes) or iid.") var partition: String = "labels"
-    @Option(help: "Dirichlet concentration α of the partition (smaller: more skewed).") var alpha: Double = 0.5
-    @Option(help: "Local epochs per round.") var localEpochs: Int = 10
-    @Option(help: "Local batch size.") var batchSize: Int = 64
-    @Option(help: "Local SGD learning rate (momentum 0.9).") var learningRate: Float = 0.01
+    @OptionGroup var fleet: FleetShapeOptions
     @Option(help: "Share of the online clients sampled each synchronous round.") var sampleFraction: Double = 1
     @Option(help: "Seconds a synchronous round waits before it drops stragglers.") var deadline: Double?
     @Option(help: "Seconds an asynchronous run lasts at most.") var duration: Double?
@@ -74,7 +69,7 @@ struct FederatedRun: AsyncParsableCommand {
     @Option(help: "--local: folder for the agents' logs (default: a new temporary folder).") var logDir: String?
 
     func validate() throws {
-        guard (0...clients).contains(poisoned) else { throw ValidationError("--poisoned must be between 0 and --clients") }
+        guard (0...fleet.clients).contains(poisoned) else { throw ValidationError("--poisoned must be between 0 and --clients") }
         guard agentThreads >= 1 else { throw ValidationError("--agent-threads must be at least 1") }
         if !local, poisoned > 0 { throw ValidationError("--poisoned starts poisoned agents, so it needs --local") }
     }
@@ -82,10 +77,10 @@ struct FederatedRun: AsyncParsableCommand {
     func run() async throws {
         var settings = FleetSettings()
         settings.run = runName
-        settings.clients = clients
+        settings.clients = fleet.clients
         settings.rounds = rounds
-        settings.partition = try partitionChoice(partition, alpha: alpha)
-        settings.local = LocalTraining(epochs: localEpochs, batchSize: batchSize, learningRate: learningRate)
+        settings.partition = try fleet.partitionChoice()
+        settings.local = fleet.local
         settings.sampleFraction = sampleFraction
         settings.deadline = deadline
         settings.duration = duration
@@ -114,9 +109,10 @@ struct FederatedRun: AsyncParsableCommand {
                 password: try credentials.password(), reconnectDelay: (1, 2),
                 // A persistent session: updates sent while this process is down wait at the broker.
                 sessionExpiry: 3600))
-        print("run \(runName): strategy \(settings.strategy); \(clients) clients, partition \(partition) α = \(alpha), seed \(seed)")
         print(
-            "local training: \(localEpochs) epoch(s), batch \(batchSize), lr \(learningRate); updates as \(settings.compression)"
+            "run \(runName): strategy \(settings.strategy); \(fleet.clients) clients, partition \(fleet.partition) α = \(fleet.alpha), seed \(seed)")
+        print(
+            "local training: \(fleet.localEpochs) epoch(s), batch \(fleet.batchSize), lr \(fleet.learningRate); updates as \(settings.compression)"
                 + (settings.compression.isLossy && settings.errorFeedback ? " with error feedback" : ""))
         if let checkpoint, SystemCall.isReadable(checkpoint) { print("checkpoint \(checkpoint) found: resuming from its last round") }
 
@@ -163,10 +159,11 @@ struct FederatedRun: AsyncParsableCommand {
         guard local else { throw ValidationError("fedfix over a real fleet needs --interval SECONDS (its aggregation period)") }
         var labels = try FashionMNIST(split: .train, directory: dataset).labels
         if let trainLimit { labels = Array(labels.prefix(trainLimit)) }
-        let shares = try settings.partition.split(labels: labels, parties: clients, seed: seed)
+        let shares = try settings.partition.split(labels: labels, parties: fleet.clients, seed: seed)
         var generator = SeededGenerator(seed: 0)
         let flops = 6 * Double(SimpleCNN.make(&generator).multiplyAdds(SimpleCNN.inputShape))
-        let times = shares.indices.map { Double(shares[$0].count * localEpochs) * flops / (profiles[$0 % profiles.count].gflops * 1e9) }.sorted()
+        let times = shares.indices.map { Double(shares[$0].count * fleet.localEpochs) * flops / (profiles[$0 % profiles.count].gflops * 1e9) }
+            .sorted()
         return times[times.count / 2]
     }
 
@@ -177,15 +174,15 @@ struct FederatedRun: AsyncParsableCommand {
         let directory = try logDir ?? SystemCall.makeTemporaryDirectory(prefix: "cleave-fl-agents-")
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         let executable = try FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")
-        print("starting \(clients) agents (logs in \(directory)): \(profiles.map(\.profile.name).joined(separator: ", ")) in turn")
-        return try (0..<clients).map { shard in
+        print("starting \(fleet.clients) agents (logs in \(directory)): \(profiles.map(\.profile.name).joined(separator: ", ")) in turn")
+        return try (0..<fleet.clients).map { shard in
             let (path, profile) = profiles[shard % profiles.count]
             var arguments = [
                 "agent", "--fl", "--run", runName, "--shard", "\(shard)", "--id", "fl-\(shard)-\(profile.name)", "--broker",
                 "\(address.host):\(address.port)", "--profile", path, "--emulate-board", "--threads",
                 "\(agentThreads)", "--dataset", dataset,
             ]
-            if shard >= clients - poisoned { arguments += ["--attack", attack] }
+            if shard >= fleet.clients - poisoned { arguments += ["--attack", attack] }
             if let username = credentials.username { arguments += ["--username", username] }
             if let file = credentials.passwordFile { arguments += ["--password-file", file] }
             let process = Process()
