@@ -18,19 +18,29 @@ import Testing
         throw MQTTError(code: -1, operation: "log in as \(user)")
     }
 
-    /// Collects messages for `seconds`.
-    func messages(_ client: MQTTClient, seconds: Double) async -> [MQTTMessage] {
-        await withTaskGroup(of: [MQTTMessage].self) { group in
+    /// Collects messages up to and including the first whose payload is `marker`, or for a
+    /// minute if it never comes (a loaded CI machine is slow; a fixed short window made these
+    /// tests fail there). The broker keeps one publisher's messages in order for a subscriber,
+    /// so a message that the ACL should have dropped but let through, published before the
+    /// marker by the same client, arrives before the marker and shows in the result.
+    func messages(_ client: MQTTClient, until marker: [UInt8]) async -> [MQTTMessage] {
+        await withTaskGroup(of: [MQTTMessage]?.self) { group in
             group.addTask {
                 var received: [MQTTMessage] = []
                 for await event in client.events {
-                    if case .message(let message) = event { received.append(message) }
+                    guard case .message(let message) = event else { continue }
+                    received.append(message)
+                    if message.payload == marker { return received }
                 }
                 return received
             }
-            try? await Task.sleep(for: .seconds(seconds))
+            group.addTask {
+                try? await Task.sleep(for: .seconds(60))
+                return nil
+            }
+            let first = await group.next() ?? nil
             group.cancelAll()
-            return await group.next() ?? []
+            return first ?? []
         }
     }
 
@@ -63,20 +73,23 @@ import Testing
         let deviceB = try await connected("device-b", port: broker.port)
         try coordinator.subscribe("$share/coordinators/cleave/v1/infer/+", qos: 1)
         try deviceA.subscribe("cleave/v1/devices/device-b/results", qos: 1)  // not allowed: must see nothing
+        try deviceA.subscribe("cleave/v1/devices/device-a/results", qos: 1)
         try deviceB.subscribe("cleave/v1/devices/device-b/results", qos: 1)
         try await Task.sleep(for: .milliseconds(300))
 
+        async let atCoordinator = messages(coordinator, until: [2])
         try deviceA.publish(MQTTMessage(topic: "cleave/v1/infer/device-b", payload: [1], qos: 1))  // impersonation: dropped
         try deviceA.publish(MQTTMessage(topic: "cleave/v1/infer/device-a", payload: [2], qos: 1))  // allowed
-        async let atCoordinator = messages(coordinator, seconds: 1.5)
-        try await Task.sleep(for: .milliseconds(200))
-        try coordinator.publish(MQTTMessage(topic: "cleave/v1/devices/device-b/results", payload: [3], qos: 1))
-        async let atA = messages(deviceA, seconds: 1.3)
-        async let atB = messages(deviceB, seconds: 1.3)
-
         let served = await atCoordinator
         #expect(served.map(\.topic) == ["cleave/v1/infer/device-a"], "device-a may publish only as itself")
-        #expect(await atA.isEmpty, "device-a must not read device-b's results")
+
+        // [3] goes to device-b's results, then [4] to device-a's own: had device-a's
+        // subscription to b's results been granted, [3] would reach it before [4].
+        async let atA = messages(deviceA, until: [4])
+        async let atB = messages(deviceB, until: [3])
+        try coordinator.publish(MQTTMessage(topic: "cleave/v1/devices/device-b/results", payload: [3], qos: 1))
+        try coordinator.publish(MQTTMessage(topic: "cleave/v1/devices/device-a/results", payload: [4], qos: 1))
+        #expect(await atA.map(\.payload) == [[4]], "device-a must not read device-b's results")
         #expect(await atB.map(\.payload) == [[3]], "device-b reads its own results")
     }
 
@@ -90,16 +103,17 @@ import Testing
         try deviceB.subscribe(Topic.federatedModel(run: "r").path, qos: 1)
         try await Task.sleep(for: .milliseconds(300))
 
-        async let atCoordinator = messages(coordinator, seconds: 1.5)
-        async let atB = messages(deviceB, seconds: 1.5)
-        try await Task.sleep(for: .milliseconds(200))
+        // device-a's forbidden publications come before its allowed update [4]; once [4] is at
+        // the coordinator the broker has dealt with all of them, and only then does the
+        // coordinator publish the model [5], so a forbidden model [3] would reach b first.
+        async let atCoordinator = messages(coordinator, until: [4])
+        async let atB = messages(deviceB, until: [5])
         try deviceA.publish(MQTTMessage(topic: Topic.federatedUpdate(run: "r", device: "device-b").path, payload: [1], qos: 1))  // dropped
         try deviceA.publish(MQTTMessage(topic: Topic.federatedClient(run: "r", device: "device-b").path, payload: [2], qos: 1))  // dropped
         try deviceA.publish(MQTTMessage(topic: Topic.federatedModel(run: "r").path, payload: [3], qos: 1))  // dropped: only the coordinator
         try deviceA.publish(MQTTMessage(topic: Topic.federatedUpdate(run: "r", device: "device-a").path, payload: [4], qos: 1))  // allowed
-        try coordinator.publish(MQTTMessage(topic: Topic.federatedModel(run: "r").path, payload: [5], qos: 1))
-
         #expect(await atCoordinator.map(\.payload) == [[4]], "device-a may send updates only as itself")
+        try coordinator.publish(MQTTMessage(topic: Topic.federatedModel(run: "r").path, payload: [5], qos: 1))
         #expect(await atB.map(\.payload) == [[5]], "only the coordinator publishes the global model")
     }
 
