@@ -27,6 +27,12 @@ let dependencies: [Package.Dependency] = [
     .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.6.0"),
     // The OpenAI-compatible HTTP API of `cleave llm serve` (coordinator only; never on a board).
     .package(url: "https://github.com/apple/swift-nio", from: "2.81.0"),
+    // Fleet identity: Ed25519 signatures on boards and coordinators (CleaveIdentity; version 4
+    // uses FoundationEssentials, so the lean agent still links no Foundation), and the fleet CA's
+    // certificates on the coordinator's machine only (CleaveFleet).
+    .package(url: "https://github.com/apple/swift-crypto", from: "4.5.2"),
+    .package(url: "https://github.com/apple/swift-certificates", from: "1.21.1"),
+    .package(url: "https://github.com/apple/swift-asn1", from: "1.7.4"),
 ]
 
 // MARK: - Implementation details: C system libraries
@@ -87,19 +93,29 @@ let modules: [Target] = [
     .target(
         name: "CleaveAgent",
         dependencies: [
-            "CleaveONNX", "CleaveCodec", "CleaveDatasets", "CleaveMQTT", "CleaveProtocol", "CleaveSupport", "CleaveTensor",
+            "CleaveONNX", "CleaveCodec", "CleaveDatasets", "CleaveIdentity", "CleaveMQTT", "CleaveProtocol", "CleaveSupport", "CleaveTensor",
             .product(name: "Logging", package: "swift-log"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
         ]),
     .target(
         name: "CleaveCoordinator",
         dependencies: [
-            "CleaveONNX", "CleaveCodec", "CleaveLLM", "CleaveMQTT", "CleaveProtocol", "CleaveSupport", "CleaveTensor",
+            "CleaveONNX", "CleaveCodec", "CleaveIdentity", "CleaveLLM", "CleaveMQTT", "CleaveProtocol", "CleaveSupport", "CleaveTensor",
             .product(name: "Logging", package: "swift-log"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOPosix", package: "swift-nio"),
             .product(name: "NIOHTTP1", package: "swift-nio"),
+        ]),
+    .target(
+        name: "CleaveIdentity",
+        dependencies: ["CleaveSupport", .product(name: "Crypto", package: "swift-crypto")]),
+    .target(
+        name: "CleaveFleet",
+        dependencies: [
+            "CleaveIdentity", "CleaveSupport", .product(name: "Crypto", package: "swift-crypto"),
+            .product(name: "X509", package: "swift-certificates"),
+            .product(name: "SwiftASN1", package: "swift-asn1"),
         ]),
     .target(
         name: "CleaveMQTT",
@@ -138,7 +154,7 @@ let modules: [Target] = [
         dependencies: [
             "CleaveONNX", "CleaveTensor", "CleaveTrain", "CleaveCodec", "CleaveDatasets", "CleaveProtocol", "CleaveMQTT",
             "CleaveAgent", "CleaveCoordinator", "CleaveFederated", "CleaveLLM", "CleaveNetem", "CleaveSupport",
-            "CleaveAgentCLI", "CleaveTestbed",
+            "CleaveAgentCLI", "CleaveTestbed", "CleaveFleet", "CleaveIdentity",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -178,7 +194,8 @@ let tests: [Target] = [
     .testTarget(name: "CleaveONNXTests", dependencies: ["CleaveONNX", "CleaveTensor"]),
     .testTarget(name: "CleaveCodecTests", dependencies: ["CleaveCodec", "CleaveSupport", "CleaveTensor"]),
     .testTarget(
-        name: "CleaveAgentTests", dependencies: ["CleaveAgent", "CleaveCodec", "CleaveONNX", "CleaveProtocol", "CleaveSupport", "CleaveTensor"]),
+        name: "CleaveAgentTests",
+        dependencies: ["CleaveAgent", "CleaveCodec", "CleaveIdentity", "CleaveONNX", "CleaveProtocol", "CleaveSupport", "CleaveTensor"]),
     .testTarget(
         name: "CleaveAgentCLITests",
         dependencies: ["CleaveAgentCLI", "CleaveAgent", .product(name: "ArgumentParser", package: "swift-argument-parser")]),
@@ -186,11 +203,13 @@ let tests: [Target] = [
     .testTarget(
         name: "CleaveCoordinatorTests",
         dependencies: [
-            "CleaveCoordinator", "CleaveAgent", "CleaveMQTT", "CleaveCodec", "CleaveProtocol", "CleaveONNX", "CleaveSupport", "CleaveTrain",
+            "CleaveCoordinator", "CleaveAgent", "CleaveFleet", "CleaveMQTT", "CleaveCodec", "CleaveProtocol", "CleaveONNX", "CleaveSupport",
+            "CleaveTrain",
             "CleaveDatasets",
             "CleaveNetem", "CleaveTestbed", "cleave", "cleave-agent",
         ]),
     .testTarget(name: "CleaveProtocolTests", dependencies: ["CleaveProtocol", "CleaveSupport"]),
+    .testTarget(name: "CleaveIdentityTests", dependencies: ["CleaveIdentity", "CleaveFleet", "CleaveMQTT", "CleaveProtocol", "CleaveSupport"]),
     .testTarget(
         name: "CleaveTrainTests", dependencies: ["CleaveTrain", "CleaveDatasets", "CleaveSupport", "CleaveTensor", "CleaveONNX", "CleaveCodec"]),
     .testTarget(

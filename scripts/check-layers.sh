@@ -3,7 +3,7 @@
 #  1. every `import` in Sources/TARGET/*.swift names a module that TARGET's row allows
 #     (the platform's own modules — Foundation, Glibc, Synchronization, Dispatch… — always);
 #  2. the lean board binary's dependency closure (from `swift package dump-package`) holds no
-#     CleaveCoordinator, CleaveNetem or CleaveTestbed;
+#     CleaveCoordinator, CleaveNetem, CleaveTestbed or the fleet CA (CleaveFleet, X509);
 #  3. no file of CleaveAgent imports CleaveTrain.
 # Exits non-zero, naming file, line and module, on the first kind of violation it finds.
 set -euo pipefail
@@ -73,7 +73,7 @@ while stack:
         if dependency not in closure:
             closure.add(dependency)
             stack.append(dependency)
-for forbidden in ("CleaveCoordinator", "CleaveNetem", "CleaveTestbed", "CleaveTrain"):
+for forbidden in ("CleaveCoordinator", "CleaveNetem", "CleaveTestbed", "CleaveTrain", "CleaveFleet", "X509"):
     if forbidden in closure:
         failures.append(f"Package.swift: cleave-agent depends on {forbidden} (closure: {', '.join(sorted(closure))})")
 for forbidden in ("CleaveLLM", "Yams"):

@@ -1,4 +1,5 @@
 import CleaveCodec
+import CleaveIdentity
 import CleaveMQTT
 import CleaveONNX
 import CleaveProtocol
@@ -36,6 +37,8 @@ public actor Agent {
     /// the id of a request the coordinator still holds in its duplicate cache.
     private var nextRequestID: UInt64 = Agent.firstRequestID()
     private var connected = false
+    /// Refuses signed control messages older than the last one taken (with a fleet key).
+    private var replayGuard: ReplayGuard
     private var eventTask: Task<Void, Never>?
     private let epoch = ContinuousClock.now
 
@@ -65,7 +68,7 @@ public actor Agent {
             MQTTConfiguration(
                 host: configuration.brokerHost, port: configuration.brokerPort, clientID: configuration.deviceID,
                 username: configuration.username, password: configuration.password,
-                will: .init(topic: will.topic, payload: will.payload, qos: 1, retain: true),
+                will: .init(topic: will.topic, payload: will.payload, qos: 1, retain: true), tls: configuration.tls,
                 // Retry every 1, then 2 s: back within about 2 s of the broker's return (with 4 s,
                 // boards stayed local up to 8 s after an outage); hundreds of boards retrying
                 // every 2 s are nothing for Mosquitto.
@@ -79,6 +82,7 @@ public actor Agent {
         self.configuration = configuration
         self.transport = transport
         provisioner = Provisioner(configuration: configuration)
+        replayGuard = ReplayGuard(path: configuration.modelCache.map { "\($0)/control-\(configuration.deviceID).issued" })
         channel = RemoteChannel(transport: transport, offlineLimit: configuration.offlineQueueLimit, retryAfter: configuration.retryInterval)
         self.logger =
             logger
@@ -446,7 +450,9 @@ public actor Agent {
         case .disconnected(let code):
             connected = false
             await channel.connectionLost()
-            if code != 0 { logger.warning("connection lost (code \(code)); reconnecting, requests wait in the offline queue") }
+            if code != 0 {
+                logger.warning("no broker connection (code \(code): \(MQTTError.reason(code))); reconnecting, requests wait in the offline queue")
+            }
         case .message(let message):
             switch Topic(parsing: message.topic) {
             case .results(let device) where device == configuration.deviceID: await receiveResult(message)
@@ -484,9 +490,21 @@ public actor Agent {
 
     private func receiveControl(_ message: MQTTMessage) {
         guard !message.payload.isEmpty else { return }
+        var payload = message.payload
+        if let fleetKey = configuration.fleetKey {
+            do {
+                let envelope = try fleetKey.open(message.payload, topic: message.topic)
+                try replayGuard.admit(envelope.issued)
+                payload = envelope.payload
+            } catch {
+                counters.refusedControl += 1
+                logger.error("refused control message on \(message.topic) (\(message.payload.count) bytes): \(error.kind.rawValue): \(error)")
+                return
+            }
+        }
         let control: ControlMessage
         do {
-            control = try JSONDecoder().decode(ControlMessage.self, from: Data(message.payload))
+            control = try JSONDecoder().decode(ControlMessage.self, from: Data(payload))
         } catch {
             logger.warning("unreadable control message (\(message.payload.count) bytes): \(error)")
             return

@@ -1,3 +1,5 @@
+import CleaveIdentity
+import CleaveMQTT
 import CleaveProtocol
 import FoundationEssentials
 
@@ -34,6 +36,12 @@ public struct AgentConfiguration: Sendable {
     /// Broker credentials (the ACL in deploy/ expects username = device id).
     public var username: String?
     public var password: String?
+    /// TLS files (the fleet CA, and this device's certificate and key) for a TLS listener.
+    public var tls: MQTTConfiguration.TLS?
+    /// The fleet's public key: when set, control messages are taken only signed by it, for this
+    /// device's topic, and not older than the last one taken (the newest stamp is kept in the
+    /// model cache folder, so a restart does not reopen old ones).
+    public var fleetKey: FleetPublicKey?
     /// Folder where verified model artifacts are cached by SHA-256 (nil: keep them in memory).
     public var modelCache: String?
     /// Send a split request in parts as the head computes them (one frame per patch, or per
@@ -57,8 +65,10 @@ public struct AgentConfiguration: Sendable {
         deviceID: String, profile: DeviceProfile, brokerHost: String = "127.0.0.1", brokerPort: Int = 1883, threads: Int? = nil,
         requestTimeout: Duration = .seconds(10), username: String? = nil, password: String? = nil, modelCache: String? = nil,
         fallbackToLocal: Bool = true, offlineQueueLimit: Int = 64, retryInterval: Duration = .seconds(1), sessionExpiry: Int? = 300,
-        computeEmulation: Double? = nil, streamPatches: PatchStreaming? = nil
+        computeEmulation: Double? = nil, streamPatches: PatchStreaming? = nil, tls: MQTTConfiguration.TLS? = nil, fleetKey: FleetPublicKey? = nil
     ) {
+        self.tls = tls
+        self.fleetKey = fleetKey
         self.streamPatches = streamPatches
         self.sessionExpiry = sessionExpiry
         self.fallbackToLocal = fallbackToLocal
@@ -169,6 +179,9 @@ public struct AgentStatistics: Sendable, Equatable {
     public var busy = 0
     /// Times the broker connection was (re)established.
     public var connects = 0
+    /// Control messages refused by the fleet key: unsigned, altered, for another device, or
+    /// replayed.
+    public var refusedControl = 0
 }
 
 /// Why an agent could not serve a request.

@@ -1,7 +1,10 @@
 import ArgumentParser
 import CleaveAgent
 import CleaveDatasets
+import CleaveIdentity
+import CleaveMQTT
 import CleaveProtocol
+import CleaveSupport
 import FoundationEssentials
 import Logging
 import ServiceLifecycle
@@ -24,20 +27,78 @@ public struct BrokerAddress: ExpressibleByArgument, Sendable {
     }
 }
 
-/// `--username` and `--password-file` for brokers with password authentication.
+/// How to log in to the broker: `--username` and `--password-file`, TLS files, or all of
+/// them at once from a fleet member folder (`cleave fleet enroll`).
 public struct CredentialOptions: ParsableArguments {
     @Option(help: "Broker username (for agents: the device id, as the ACL in deploy/ expects).") public var username: String?
     @Option(help: "File whose first line is the broker password (kept off the command line).") public var passwordFile: String?
+    @Option(help: "CA certificate (PEM) to verify a TLS broker with; turns TLS on.") public var tlsCa: String?
+    @Option(help: "This client's certificate (PEM), for a broker that requires one.") public var tlsCert: String?
+    @Option(help: "The private key (PEM) of --tls-cert.") public var tlsKey: String?
+    @Option(
+        help: ArgumentHelp(
+            "A member folder made by `cleave fleet enroll ID`: username ID, its password, TLS files and the fleet key in one.",
+            discussion: "Options given beside it win over the folder's files."))
+    public var member: String?
 
     public init() {}
 
-    /// The password file's first line, nil without a file.
-    public func password() throws -> String? {
-        guard let passwordFile else { return nil }
-        guard let text = try? String(contentsOfFile: passwordFile, encoding: .utf8) else {
-            throw ValidationError("cannot read --password-file \(passwordFile)")
+    /// What the options say, with a member folder's files filling what is not given.
+    public struct Resolved: Sendable {
+        public var username: String?
+        public var password: String?
+        public var tls: MQTTConfiguration.TLS?
+        /// The member folder's `fleet.pub` (pinned by agents).
+        public var fleetKeyFile: String?
+        /// The member folder's `signing.key` (coordinators only).
+        public var signingKeyFile: String?
+    }
+
+    public func resolved() throws -> Resolved {
+        var result = Resolved()
+        var passwordFile = self.passwordFile
+        var files = (ca: tlsCa, certificate: tlsCert, key: tlsKey)
+        if let member {
+            let id = String(member.split(separator: "/").last ?? "")
+            guard SystemCall.isReadable("\(member)/password") else {
+                throw ValidationError(
+                    "--member \(member) is not a member folder (no readable password file): make one with `cleave fleet enroll \(id)`")
+            }
+            result.username = id
+            passwordFile = passwordFile ?? "\(member)/password"
+            files.ca = files.ca ?? "\(member)/ca.crt"
+            files.certificate = files.certificate ?? "\(member)/\(id).crt"
+            files.key = files.key ?? "\(member)/\(id).key"
+            if SystemCall.isReadable("\(member)/fleet.pub") { result.fleetKeyFile = "\(member)/fleet.pub" }
+            if SystemCall.isReadable("\(member)/signing.key") { result.signingKeyFile = "\(member)/signing.key" }
         }
-        return String(text.split(separator: "\n", omittingEmptySubsequences: false).first ?? "")
+        result.username = username ?? result.username
+        if let passwordFile {
+            guard let bytes = try? SystemCall.readFile(passwordFile) else { throw ValidationError("cannot read --password-file \(passwordFile)") }
+            result.password = String(String(decoding: bytes, as: UTF8.self).split(separator: "\n", omittingEmptySubsequences: false).first ?? "")
+        }
+        guard (files.certificate == nil) == (files.key == nil) else { throw ValidationError("--tls-cert and --tls-key go together") }
+        if files.certificate != nil && files.ca == nil {
+            throw ValidationError("--tls-cert needs --tls-ca (the CA that signed the broker's certificate)")
+        }
+        for path in [files.ca, files.certificate, files.key].compactMap({ $0 }) where !SystemCall.isReadable(path) {
+            throw ValidationError("cannot read TLS file \(path)")
+        }
+        if let ca = files.ca { result.tls = MQTTConfiguration.TLS(caFile: ca, certificateFile: files.certificate, keyFile: files.key) }
+        return result
+    }
+
+    /// The password file's first line, nil without a file (or a member folder).
+    public func password() throws -> String? { try resolved().password }
+}
+
+/// Reads a fleet key file (`fleet.pub`: 64 hex digits).
+public func readFleetPublicKey(_ path: String) throws -> FleetPublicKey {
+    guard let bytes = try? SystemCall.readFile(path) else { throw ValidationError("cannot read fleet key \(path)") }
+    do {
+        return try FleetPublicKey(hex: String(decoding: bytes, as: UTF8.self))
+    } catch {
+        throw ValidationError("\(path): \(error)")
     }
 }
 
@@ -64,6 +125,13 @@ public struct AgentOptions: ParsableArguments {
     @Option(help: "Folder for verified model artifacts, kept across restarts (\"none\": memory only).")
     public var modelCache = AgentConfiguration.defaultModelCache
     @OptionGroup public var credentials: CredentialOptions
+    @Option(
+        help: ArgumentHelp(
+            "The fleet's public key (fleet.pub): take control messages only signed by it.",
+            discussion:
+                "A --member folder's fleet.pub is used without this option. Unsigned, altered, misdirected and replayed control messages are refused and logged."
+        ))
+    public var fleetKey: String?
 
     public init() {}
 
@@ -82,11 +150,13 @@ public struct AgentOptions: ParsableArguments {
     /// The agent's configuration from these options.
     public func configuration() throws -> AgentConfiguration {
         let deviceProfile = try DeviceProfile.load(profile)
+        let login = try credentials.resolved()
         return AgentConfiguration(
-            deviceID: id ?? "\(deviceProfile.name)-\(ProcessInfo.processInfo.processIdentifier)", profile: deviceProfile,
+            deviceID: id ?? login.username ?? "\(deviceProfile.name)-\(ProcessInfo.processInfo.processIdentifier)", profile: deviceProfile,
             brokerHost: broker.host, brokerPort: broker.port, requestTimeout: .milliseconds(Int(timeout * 1000)),
-            username: credentials.username, password: try credentials.password(), modelCache: AgentConfiguration.modelCache(option: modelCache),
-            fallbackToLocal: !noFallback, offlineQueueLimit: offlineQueue, streamPatches: streamPatches.flatMap(PatchStreaming.init(rawValue:)))
+            username: login.username, password: login.password, modelCache: AgentConfiguration.modelCache(option: modelCache),
+            fallbackToLocal: !noFallback, offlineQueueLimit: offlineQueue, streamPatches: streamPatches.flatMap(PatchStreaming.init(rawValue:)),
+            tls: login.tls, fleetKey: try (fleetKey ?? login.fleetKeyFile).map(readFleetPublicKey))
     }
 
     /// Runs the agent until its samples are sent, or until SIGTERM/SIGINT: then it sends no new
@@ -97,7 +167,13 @@ public struct AgentOptions: ParsableArguments {
         var logger = Logger(label: "cleave.agent")
         logger.logLevel = .notice
         let service = AgentService(agent: agent, source: input, samples: samples, mode: InferenceMode(rawValue: mode), rate: rate)
-        let group = ServiceGroup(services: [service], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
+        // With --samples the service returns when they are sent: the group then ends as after
+        // SIGTERM (without this, ServiceGroup calls the return an unexpected finish and exits 1,
+        // printing the whole service, data set included).
+        let group = ServiceGroup(
+            configuration: ServiceGroupConfiguration(
+                services: [.init(service: service, successTerminationBehavior: .gracefullyShutdownGroup)],
+                gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
         try await group.run()
     }
 }

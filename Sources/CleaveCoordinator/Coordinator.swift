@@ -1,4 +1,5 @@
 import CleaveCodec
+import CleaveIdentity
 import CleaveMQTT
 import CleaveONNX
 import CleaveProtocol
@@ -34,12 +35,19 @@ public struct CoordinatorConfiguration: Sendable {
     /// Broker credentials.
     public var username: String?
     public var password: String?
+    /// TLS files (CA, and this coordinator's certificate and key) for a TLS listener.
+    public var tls: MQTTConfiguration.TLS?
+    /// The fleet signing key: when set, every control message goes out signed (boards pinned to
+    /// the fleet key refuse unsigned ones).
+    public var signingKey: FleetSigningKey?
 
     public init(
         id: String = "coordinator-1", brokerHost: String = "127.0.0.1", brokerPort: Int = 1883, maximumBatch: Int = 16,
         maximumWait: Duration = .milliseconds(2), threads: Int = 1, maximumFrameBytes: Int = 1 << 20, maximumInFlightPerDevice: Int = 64,
-        username: String? = nil, password: String? = nil
+        username: String? = nil, password: String? = nil, tls: MQTTConfiguration.TLS? = nil, signingKey: FleetSigningKey? = nil
     ) {
+        self.tls = tls
+        self.signingKey = signingKey
         self.maximumInFlightPerDevice = max(1, maximumInFlightPerDevice)
         self.username = username
         self.password = password
@@ -104,6 +112,8 @@ public actor Coordinator {
     private var servingPerDevice: [String: Int] = [:]
     private var serving: Int { servingPerDevice.values.reduce(0, +) }
     private var draining = false
+    /// Stamps for signed control messages: increasing, so a board can refuse replays.
+    private var issueClock = IssueClock()
     public private(set) var statistics = CoordinatorStatistics()
 
     /// A coordinator that reaches the broker of its configuration over MQTT.
@@ -111,7 +121,7 @@ public actor Coordinator {
         let client = try MQTTClient(
             MQTTConfiguration(
                 host: configuration.brokerHost, port: configuration.brokerPort, clientID: configuration.id,
-                username: configuration.username, password: configuration.password, reconnectDelay: (1, 2)))
+                username: configuration.username, password: configuration.password, tls: configuration.tls, reconnectDelay: (1, 2)))
         try self.init(configuration, bundle: bundle, transport: client)
     }
 
@@ -195,7 +205,7 @@ public actor Coordinator {
             logger.error("broker refused the connection (reason \(code))")
         case .disconnected(let code):
             connected = false
-            if code != 0 { logger.warning("connection lost (code \(code)); reconnecting") }
+            if code != 0 { logger.warning("no broker connection (code \(code): \(MQTTError.reason(code))); reconnecting") }
         case .message(let message):
             switch Topic(parsing: message.topic) {
             case .deviceState(let device): receiveState(message, device: device)
@@ -245,8 +255,10 @@ public actor Coordinator {
                     "device \(device): head patch by patch, stage ends at '\(patch.stageEnd)', grid \(patch.rows)x\(patch.columns), peak \(patch.peakBytes) bytes of its \(patch.budgetBytes)-byte activation budget"
                 )
             }
-            let control = try JSONEncoder().encode(ControlMessage(assignment: assignment))
-            try transport.publish(MQTTMessage(topic: Topic.deviceControl(device: device).path, payload: [UInt8](control), qos: 1, retain: true))
+            let topic = Topic.deviceControl(device: device).path
+            var control = [UInt8](try JSONEncoder().encode(ControlMessage(assignment: assignment)))
+            if let key = configuration.signingKey { control = try key.seal(control, topic: topic, issued: issueClock.next()) }
+            try transport.publish(MQTTMessage(topic: topic, payload: control, qos: 1, retain: true))
         } catch {
             logger.error("no assignment for \(device): \(error)")
         }

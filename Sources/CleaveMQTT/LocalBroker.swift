@@ -71,6 +71,12 @@ public final class LocalBroker: Sendable {
         _ = Self.reap(pid)
     }
 
+    /// Asks the broker to read its password file and ACL again (SIGHUP), as
+    /// `systemctl reload mosquitto` does.
+    public func reload() {
+        kill(pid, SIGHUP)
+    }
+
     /// Kills the broker without a clean shutdown, as a crash would (for fault tests).
     public func kill9() {
         kill(pid, SIGKILL)

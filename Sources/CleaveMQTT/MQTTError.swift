@@ -42,6 +42,9 @@ public struct MQTTError: Error, Sendable, Equatable, CustomStringConvertible {
         "MQTT \(operation) failed: \(String(cString: mosquitto_strerror(code))) (MOSQ_ERR \(code))"
     }
 
+    /// libmosquitto's sentence for a `MOSQ_ERR_*` code (a disconnection's code, say).
+    public static func reason(_ code: Int) -> String { String(cString: mosquitto_strerror(Int32(clamping: code))) }
+
     /// Throws when `code` is not `MOSQ_ERR_SUCCESS`: the one place C return codes become errors.
     static func check(_ code: Int32, _ operation: @autoclosure () -> String) throws {
         guard code == Int32(MOSQ_ERR_SUCCESS.rawValue) else { throw MQTTError(code: code, operation: operation()) }

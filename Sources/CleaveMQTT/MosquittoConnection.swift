@@ -79,10 +79,21 @@ final class MosquittoConnection: @unchecked Sendable {
         var delay = Double(max(1, configuration.reconnectDelay.minimum))
         let longest = Double(max(configuration.reconnectDelay.minimum, configuration.reconnectDelay.maximum))
         var linked = false
+        // The first failed attempt in a row is reported (as a disconnection with libmosquitto's
+        // code): a broker that is down, a refused TCP connection or a TLS handshake that fails
+        // — a certificate the broker does not take, or a broker the CA does not vouch for —
+        // would otherwise only be retried, silently, for ever.
+        var reportedFailure = false
         while !stopping.load(ordering: .acquiring) {
             if !linked {
-                linked = connectOnce() == MOSQ_ERR_SUCCESS.rawValue
+                let code = connectOnce()
+                linked = code == MOSQ_ERR_SUCCESS.rawValue
+                if linked { reportedFailure = false }
                 if !linked {
+                    if !reportedFailure {
+                        sink.continuation.yield(.disconnected(code: Int(code)))
+                        reportedFailure = true
+                    }
                     pause(delay)
                     delay = min(2 * delay, longest)
                     continue

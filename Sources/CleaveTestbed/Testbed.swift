@@ -27,6 +27,8 @@ public actor Testbed {
     public nonisolated let brokerPort: Int
     /// The broker this testbed started (nil when it was given one).
     public private(set) var localBroker: LocalBroker?
+    /// What a broker this testbed starts (again, after ``killBroker()``) is configured with.
+    private let brokerConfiguration: (extra: String, allowAnonymous: Bool)
     public private(set) var coordinators: [Coordinator] = []
     public private(set) var members: [Member] = []
     private var stopping: Task<Void, Never>?
@@ -37,6 +39,7 @@ public actor Testbed {
     /// Uses the broker at `broker` (host, port), or starts `mosquitto` from PATH on a free
     /// loopback port with a generated configuration when `broker` is nil.
     public init(broker: (host: String, port: Int)? = nil) throws {
+        brokerConfiguration = ("", true)
         if let broker {
             brokerHost = broker.host
             brokerPort = broker.port
@@ -47,6 +50,16 @@ public actor Testbed {
             brokerPort = started.port
             localBroker = started
         }
+    }
+
+    /// Starts `mosquitto` with `extraConfiguration` added to its generated file (a fleet's TLS
+    /// listener, passwords and ACL: `cleave demo --secure`); anonymous clients only if allowed.
+    public init(startingBrokerWith extraConfiguration: String, allowAnonymous: Bool) throws {
+        brokerConfiguration = (extraConfiguration, allowAnonymous)
+        let started = try LocalBroker(extraConfiguration: extraConfiguration, allowAnonymous: allowAnonymous)
+        brokerHost = "127.0.0.1"
+        brokerPort = started.port
+        localBroker = started
     }
 
     /// Starts a coordinator on the testbed's broker.
@@ -129,7 +142,8 @@ public actor Testbed {
     /// Starts the broker again on the same port after ``killBroker()``.
     public func restartBroker() throws {
         guard localBroker == nil else { return }
-        localBroker = try LocalBroker(port: brokerPort)
+        localBroker = try LocalBroker(
+            port: brokerPort, extraConfiguration: brokerConfiguration.extra, allowAnonymous: brokerConfiguration.allowAnonymous)
     }
 
     /// Stops everything, agents first; each coordinator finishes the frames it is computing

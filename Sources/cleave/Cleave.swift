@@ -12,6 +12,6 @@ struct Cleave: AsyncParsableCommand {
         version: "0.1.0",
         subcommands: [
             DemoCommand.self, AgentCommand.self, CoordinatorCommand.self, ModelCommand.self, TrainCommand.self, BenchCommand.self, LLMCommand.self,
-            NetemCommand.self, HarnessCommand.self, FederatedCommand.self,
+            NetemCommand.self, HarnessCommand.self, FederatedCommand.self, FleetCommand.self,
         ])
 }

@@ -103,10 +103,11 @@ struct FederatedRun: AsyncParsableCommand {
             print("started mosquitto on 127.0.0.1:\(localBroker!.port) (config in \(localBroker!.directory))")
         }
         let address = broker ?? BrokerAddress(host: "127.0.0.1", port: localBroker?.port ?? 1883)
+        let login = try credentials.resolved()
         let transport = try MQTTClient(
             MQTTConfiguration(
-                host: address.host, port: address.port, clientID: "cleave-fl-coordinator-\(runName)", username: credentials.username,
-                password: try credentials.password(), reconnectDelay: (1, 2),
+                host: address.host, port: address.port, clientID: "cleave-fl-coordinator-\(runName)", username: login.username,
+                password: login.password, tls: login.tls, reconnectDelay: (1, 2),
                 // A persistent session: updates sent while this process is down wait at the broker.
                 sessionExpiry: 3600))
         print(
@@ -222,11 +223,11 @@ struct FederatedAgentOptions: ParsableArguments {
         case "noise": settings.attack = .noise(standardDeviation: 1)
         case let other?: throw ValidationError("unknown attack '\(other)': choose sign-flip or noise")
         }
+        let login = try options.credentials.resolved()
         let transport = try MQTTClient(
             MQTTConfiguration(
-                host: options.broker.host, port: options.broker.port, clientID: device, username: options.credentials.username,
-                password: try options.credentials.password(),
-                will: FederatedClient.will(run: run, device: device, shard: shard).asWill, reconnectDelay: (1, 2)))
+                host: options.broker.host, port: options.broker.port, clientID: device, username: login.username, password: login.password,
+                will: FederatedClient.will(run: run, device: device, shard: shard).asWill, tls: login.tls, reconnectDelay: (1, 2)))
         let train = try FashionMNIST(split: .train, directory: options.dataset)
         let client = try FederatedClient(
             settings: settings, transport: transport, train: train, threads: threads ?? ThreadPool.coreCount,

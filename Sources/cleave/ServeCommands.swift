@@ -3,8 +3,10 @@ import CleaveAgent
 import CleaveAgentCLI
 import CleaveCoordinator
 import CleaveDatasets
+import CleaveIdentity
 import CleaveMQTT
 import CleaveProtocol
+import CleaveSupport
 import CleaveTensor
 import CleaveTrain
 import Dispatch
@@ -56,13 +58,23 @@ struct CoordinatorCommand: AsyncParsableCommand {
     @Option(help: "Frames of one device served at once; more are answered busy (the agent computes them locally).")
     var maxInFlightPerDevice: Int = 64
     @OptionGroup var credentials: CredentialOptions
+    @Option(
+        help: ArgumentHelp(
+            "The fleet signing key (signing.key): sign every control message, for boards pinned to the fleet key.",
+            discussion: "A coordinator's --member folder holds it; this option wins over the folder's."))
+    var signingKey: String?
 
     func run() async throws {
+        let login = try credentials.resolved()
+        let signing = try (signingKey ?? login.signingKeyFile).map { path in
+            guard let bytes = try? SystemCall.readFile(path) else { throw ValidationError("cannot read signing key \(path)") }
+            return try FleetSigningKey(hex: String(decoding: bytes, as: UTF8.self))
+        }
         let coordinator = try Coordinator(
             CoordinatorConfiguration(
-                id: id, brokerHost: broker.host, brokerPort: broker.port, maximumBatch: maxBatch, maximumWait: .milliseconds(maxWaitMs),
-                threads: threads, maximumInFlightPerDevice: maxInFlightPerDevice, username: credentials.username,
-                password: try credentials.password()),
+                id: id, brokerHost: broker.host, brokerPort: broker.port, maximumBatch: maxBatch,
+                maximumWait: .milliseconds(maxWaitMs), threads: threads, maximumInFlightPerDevice: maxInFlightPerDevice,
+                username: login.username, password: login.password, tls: login.tls, signingKey: signing),
             bundle: try ModelBundle(directory: model))
         let id = self.id
         let service = CoordinatorService(coordinator: coordinator) { stats in

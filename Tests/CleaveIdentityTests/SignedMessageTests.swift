@@ -1,0 +1,102 @@
+import CleaveSupport
+import Foundation
+import Testing
+
+@testable import CleaveFleet
+@testable import CleaveIdentity
+
+@Suite struct SignedMessageTests {
+    let key = FleetSigningKey()
+    let topic = "cleave/v1/devices/pi-7/control"
+    let payload = Array(#"{"version":1,"assignment":null}"#.utf8)
+
+    @Test func aSealedMessageOpensWithTheFleetKeyOnItsTopic() throws {
+        let sealed = try key.seal(payload, topic: topic, issued: 1_700_000_000_123)
+        let opened = try key.publicKey.open(sealed, topic: topic)
+        #expect(opened == SignedEnvelope(issued: 1_700_000_000_123, payload: payload))
+        #expect(SignedEnvelope.isSigned(sealed) && !SignedEnvelope.isSigned(payload))
+    }
+
+    @Test func keysRoundTripThroughTheirHexFiles() throws {
+        let again = try FleetSigningKey(hex: key.hex + "\n")
+        #expect(again.publicKey == key.publicKey)
+        #expect(try FleetPublicKey(hex: key.publicKey.hex) == key.publicKey)
+        #expect(throws: FleetKeyError.self) { try FleetSigningKey(hex: "12ab") }
+        #expect(throws: FleetKeyError.self) { try FleetPublicKey(hex: String(repeating: "g", count: 64)) }
+    }
+
+    func refusal(_ bytes: [UInt8], topic: String? = nil, key publicKey: FleetPublicKey? = nil) -> SignatureError.Kind? {
+        do {
+            _ = try (publicKey ?? key.publicKey).open(bytes, topic: topic ?? self.topic)
+            return nil
+        } catch {
+            return error.kind
+        }
+    }
+
+    @Test func unsignedTamperedMisdirectedAndForeignMessagesAreRefused() throws {
+        let sealed = try key.seal(payload, topic: topic, issued: 42)
+        #expect(refusal(payload) == .unsigned)
+        #expect(refusal(sealed, topic: "cleave/v1/devices/pi-8/control") == .badSignature, "signed for another device's topic")
+        #expect(refusal(sealed, key: FleetSigningKey().publicKey) == .wrongKey)
+        // Every single-byte change after the magic is caught.
+        for index in 4..<sealed.count {
+            var tampered = sealed
+            tampered[index] ^= 0x20
+            #expect(refusal(tampered) != nil, "byte \(index) changed")
+        }
+        #expect(refusal(Array(sealed.dropLast())) == .malformed)
+        #expect(refusal(Array(sealed.prefix(10))) == .malformed)
+    }
+
+    /// 100,000 mutated and truncated envelopes: each refused with a reason, none traps.
+    @Test func fuzzedEnvelopesNeverTrapAndNeverVerify() throws {
+        var generator = SeededGenerator(seed: 21)
+        let sealed = try key.seal(payload, topic: topic, issued: 7)
+        var refused = 0
+        for _ in 0..<100_000 {
+            var bytes = sealed
+            switch generator.next() % 4 {
+            case 0: bytes = Array(bytes.prefix(Int(generator.next() % UInt64(bytes.count))))
+            case 1:
+                for _ in 0...(generator.next() % 4) {
+                    bytes[Int(generator.next() % UInt64(bytes.count))] = UInt8(truncatingIfNeeded: generator.next())
+                }
+            case 2: bytes.insert(UInt8(truncatingIfNeeded: generator.next()), at: Int(generator.next() % UInt64(bytes.count)))
+            default:
+                // A length field that lies.
+                let length = UInt32(truncatingIfNeeded: generator.next())
+                bytes.replaceSubrange(21..<25, with: (0..<4).map { UInt8(truncatingIfNeeded: length >> (8 * $0)) })
+            }
+            if bytes == sealed { continue }
+            if refusal(bytes) != nil { refused += 1 }
+        }
+        #expect(refused > 99_000, "every changed envelope is refused (a few mutations change nothing)")
+    }
+
+    @Test func theReplayGuardRefusesOlderMessagesAndRemembersAcrossRestarts() throws {
+        let folder = try SystemCall.makeTemporaryDirectory(prefix: "cleave-replay-")
+        let path = "\(folder)/newest"
+        var guardian = ReplayGuard(path: path)
+        try guardian.admit(100)
+        try guardian.admit(100)  // the same message again: a QoS 1 redelivery
+        try guardian.admit(200)
+        #expect(throws: SignatureError.self) { try guardian.admit(150) }
+        var restarted = ReplayGuard(path: path)
+        #expect(restarted.newest == 200)
+        #expect(throws: SignatureError.self) { try restarted.admit(100) }
+    }
+
+    @Test func theIssueClockNeverRepeats() {
+        var clock = IssueClock()
+        let stamps = (0..<1000).map { _ in clock.next() }
+        #expect(zip(stamps, stamps.dropFirst()).allSatisfy { $0 < $1 })
+    }
+
+    /// The hash `mosquitto_passwd` would write; the value from Python's hashlib.pbkdf2_hmac.
+    @Test func mosquittoPasswordHashesMatchPBKDF2SHA512() {
+        #expect(
+            MosquittoPassword.hash("secret-device-a", salt: Array(0..<12))
+                == "$7$101$AAECAwQFBgcICQoL$KZxeg6dK4UNu7HY7eaZ8xpELxwztwPh3UMDatLeSURavS6DWemnFbkaPcI+hlce1EcSoMzX4RWYID7SlczypPA==")
+    }
+}
