@@ -134,6 +134,7 @@ public final class MQTTClient: @unchecked Sendable {
     private func installCallbacks() {
         mosquitto_connect_v5_callback_set(handle) { _, context, code, _, _ in
             let sink = EventSink.from(context)
+            sink.answered.store(true, ordering: .releasing)
             if code == 0 { sink.established.store(true, ordering: .releasing) }
             sink.continuation.yield(code == 0 ? .connected : .refused(reasonCode: Int(code)))
         }
@@ -152,6 +153,8 @@ final class EventSink: Sendable {
     let continuation: AsyncStream<MQTTEvent>.Continuation
     /// Set when the broker accepted a connection; the network loop then resets its back-off.
     let established = Atomic<Bool>(false)
+    /// Set when the broker answered a CONNECT at all (accepted or refused).
+    let answered = Atomic<Bool>(false)
 
     init(_ continuation: AsyncStream<MQTTEvent>.Continuation) { self.continuation = continuation }
 

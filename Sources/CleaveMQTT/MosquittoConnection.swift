@@ -84,11 +84,13 @@ final class MosquittoConnection: @unchecked Sendable {
         // — a certificate the broker does not take, or a broker the CA does not vouch for —
         // would otherwise only be retried, silently, for ever.
         var reportedFailure = false
+        // Whether the broker answered this link's CONNECT (accepted or refused).
+        var answered = false
         while !stopping.load(ordering: .acquiring) {
             if !linked {
                 let code = connectOnce()
                 linked = code == MOSQ_ERR_SUCCESS.rawValue
-                if linked { reportedFailure = false }
+                answered = false
                 if !linked {
                     if !reportedFailure {
                         sink.continuation.yield(.disconnected(code: Int(code)))
@@ -102,9 +104,17 @@ final class MosquittoConnection: @unchecked Sendable {
             let code = mosquitto_loop(handle, 100, 1)
             if sink.established.exchange(false, ordering: .acquiringAndReleasing) {
                 delay = Double(max(1, configuration.reconnectDelay.minimum))
+                reportedFailure = false
             }
+            if sink.answered.exchange(false, ordering: .acquiringAndReleasing) { answered = true }
             guard code != MOSQ_ERR_SUCCESS.rawValue else { continue }
             linked = false
+            // The TLS handshake may finish in the loop rather than in the connect call: a
+            // link that ends before the broker answered the CONNECT is a failed attempt too.
+            if !answered && !reportedFailure {
+                sink.continuation.yield(.disconnected(code: Int(code)))
+                reportedFailure = true
+            }
             if stopping.load(ordering: .acquiring) { break }
             pause(delay)
             delay = min(2 * delay, longest)

@@ -183,6 +183,28 @@ import Testing
         #expect(received == [9], "the coordinator's session survives a client that claims its id")
     }
 
+    /// The shipped broker configuration is the fleet's: the same listener lines (with the fleet
+    /// in /etc/cleave/fleet) and the same ACL patterns as deploy/mosquitto/acl, so that the tests
+    /// against a fleet's broker are tests of what deploy/ installs.
+    @Test func theShippedConfigurationIsTheFleets() throws {
+        let repository = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("../..").standardizedFileURL.path
+        let authority = try FleetAuthority.create(directory: try SystemCall.makeTemporaryDirectory(prefix: "cleave-fleet-"), hosts: [])
+        func lines(_ text: String) -> [String] {
+            text.split(separator: "\n").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty && !$0.hasPrefix("#") }
+        }
+        let shipped = lines(String(decoding: try SystemCall.readFile("\(repository)/deploy/mosquitto/cleave.conf"), as: UTF8.self))
+        let fleet = lines(authority.accessSettings + "\n" + authority.listenerSettings).map {
+            $0.replacingOccurrences(of: authority.directory, with: "/etc/cleave/fleet")
+        }
+        for line in fleet { #expect(shipped.contains(line), "deploy/mosquitto/cleave.conf has '\(line)'") }
+        #expect(shipped.contains("listener 8883") && !shipped.contains { $0.hasPrefix("listener 1883") }, "TLS only")
+        let shippedACL = lines(String(decoding: try SystemCall.readFile("\(repository)/deploy/mosquitto/acl"), as: UTF8.self)).filter {
+            $0.hasPrefix("pattern")
+        }
+        let fleetACL = lines(authority.acl(coordinators: [])).filter { $0.hasPrefix("pattern") }
+        #expect(shippedACL == fleetACL)
+    }
+
     @Test func membersNeedValidNamesAndEnrollOnce() throws {
         var authority = try FleetAuthority.create(
             directory: try SystemCall.makeTemporaryDirectory(prefix: "cleave-fleet-"), hosts: ["coordinator.local"])

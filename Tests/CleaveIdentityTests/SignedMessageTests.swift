@@ -17,6 +17,22 @@ import Testing
         #expect(SignedEnvelope.isSigned(sealed) && !SignedEnvelope.isSigned(payload))
     }
 
+    /// The vector in docs/wire-format.md, computed with Python's `cryptography` (Ed25519
+    /// signatures are deterministic, so sealing gives exactly these bytes).
+    @Test func theWireFormatVectorOpensAndIsReproduced() throws {
+        let repository = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("../..").standardizedFileURL.path
+        let document = String(decoding: try SystemCall.readFile("\(repository)/docs/wire-format.md"), as: UTF8.self)
+        let section = try #require(document.components(separatedBy: "## Signed envelope").last)
+        let block = try #require(section.components(separatedBy: "```").dropFirst().first)
+        let vector = try #require(Hex.bytes(block.filter { !$0.isWhitespace }))
+        let key = try FleetSigningKey(hex: SHA256.hexString(Array(0..<32)))
+        #expect(key.publicKey.hex == "03a107bff3ce10be1d70dd18e74bc09967e4d6309ba50d5f1ddc8664125531b8")
+        let topic = "cleave/v1/devices/pi-1/control"
+        let opened = try key.publicKey.open(vector, topic: topic)
+        #expect(opened.issued == 1_700_000_000_000 && opened.payload == Array(#"{"version":1,"assignment":null}"#.utf8))
+        #expect(try key.seal(opened.payload, topic: topic, issued: opened.issued) == vector)
+    }
+
     @Test func keysRoundTripThroughTheirHexFiles() throws {
         let again = try FleetSigningKey(hex: key.hex + "\n")
         #expect(again.publicKey == key.publicKey)
