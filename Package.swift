@@ -88,7 +88,7 @@ let modules: [Target] = [
         swiftSettings: [.unsafeFlags(["-O"], .when(configuration: .debug))]),
     .target(
         name: "CleaveFederated",
-        dependencies: ["CleaveCodec", "CleaveDatasets", "CleaveProtocol", "CleaveSupport", "CleaveTensor", "CleaveTrain"],
+        dependencies: ["CleaveCodec", "CleaveDatasets", "CleaveIdentity", "CleaveProtocol", "CleaveSupport", "CleaveTensor", "CleaveTrain"],
         swiftSettings: [.unsafeFlags(["-O"], .when(configuration: .debug))]),
     .target(
         name: "CleaveAgent",
@@ -215,7 +215,8 @@ let tests: [Target] = [
     .testTarget(
         name: "CleaveFederatedTests",
         dependencies: [
-            "CleaveFederated", "CleaveCodec", "CleaveDatasets", "CleaveONNX", "CleaveProtocol", "CleaveSupport", "CleaveTensor", "CleaveTrain",
+            "CleaveFederated", "CleaveCodec", "CleaveDatasets", "CleaveIdentity", "CleaveONNX", "CleaveProtocol", "CleaveSupport", "CleaveTensor",
+            "CleaveTrain",
         ]),
     .testTarget(name: "CleaveCLITests", dependencies: ["cleave", "CleaveLLM", "CleaveMQTT", "CleaveSupport"]),
     .testTarget(name: "CleaveLLMTests", dependencies: ["CleaveLLM", "CleaveSupport", "CleaveTensor"]),

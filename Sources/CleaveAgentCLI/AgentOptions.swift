@@ -92,6 +92,16 @@ public struct CredentialOptions: ParsableArguments {
     public func password() throws -> String? { try resolved().password }
 }
 
+/// Reads the fleet signing key (`signing.key`: 64 hex digits; coordinators only).
+public func readFleetSigningKey(_ path: String) throws -> FleetSigningKey {
+    guard let bytes = try? SystemCall.readFile(path) else { throw ValidationError("cannot read signing key \(path)") }
+    do {
+        return try FleetSigningKey(hex: String(decoding: bytes, as: UTF8.self))
+    } catch {
+        throw ValidationError("\(path): \(error)")
+    }
+}
+
 /// Reads a fleet key file (`fleet.pub`: 64 hex digits).
 public func readFleetPublicKey(_ path: String) throws -> FleetPublicKey {
     guard let bytes = try? SystemCall.readFile(path) else { throw ValidationError("cannot read fleet key \(path)") }

@@ -1,4 +1,5 @@
 import CleaveDatasets
+import CleaveIdentity
 import CleaveProtocol
 import CleaveSupport
 import CleaveTensor
@@ -19,6 +20,9 @@ public struct FleetClientSettings: Sendable {
     public var emulatedGflops: Double?
     /// Send this instead of the honest update (robustness tests).
     public var attack: PoisoningAttack?
+    /// The fleet's public key: take the task and global models only signed by it (and not
+    /// older than the last taken per topic); nil takes plain ones.
+    public var fleetKey: FleetPublicKey?
 
     public init(run: String = "default", device: String, shard: Int) {
         self.run = run
@@ -57,6 +61,8 @@ public final class FederatedClient {
     private var feedback = ErrorFeedback()
     private var attackGenerator: SeededGenerator
     private var latest: ModelFrame?
+    /// Per topic, refuses signed messages older than the last one taken.
+    private var replayGuards: [String: ReplayGuard] = [:]
     private var busy = false
     private var starts = 0
     /// The last round answered (synchronous), the base version of the last update, the coordinator process it went to, and its frame.
@@ -119,12 +125,13 @@ public final class FederatedClient {
                     publishUpdate(unsent.frame, loss: unsent.loss)
                 }
             case .transport(.message(let message)):
+                guard !message.payload.isEmpty else { continue }  // the coordinator cleared the model: a new run
+                guard let payload = verified(message) else { continue }
                 switch Topic(parsing: message.topic) {
-                case .federatedTask?: leaving = try take(taskPayload: message.payload) || leaving
+                case .federatedTask?: leaving = try take(taskPayload: payload) || leaving
                 case .federatedModel?:
-                    guard !message.payload.isEmpty else { continue }  // the coordinator cleared it: a new run
                     do {
-                        latest = try ModelFrame.decode(message.payload, layout: layout)
+                        latest = try ModelFrame.decode(payload, layout: layout)
                     } catch {
                         observer(.ignored(reason: "\(error)"))
                     }
@@ -148,6 +155,22 @@ public final class FederatedClient {
     }
 
     /// Reads the task; true when the run is finished.
+    /// The message's payload, opened and checked against the fleet key when the client is
+    /// pinned to one; nil (and an ``ClientEvent/ignored(reason:)``) when it is refused.
+    private func verified(_ message: MQTTMessage) -> [UInt8]? {
+        guard let key = settings.fleetKey else { return message.payload }
+        do {
+            let envelope = try key.open(message.payload, topic: message.topic)
+            var guardian = replayGuards[message.topic] ?? ReplayGuard(path: nil)
+            try guardian.admit(envelope.issued)
+            replayGuards[message.topic] = guardian
+            return envelope.payload
+        } catch {
+            observer(.ignored(reason: "refused \(message.topic): \(error.kind.rawValue): \(error)"))
+            return nil
+        }
+    }
+
     private func take(taskPayload: [UInt8]) throws -> Bool {
         let next: FederatedTask
         do {

@@ -1,4 +1,5 @@
 import CleaveDatasets
+import CleaveIdentity
 import CleaveProtocol
 import CleaveSupport
 import CleaveTrain
@@ -29,6 +30,9 @@ public struct FleetSettings: Sendable {
     public var evaluationInterval: Double?
     /// Clients that must be online before the first round (nil: all of them).
     public var startAfter: Int?
+    /// The fleet signing key: the task and every global model go out in signed envelopes,
+    /// for clients pinned to the fleet key (nil: plain).
+    public var signingKey: FleetSigningKey?
 
     public init() {}
 
@@ -99,6 +103,8 @@ public final class FederatedServer {
     /// republished under another number sends its update again (it may have been lost with
     /// the old process or the broker).
     private var boot = UInt64.random(in: 1...UInt64.max)
+    /// Stamps for signed envelopes.
+    private var issueClock = IssueClock()
 
     private var online: [String: ClientAnnouncement] = [:]
     private var global: [Float]
@@ -176,7 +182,7 @@ public final class FederatedServer {
         }
         var task = settings.task
         task.finished = true
-        try? transport.publish(MQTTMessage(topic: Topic.federatedTask(run: settings.run).path, payload: Self.json(task), qos: 1, retain: true))
+        publishTask(task)
         try await Task.sleep(for: .milliseconds(200))
         transport.disconnect()
         return records
@@ -188,8 +194,19 @@ public final class FederatedServer {
     private func subscribe() {
         try? transport.subscribe(Topic.allFederatedClients(run: settings.run), qos: 1)
         try? transport.subscribe(Topic.allFederatedUpdates(run: settings.run), qos: 1)
-        try? transport.publish(
-            MQTTMessage(topic: Topic.federatedTask(run: settings.run).path, payload: Self.json(settings.task), qos: 1, retain: true))
+        publishTask(settings.task)
+    }
+
+    private func publishTask(_ task: FederatedTask) {
+        let topic = Topic.federatedTask(run: settings.run).path
+        guard let payload = try? sealed(Self.json(task), topic: topic) else { return }
+        try? transport.publish(MQTTMessage(topic: topic, payload: payload, qos: 1, retain: true))
+    }
+
+    /// `payload` in a signed envelope for `topic` when the run has the fleet signing key.
+    private func sealed(_ payload: [UInt8], topic: String) throws -> [UInt8] {
+        guard let key = settings.signingKey else { return payload }
+        return try key.seal(payload, topic: topic, issued: issueClock.next())
     }
 
     private func handleAnnouncement(device: String, payload: [UInt8]) {
@@ -242,7 +259,10 @@ public final class FederatedServer {
     }
 
     private func publishModel(_ frame: [UInt8]) {
-        try? transport.publish(MQTTMessage(topic: Topic.federatedModel(run: settings.run).path, payload: frame, qos: 1, retain: true))
+        let topic = Topic.federatedModel(run: settings.run).path
+        // An empty payload clears the retained model; it is never signed (clients ignore it).
+        guard let payload = frame.isEmpty ? frame : try? sealed(frame, topic: topic) else { return }
+        try? transport.publish(MQTTMessage(topic: topic, payload: payload, qos: 1, retain: true))
     }
 
     /// Records the aggregation just made; reported at once unless `report` is false (the caller reports it after its checkpoint).

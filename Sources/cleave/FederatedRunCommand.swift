@@ -59,6 +59,8 @@ struct FederatedRun: AsyncParsableCommand {
     @Option(help: "Broker as HOST:PORT (default 127.0.0.1:1883; with --local, one is started unless this is given).")
     var broker: BrokerAddress?
     @OptionGroup var credentials: CredentialOptions
+    @Option(help: "The fleet signing key (signing.key; a coordinator's --member folder holds it): the task and every global model go out signed.")
+    var signingKey: String?
     @Flag(help: "Start the broker and the agents on this machine too, with emulated board speeds.") var local = false
     @Option(parsing: .upToNextOption, help: "--local: device profiles of the agents, assigned in turn (names in --devices or YAML paths).")
     var boards: [String] = ["raspberry-pi-zero-2w", "raspberry-pi-4b-4gb", "raspberry-pi-5-8gb"]
@@ -90,6 +92,7 @@ struct FederatedRun: AsyncParsableCommand {
         settings.compression = try UpdateCompression(name: compression)
         settings.errorFeedback = !noErrorFeedback
         settings.trainLimit = trainLimit
+        settings.signingKey = try (signingKey ?? credentials.resolved().signingKeyFile).map(readFleetSigningKey)
         let profilePaths = boards.map { $0.hasSuffix(".yaml") ? $0 : "\(devices)/\($0).yaml" }
         let profiles = try profilePaths.map { try DeviceProfile.load($0) }
         settings.strategy = try strategy.choice(medianUpdate: try medianUpdateSeconds(settings, profiles: profiles))
@@ -213,9 +216,11 @@ struct FederatedAgentOptions: ParsableArguments {
     func run(agent options: AgentOptions) async throws {
         guard let shard else { throw ValidationError("--fl needs --shard K: which shard of the run's partition this board holds") }
         let profile = try DeviceProfile.load(options.profile)
-        let device = options.id ?? "\(profile.name)-\(ProcessInfo.processInfo.processIdentifier)"
+        let login = try options.credentials.resolved()
+        let device = options.id ?? login.username ?? "\(profile.name)-\(ProcessInfo.processInfo.processIdentifier)"
         var settings = FleetClientSettings(run: run, device: device, shard: shard)
         settings.board = profile.name
+        settings.fleetKey = try (options.fleetKey ?? login.fleetKeyFile).map(readFleetPublicKey)
         if emulateBoard { settings.emulatedGflops = profile.gflops }
         switch attack {
         case nil: break
@@ -223,7 +228,6 @@ struct FederatedAgentOptions: ParsableArguments {
         case "noise": settings.attack = .noise(standardDeviation: 1)
         case let other?: throw ValidationError("unknown attack '\(other)': choose sign-flip or noise")
         }
-        let login = try options.credentials.resolved()
         let transport = try MQTTClient(
             MQTTConfiguration(
                 host: options.broker.host, port: options.broker.port, clientID: device, username: login.username, password: login.password,

@@ -66,10 +66,7 @@ struct CoordinatorCommand: AsyncParsableCommand {
 
     func run() async throws {
         let login = try credentials.resolved()
-        let signing = try (signingKey ?? login.signingKeyFile).map { path in
-            guard let bytes = try? SystemCall.readFile(path) else { throw ValidationError("cannot read signing key \(path)") }
-            return try FleetSigningKey(hex: String(decoding: bytes, as: UTF8.self))
-        }
+        let signing = try (signingKey ?? login.signingKeyFile).map(readFleetSigningKey)
         let coordinator = try Coordinator(
             CoordinatorConfiguration(
                 id: id, brokerHost: broker.host, brokerPort: broker.port, maximumBatch: maxBatch,

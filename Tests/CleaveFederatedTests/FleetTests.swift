@@ -1,4 +1,5 @@
 import CleaveDatasets
+import CleaveIdentity
 import CleaveProtocol
 import CleaveSupport
 import CleaveTrain
@@ -28,9 +29,9 @@ import Testing
 
     /// Runs a coordinator and `clients` clients to the end; returns the records and every client event.
     static func runFleet(
-        _ settings: FleetSettings, train: FashionMNIST, test: FashionMNIST, configure: (inout FleetClientSettings) -> Void = { _ in }
+        _ settings: FleetSettings, train: FashionMNIST, test: FashionMNIST, broker: InMemoryBroker = InMemoryBroker(),
+        configure: (inout FleetClientSettings) -> Void = { _ in }
     ) async throws -> (records: [AggregationRecord], events: [FleetEvent], clientEvents: [ClientEvent]) {
-        let broker = InMemoryBroker()
         let events = EventLog<FleetEvent>()
         let clientEvents = EventLog<ClientEvent>()
         var clients: [FleetClientSettings] = []
@@ -84,6 +85,47 @@ import Testing
         let expected = try simulation.run()
         #expect(records.map(\.accuracy) == expected.map(\.accuracy), "the fleet and the simulation trained different models")
         #expect(abs(records[1].loss - expected[1].loss) < 1e-12)
+    }
+
+    /// A signed run with clients pinned to the fleet key: a forger with broker access answers
+    /// every global model with an unsigned model of zeros for the next round and a replay of the
+    /// model before; the clients ignore both, and the run trains exactly what the plain run
+    /// trains (without the check the clients train on the zeros and the run stalls).
+    @Test(.enabled(if: data != nil, "install dataset-fashion-mnist"), .timeLimit(.minutes(2)))
+    func pinnedClientsIgnoreForgedAndReplayedModels() async throws {
+        let (train, test) = try #require(Self.data)
+        let plain = try await Self.runFleet(Self.fleet(.fedAvg), train: train, test: test).records
+        let key = FleetSigningKey()
+        var signed = Self.fleet(.fedAvg)
+        signed.signingKey = key
+        let broker = InMemoryBroker()
+        let forger = broker.makeTransport(clientID: "forger")
+        try forger.connect()
+        let topic = Topic.federatedModel(run: signed.run).path
+        try forger.subscribe(topic, qos: 1)
+        let forgery = Task {
+            var previous: [UInt8]?
+            for await event in forger.events {
+                guard case .message(let message) = event, !message.payload.isEmpty, message.userProperties["forged"] == nil,
+                    let envelope = try? key.publicKey.open(message.payload, topic: topic)
+                else { continue }
+                // The next round, early, with every client asked and the weights zeroed: a client
+                // that took it would train on zeros and miss the real round.
+                var zeros = try ModelFrame.decode(envelope.payload, layout: SimpleCNN.layout)
+                zeros.weights = [Float](repeating: 0, count: zeros.weights.count)
+                zeros.round += 1
+                zeros.selected = nil
+                try? forger.publish(
+                    MQTTMessage(topic: topic, payload: zeros.encode(layout: SimpleCNN.layout), qos: 1, userProperties: ["forged": "plain"]))
+                if let previous { try? forger.publish(MQTTMessage(topic: topic, payload: previous, qos: 1, userProperties: ["forged": "replay"])) }
+                previous = message.payload
+            }
+        }
+        defer { forgery.cancel() }
+        let run = try await Self.runFleet(signed, train: train, test: test, broker: broker) { $0.fleetKey = key.publicKey }
+        let ignored = run.clientEvents.compactMap { if case .ignored(let reason) = $0 { reason } else { nil } }
+        #expect(ignored.contains { $0.contains("unsigned") } && ignored.contains { $0.contains("replayed") }, "\(ignored)")
+        #expect(run.records.map(\.accuracy) == plain.map(\.accuracy), "the forged models changed what the fleet trained")
     }
 
     @Test(.enabled(if: data != nil, "install dataset-fashion-mnist"), .timeLimit(.minutes(2)))
