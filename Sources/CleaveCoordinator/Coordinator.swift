@@ -268,7 +268,7 @@ public actor Coordinator {
 
     private func serve(_ message: MQTTMessage, device: String) async {
         let requestID = RequestID.decode(message.correlationData)
-        let key = "\(device)/\(requestID.map(String.init) ?? "-")"
+        let key = Self.requestKey(device: device, requestID: requestID, frame: message.payload)
         if requestID != nil, let cached = recent[key] {
             statistics.duplicates += 1
             reply(cached, to: message)
@@ -367,6 +367,17 @@ public actor Coordinator {
             recentOrder[recentNext] = key
             recentNext = (recentNext + 1) % recentCapacity
         }
+    }
+
+    /// What identifies a request in the answer cache and among those in flight: the device, the
+    /// request id and the frame's own CRC-32C (its last 4 bytes), so that a reused id with other
+    /// content — a board whose counter started over, two processes under one device id — is a
+    /// new request, not the old one's answer. A part of a streamed request (region flag, bit 4
+    /// of the flags byte) is keyed by device and id alone: its parts differ, its answer is one.
+    static func requestKey(device: String, requestID: UInt64?, frame: [UInt8]) -> String {
+        let base = "\(device)/\(requestID.map(String.init) ?? "-")"
+        guard frame.count >= 7, frame[2] & 0x10 == 0 else { return base }
+        return base + "/" + frame.suffix(4).map { String($0, radix: 16) }.joined(separator: ".")
     }
 
     /// Answers on the results topic of the device whose infer topic the request came on (the

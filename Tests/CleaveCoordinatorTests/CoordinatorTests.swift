@@ -89,6 +89,17 @@ import Testing
         let statistics = await coordinator.statistics
         #expect(statistics.answered == 1 && statistics.duplicates == 1)
 
+        // The same id with other content (a board whose counter started over) is a new
+        // request: computed, not answered from the cache.
+        let other = BottleneckCodec.encode(
+            Tensor(shape: [1] + assignment.cutShape, scalars: (0..<assignment.cutShape.reduce(1, *)).map { Float($0 % 7) / 7 }), requestID: 42,
+            options: FrameOptions(codec: .int4))
+        #expect(other != frame)
+        try device.send(other, requestID: 42)
+        _ = try #require(await device.next(on: results))
+        let reused = await coordinator.statistics
+        #expect(reused.answered == 2 && reused.duplicates == 1, "a reused id with another frame is computed")
+
         try device.send([1, 2, 3], requestID: 43)
         let rejected = try JSONDecoder().decode(InferenceResult.self, from: Data(try #require(await device.next(on: results)).payload))
         #expect(rejected.prediction == nil && rejected.rejection?.reason == .malformedFrame && rejected.requestID == 43)
