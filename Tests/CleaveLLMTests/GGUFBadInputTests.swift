@@ -76,7 +76,7 @@ import Testing
         #expect(kind(of: duplicate) == .malformed)
     }
 
-    /// ≥ 10,000 mutated headers: each parses or gives a GGUFError; what parses also dequantizes.
+    /// 100,000 mutated headers: each parses or gives a GGUFError; what parses also dequantizes.
     @Test func mutatedHeadersNeverCrash() throws {
         let sample = Self.sample
         let file = try GGUFFile(bytes: sample)
@@ -84,7 +84,7 @@ import Testing
         var random = SeededValues(state: 42)
         var accepted = 0
         var refused = 0
-        for round in 0..<12_000 {
+        for round in 0..<100_000 {
             var bytes = sample
             switch round % 4 {
             case 0, 1:
@@ -108,7 +108,68 @@ import Testing
                 refused += 1
             }
         }
-        #expect(accepted + refused == 12_000)
-        #expect(refused > 3_000, "mutations should mostly be caught: \(refused) refused")
+        #expect(accepted + refused == 100_000)
+        #expect(refused > 25_000, "mutations should mostly be caught: \(refused) refused")
+    }
+
+    /// 100,000 mutations of a file whose metadata is a tokenizer's tables (tokens, scores,
+    /// types, special ids, merges-like strings, a nested array): each parses or gives a
+    /// GGUFError, and what parses builds a tokenizer (or refuses with an error) that encodes
+    /// and decodes without trapping.
+    @Test func mutatedTokenizerTablesNeverCrash() throws {
+        let sample = SentencePieceTests.vocabularyFile()
+        let headerEnd = min(try GGUFFile(bytes: sample).dataOffset, sample.count)
+        var random = SeededValues(state: 7)
+        var parsed = 0
+        var tokenizers = 0
+        for round in 0..<100_000 {
+            var bytes = sample
+            switch round % 3 {
+            case 0:
+                for _ in 0...(random.next() % 4) { bytes[Int(random.next() % UInt64(headerEnd))] ^= UInt8(truncatingIfNeeded: random.next() | 1) }
+            case 1:
+                // A length, count or id overwritten with a huge or a small value.
+                let at = Int(random.next() % UInt64(headerEnd - 8))
+                let value: UInt64 = random.next() % 2 == 0 ? random.next() : random.next() % 300
+                withUnsafeBytes(of: value.littleEndian) { for (index, byte) in $0.enumerated() { bytes[at + index] = byte } }
+            default:
+                let at = Int(random.next() % UInt64(headerEnd))
+                bytes = Array(bytes.prefix(at))
+            }
+            guard let file = try? GGUFFile(bytes: bytes) else { continue }
+            parsed += 1
+            guard let tokenizer = try? Tokenizer(file) else { continue }
+            tokenizers += 1
+            let ids = tokenizer.encode("hello world ünïcode 12")
+            _ = tokenizer.decode(ids + [Int32.max, -1, 0])
+        }
+        #expect(parsed > 0 && tokenizers > 0, "some mutations leave a usable file: \(parsed) parsed, \(tokenizers) tokenizers")
+    }
+
+    /// Metadata arrays take about their size in the file, not a boxed value per element: a
+    /// tokenizer-sized table (65,536 tokens, scores and types) held in memory in at most 4×
+    /// its bytes (by the arrays' element sizes; strings of up to 15 bytes are held inline).
+    @Test func metadataArraysAreCompact() throws {
+        var writer = GGUFWriter()
+        let count = 65_536
+        writer.set("t.tokens", .array(.string, (0..<count).map { .string("t\($0 % 5000)") }))
+        writer.set("t.scores", .array(.float32, (0..<count).map { .float32(Float($0)) }))
+        writer.set("t.types", .array(.int32, (0..<count).map { .int32(Int32($0 % 7)) }))
+        let bytes = writer.bytes()
+        let file = try GGUFFile(bytes: bytes)
+        var held = 0
+        for key in ["t.tokens", "t.scores", "t.types"] {
+            guard case .list(let list) = try file.value(key) else { Issue.record("\(key) is not an array"); continue }
+            switch list.storage {
+            case .strings(let values):
+                held += values.count * MemoryLayout<String>.stride + values.reduce(0) { $0 + ($1.utf8.count > 15 ? $1.utf8.count + 32 : 0) }
+            case .floats(let values): held += values.count * MemoryLayout<Double>.stride
+            case .integers(let values): held += values.count * MemoryLayout<Int64>.stride
+            default: Issue.record("\(key) has an unexpected storage")
+            }
+        }
+        #expect(held < 4 * bytes.count, "metadata held in \(held) bytes for a \(bytes.count)-byte file")
+        #expect(try file.value("t.tokens").strings?[4999] == "t4999" && file.value("t.scores").numbers?[9] == 9)
+        #expect(try file.value("t.types").integers?.prefix(3) == [0, 1, 2])
     }
 }

@@ -254,6 +254,48 @@ struct ByteCursor {
         }
     }
 
+    /// `count` elements of `type` into one flat buffer (the count was checked against the
+    /// bytes left, so the reservation is bounded by the file's size).
+    mutating func array(of type: GGUFValueType, count: Int, key: String, depth: Int) throws -> GGUFArray {
+        func collect<T>(_ element: (inout ByteCursor) throws -> T) throws -> [T] {
+            var values: [T] = []
+            values.reserveCapacity(count)
+            for _ in 0..<count { values.append(try element(&self)) }
+            return values
+        }
+        let what = "an element of '\(key)'"
+        let storage: GGUFArray.Storage
+        switch type {
+        case .uint8: storage = .integers(try collect { Int64(try $0.read(UInt8.self, what)) })
+        case .int8: storage = .integers(try collect { Int64(try $0.read(Int8.self, what)) })
+        case .uint16: storage = .integers(try collect { Int64(try $0.read(UInt16.self, what)) })
+        case .int16: storage = .integers(try collect { Int64(try $0.read(Int16.self, what)) })
+        case .uint32: storage = .integers(try collect { Int64(try $0.read(UInt32.self, what)) })
+        case .int32: storage = .integers(try collect { Int64(try $0.read(Int32.self, what)) })
+        case .uint64: storage = .integers(try collect { Int64(bitPattern: try $0.read(UInt64.self, what)) })
+        case .int64: storage = .integers(try collect { try $0.read(Int64.self, what) })
+        case .float32: storage = .floats(try collect { Double(Float(bitPattern: try $0.read(UInt32.self, what))) })
+        case .float64: storage = .floats(try collect { Double(bitPattern: try $0.read(UInt64.self, what)) })
+        case .bool:
+            storage = .bools(
+                try collect { cursor in
+                    let byte = try cursor.read(UInt8.self, what)
+                    guard byte <= 1 else { throw GGUFError(.malformed, "metadata '\(key)' has a Boolean stored as \(byte)") }
+                    return byte == 1
+                })
+        case .string: storage = .strings(try collect { try $0.string(what) })
+        case .array:
+            storage = .arrays(
+                try collect { cursor in
+                    guard case .list(let inner) = try cursor.value(of: GGUFValueType.array.rawValue, key: key, depth: depth + 1) else {
+                        throw GGUFError(.malformed, "metadata '\(key)' has a nested element that is not an array")
+                    }
+                    return inner
+                })
+        }
+        return GGUFArray(elementType: type, storage: storage)
+    }
+
     mutating func value(of rawType: UInt32, key: String, depth: Int) throws -> GGUFValue {
         guard let type = GGUFValueType(rawValue: rawType) else {
             throw GGUFError(.malformed, "metadata '\(key)' has unknown value type \(rawType)")
@@ -282,10 +324,7 @@ struct ByteCursor {
                 throw GGUFError(.malformed, "metadata array '\(key)' has unknown element type \(elementRaw)")
             }
             let count = try self.count("the length of array '\(key)'", minimumBytesEach: elementType.minimumBytes)
-            var values: [GGUFValue] = []
-            values.reserveCapacity(min(count, 1 << 16))
-            for _ in 0..<count { values.append(try value(of: elementRaw, key: key, depth: depth + 1)) }
-            return .array(elementType, values)
+            return .list(try array(of: elementType, count: count, key: key, depth: depth))
         }
     }
 }

@@ -84,10 +84,10 @@ public struct GGUFWriter {
         case .float64(let v): Quantize.append(&out, v.bitPattern)
         case .bool(let v): out.append(v ? 1 : 0)
         case .string(let v): write(string: v, to: &out)
-        case .array(let type, let values):
-            Quantize.append(&out, type.rawValue)
-            Quantize.append(&out, UInt64(values.count))
-            for element in values { write(element, to: &out) }
+        case .list(let list):
+            Quantize.append(&out, list.elementType.rawValue)
+            Quantize.append(&out, UInt64(list.count))
+            for index in 0..<list.count { write(list[index], to: &out) }
         }
     }
 }

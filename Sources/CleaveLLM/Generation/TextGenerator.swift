@@ -32,7 +32,7 @@ public final class TextGenerator {
         self.tokenizer = tokenizer
         var stops = Set<Int32>()
         if let eos = tokenizer.eos { stops.insert(eos) }
-        if let eot = model.file.metadata["tokenizer.ggml.eot_token_id"]?.integer { stops.insert(Int32(eot)) }
+        if let eot = model.file.metadata["tokenizer.ggml.eot_token_id"]?.integer.flatMap({ Int32(exactly: $0) }) { stops.insert(eot) }
         for (id, text) in tokenizer.tokens.enumerated() where Self.endOfTurnTexts.contains(text) { stops.insert(Int32(id)) }
         stopTokens = stops
     }

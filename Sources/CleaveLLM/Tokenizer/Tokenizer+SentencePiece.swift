@@ -7,20 +7,20 @@
 /// vocabulary has no byte tokens).
 extension Tokenizer {
     init(sentencePiece file: GGUFFile) throws {
-        guard let tokens = try file.value("tokenizer.ggml.tokens").array?.compactMap(\.string), !tokens.isEmpty else {
+        guard let tokens = try file.value("tokenizer.ggml.tokens").strings, !tokens.isEmpty else {
             throw GGUFError(.wrongValueType, "tokenizer.ggml.tokens should be a non-empty array of strings")
         }
-        guard let scores = try file.value("tokenizer.ggml.scores").array?.compactMap(\.number), scores.count == tokens.count else {
+        guard let scores = try file.value("tokenizer.ggml.scores").numbers, scores.count == tokens.count else {
             throw GGUFError(.wrongValueType, "tokenizer.ggml.scores should hold one number per token (\(tokens.count))")
         }
-        let types = (file.metadata["tokenizer.ggml.token_type"]?.array?.compactMap { $0.integer.map(Int32.init) }) ?? []
+        let types = (file.metadata["tokenizer.ggml.token_type"]?.integers?.map { Int32(truncatingIfNeeded: $0) }) ?? []
         try self.init(
             algorithm: .sentencePiece(addSpacePrefix: file.metadata["tokenizer.ggml.add_space_prefix"]?.bool ?? true),
             tokens: tokens, types: types.count == tokens.count ? types : [Int32](repeating: 1, count: tokens.count), merges: [],
             scores: scores.map { Float($0) }, preTokenizer: .gpt2,
-            bos: file.metadata["tokenizer.ggml.bos_token_id"]?.integer.map(Int32.init),
-            eos: file.metadata["tokenizer.ggml.eos_token_id"]?.integer.map(Int32.init),
-            unknown: file.metadata["tokenizer.ggml.unknown_token_id"]?.integer.map(Int32.init),
+            bos: file.metadata["tokenizer.ggml.bos_token_id"]?.integer.flatMap { Int32(exactly: $0) },
+            eos: file.metadata["tokenizer.ggml.eos_token_id"]?.integer.flatMap { Int32(exactly: $0) },
+            unknown: file.metadata["tokenizer.ggml.unknown_token_id"]?.integer.flatMap { Int32(exactly: $0) },
             addsBOS: file.metadata["tokenizer.ggml.add_bos_token"]?.bool ?? true)
     }
 

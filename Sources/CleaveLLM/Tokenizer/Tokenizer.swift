@@ -55,15 +55,15 @@ public struct Tokenizer: Sendable {
         guard let preTokenizer = PreTokenizer(ggmlName: pre) else {
             throw GGUFError(.unsupportedArchitecture, "pre-tokenizer '\(pre)' is not supported (known: gpt2, smollm, llama-bpe, qwen2)")
         }
-        guard let tokens = try file.value("tokenizer.ggml.tokens").array?.compactMap(\.string), !tokens.isEmpty else {
+        guard let tokens = try file.value("tokenizer.ggml.tokens").strings, !tokens.isEmpty else {
             throw GGUFError(.wrongValueType, "tokenizer.ggml.tokens should be a non-empty array of strings")
         }
-        let types = (file.metadata["tokenizer.ggml.token_type"]?.array?.compactMap { $0.integer.map(Int32.init) }) ?? []
-        let merges = try file.value("tokenizer.ggml.merges").array?.compactMap(\.string) ?? []
+        let types = (file.metadata["tokenizer.ggml.token_type"]?.integers?.map { Int32(truncatingIfNeeded: $0) }) ?? []
+        let merges = try file.value("tokenizer.ggml.merges").strings ?? []
         try self.init(
             tokens: tokens, types: types.count == tokens.count ? types : [Int32](repeating: 1, count: tokens.count), merges: merges,
-            preTokenizer: preTokenizer, bos: file.metadata["tokenizer.ggml.bos_token_id"]?.integer.map(Int32.init),
-            eos: file.metadata["tokenizer.ggml.eos_token_id"]?.integer.map(Int32.init),
+            preTokenizer: preTokenizer, bos: file.metadata["tokenizer.ggml.bos_token_id"]?.integer.flatMap { Int32(exactly: $0) },
+            eos: file.metadata["tokenizer.ggml.eos_token_id"]?.integer.flatMap { Int32(exactly: $0) },
             addsBOS: file.metadata["tokenizer.ggml.add_bos_token"]?.bool ?? false)
     }
 
