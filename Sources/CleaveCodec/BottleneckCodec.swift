@@ -148,8 +148,9 @@ public enum BottleneckCodec {
             shape = []
             var elements = 1
             for _ in 0..<rank {
+                // A zero is an empty tensor (the encoder writes what it is given); every
+                // dimension is bounded, so the product cannot overflow.
                 let dimension = try reader.bounded("dimension", limit: limits.maximumElements)
-                guard dimension > 0 else { throw .invalidShape(shape + [dimension]) }
                 elements *= dimension
                 guard elements <= limits.maximumElements else {
                     throw .limitExceeded(field: "element count", value: elements, limit: limits.maximumElements)
