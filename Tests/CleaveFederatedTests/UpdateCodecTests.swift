@@ -133,16 +133,20 @@ import Testing
         #expect(buffer.buffered == 0)
     }
 
-    /// Mutated and truncated frames of every compression: each is decoded or refused with a
+    /// 100,000 mutated and truncated frames of every compression: each is decoded or refused with a
     /// `FederatedError`, never a trap.
     @Test func fuzzedFramesAreRefusedNotTrapped() {
         var generator = SeededGenerator(seed: 99)
         let compressions: [UpdateCompression] = [.float32, .float16, .int8(perChannel: true), .int4(perChannel: false), .topK(fraction: 0.2), .sign]
         var refused = 0
-        let cases = 20_000
+        let cases = 100_000
+        // 60 valid frames (10 updates × every compression), each mutated afresh in every case.
+        let frames = (0..<60).map { index in
+            UpdateCodec.encode(
+                Self.randomUpdate(seed: UInt64(index % 10)), layout: Self.layout, compression: compressions[index % compressions.count])
+        }
         for index in 0..<cases {
-            var frame = UpdateCodec.encode(
-                Self.randomUpdate(seed: UInt64(index % 50)), layout: Self.layout, compression: compressions[index % compressions.count])
+            var frame = frames[index % frames.count]
             let mutations = 1 + Int(generator.next() % 4)
             for _ in 0..<mutations {
                 switch generator.next() % 3 {
