@@ -39,6 +39,10 @@ public actor Agent {
     private var connected = false
     /// Refuses signed control messages older than the last one taken (with a fleet key).
     private var replayGuard: ReplayGuard
+    /// The request journal (``AgentConfiguration/queueDirectory``), and whether what a previous
+    /// process left there has been sent again.
+    private let journal: RequestJournal?
+    private var journalRecovered = false
     private var eventTask: Task<Void, Never>?
     private let epoch = ContinuousClock.now
 
@@ -83,14 +87,26 @@ public actor Agent {
         self.transport = transport
         provisioner = Provisioner(configuration: configuration)
         replayGuard = ReplayGuard(path: configuration.modelCache.map { "\($0)/control-\(configuration.deviceID).issued" })
-        channel = RemoteChannel(transport: transport, offlineLimit: configuration.offlineQueueLimit, retryAfter: configuration.retryInterval)
-        self.logger =
+        let logger =
             logger
             ?? {
                 var logger = Logger(label: "cleave.agent.\(configuration.deviceID)")
                 logger.logLevel = .notice
                 return logger
             }()
+        self.logger = logger
+        var journal: RequestJournal?
+        if let folder = configuration.queueDirectory {
+            do {
+                journal = try RequestJournal(directory: folder)
+            } catch {
+                logger.error("no request journal: \(error); requests in flight are lost if this process crashes")
+            }
+        }
+        self.journal = journal
+        channel = RemoteChannel(
+            transport: transport, offlineLimit: configuration.offlineQueueLimit, retryAfter: configuration.retryInterval, journal: journal,
+            journalFailed: { logger.warning("\($0)") })
     }
 
     /// What the agent has done so far.
@@ -444,6 +460,10 @@ public actor Agent {
             // the connection dropped (the coordinator answers repeats from its cache).
             let sent = await channel.connectionEstablished()
             if sent > 0 { logger.notice("connected: sending \(sent) waiting requests") }
+            if !journalRecovered {
+                journalRecovered = true
+                recoverJournal()
+            }
             if counters.connects > 1 { policy?.reconnected(now: milliseconds() / 1000) }
         case .refused(let code):
             logger.error("broker refused the connection (reason \(code))")
@@ -485,6 +505,46 @@ public actor Agent {
         if await channel.deliver(result) { return }
         if let late = abandoned.removeValue(forKey: result.requestID), result.prediction != nil {
             policy?.record(mode: late.mode, latency: (ContinuousClock.now - late.started).milliseconds, now: milliseconds() / 1000)
+        }
+    }
+
+    // MARK: - The request journal
+
+    /// Sends again what a previous process under this journal left unanswered; each answer goes
+    /// to `answers.jsonl` before the request's file is removed.
+    private func recoverJournal() {
+        guard let journal else { return }
+        let (entries, unreadable) = journal.pending()
+        for name in unreadable { logger.warning("journal file \(journal.directory)/\(name) is unreadable; left in place") }
+        guard !entries.isEmpty else { return }
+        logger.notice("journal: sending again \(entries.count) requests a previous process left unanswered")
+        for entry in entries { Task { await recover(entry, journal: journal) } }
+    }
+
+    private func recover(_ entry: RequestJournal.Entry, journal: RequestJournal) async {
+        var answer = RequestJournal.Answer(requestID: entry.requestID)
+        do {
+            // Nobody waits for it now: it may take several retry rounds.
+            let result = try await channel.send(
+                parts: entry.mqttMessages, alreadyPublished: 0, requestID: entry.requestID, deadline: 3 * configuration.requestTimeout.milliseconds,
+                journal: false)
+            answer.prediction = result.prediction
+            answer.confidence = result.confidence
+            answer.error = result.rejection?.description
+        } catch RemoteFailure.stopped {
+            return  // stays in the journal for the next process
+        } catch {
+            answer.error = "\(error)"
+        }
+        do {
+            try journal.append(answer)
+            journal.remove(entry.requestID)
+            counters.recovered += 1
+            logger.notice(
+                "journal: request \(entry.requestID) from before the restart \(answer.prediction.map { "answered: class \($0)" } ?? "failed: \(answer.error ?? "")")"
+            )
+        } catch {
+            logger.error("journal: cannot record the answer to request \(entry.requestID) (\(error)); it stays in the journal")
         }
     }
 

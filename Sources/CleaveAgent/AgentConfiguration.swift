@@ -44,6 +44,10 @@ public struct AgentConfiguration: Sendable {
     public var fleetKey: FleetPublicKey?
     /// Folder where verified model artifacts are cached by SHA-256 (nil: keep them in memory).
     public var modelCache: String?
+    /// Folder of the request journal (``RequestJournal``): remote requests are written there
+    /// until resolved, and a new process sends again what a crashed one left (nil: no journal;
+    /// a crash loses the requests in flight).
+    public var queueDirectory: String?
     /// Send a split request in parts as the head computes them (one frame per patch, or per
     /// row of patches) with a patch plan that ends at the cut; nil sends it whole (``Agent``;
     /// `docs/results.md` has when it pays).
@@ -65,8 +69,10 @@ public struct AgentConfiguration: Sendable {
         deviceID: String, profile: DeviceProfile, brokerHost: String = "127.0.0.1", brokerPort: Int = 1883, threads: Int? = nil,
         requestTimeout: Duration = .seconds(10), username: String? = nil, password: String? = nil, modelCache: String? = nil,
         fallbackToLocal: Bool = true, offlineQueueLimit: Int = 64, retryInterval: Duration = .seconds(1), sessionExpiry: Int? = 300,
-        computeEmulation: Double? = nil, streamPatches: PatchStreaming? = nil, tls: MQTTConfiguration.TLS? = nil, fleetKey: FleetPublicKey? = nil
+        computeEmulation: Double? = nil, streamPatches: PatchStreaming? = nil, tls: MQTTConfiguration.TLS? = nil, fleetKey: FleetPublicKey? = nil,
+        queueDirectory: String? = nil
     ) {
+        self.queueDirectory = queueDirectory
         self.tls = tls
         self.fleetKey = fleetKey
         self.streamPatches = streamPatches
@@ -182,6 +188,9 @@ public struct AgentStatistics: Sendable, Equatable {
     /// Control messages refused by the fleet key: unsigned, altered, for another device, or
     /// replayed.
     public var refusedControl = 0
+    /// Requests a previous process left in the journal, resolved by this one (answers in
+    /// `answers.jsonl`).
+    public var recovered = 0
 }
 
 /// Why an agent could not serve a request.

@@ -16,9 +16,14 @@ public struct AgentService: Service {
     public let samples: Int
     public let mode: InferenceMode?
     public let rate: Double
+    /// Requests in flight at once (1: each waits for the one before).
+    public let inFlight: Int
     public let drainTimeout: Duration
 
-    public init(agent: Agent, source: InputSource?, samples: Int, mode: InferenceMode?, rate: Double, drainTimeout: Duration = .seconds(4)) {
+    public init(
+        agent: Agent, source: InputSource?, samples: Int, mode: InferenceMode?, rate: Double, inFlight: Int = 1, drainTimeout: Duration = .seconds(4)
+    ) {
+        self.inFlight = inFlight
         self.agent = agent
         self.source = source
         self.samples = samples
@@ -39,7 +44,7 @@ public struct AgentService: Service {
             return
         }
         if let source, samples > 0 {
-            try await agent.serveAndReport(source, samples: samples, mode: mode, rate: rate) { Task.isShuttingDownGracefully }
+            try await agent.serveAndReport(source, samples: samples, mode: mode, rate: rate, inFlight: inFlight) { Task.isShuttingDownGracefully }
         } else {
             try? await gracefulShutdown()
         }

@@ -19,9 +19,27 @@ actor RemoteChannel {
     private var timerDue = Double.infinity
     private let epoch = ContinuousClock.now
 
-    init(transport: any MessageTransport, offlineLimit: Int, retryAfter: Duration) {
+    /// Requests written to disk until resolved (`--queue-dir`), and what to do when a write fails.
+    private let journal: RequestJournal?
+    private let journalFailed: @Sendable (String) -> Void
+    /// Ids whose journal file this channel removes when they are resolved.
+    private var journaled: Set<UInt64> = []
+
+    init(
+        transport: any MessageTransport, offlineLimit: Int, retryAfter: Duration, journal: RequestJournal? = nil,
+        journalFailed: @escaping @Sendable (String) -> Void = { _ in }
+    ) {
         self.transport = transport
         requests = RemoteRequests(offlineLimit: offlineLimit, retryAfter: retryAfter.milliseconds)
+        self.journal = journal
+        self.journalFailed = journalFailed
+    }
+
+    /// Removes a resolved request's journal file (not after ``stop()``: what a stopping agent
+    /// leaves unanswered is sent again by the next one).
+    private func resolved(_ requestID: UInt64) {
+        guard journaled.remove(requestID) != nil else { return }
+        journal?.remove(requestID)
     }
 
     /// Requests waiting for an answer, published or queued.
@@ -42,14 +60,26 @@ actor RemoteChannel {
 
     /// The same for a request sent in parts, of which the first `alreadyPublished` the caller
     /// published itself as they were computed; retries send every part.
-    func send(parts: [MQTTMessage], alreadyPublished: Int, requestID: UInt64, deadline: Double) async throws -> InferenceResult {
+    /// With a journal, the request is on disk before it is published (`journal: false`: a
+    /// request recovered from the journal, whose file the agent removes itself).
+    func send(parts: [MQTTMessage], alreadyPublished: Int, requestID: UInt64, deadline: Double, journal write: Bool = true) async throws
+        -> InferenceResult
+    {
         guard !stopped else { throw RemoteFailure.stopped(requestID: requestID) }
+        if write, let journal {
+            if let failure = journal.record(requestID, messages: parts) {
+                journalFailed("request \(requestID) is not in the journal (it still goes out): \(failure)")
+            } else {
+                journaled.insert(requestID)
+            }
+        }
         return try await withCheckedThrowingContinuation { continuation in
             let now = now()
             let (publication, evicted) = requests.add(
                 requestID, messages: parts, alreadyPublished: connected ? alreadyPublished : 0, now: now, deadline: now + max(0, deadline),
                 connected: connected, waiter: continuation)
             if let (id, entry) = evicted {
+                resolved(id)
                 entry.waiter.resume(throwing: RemoteFailure.offlineQueueFull(requestID: id, limit: requests.offlineLimit))
             }
             if let publication { publish(publication) }
@@ -60,6 +90,7 @@ actor RemoteChannel {
     /// An answer arrived; false when no request waits for it (a duplicate or a late one).
     func deliver(_ result: InferenceResult) -> Bool {
         guard let entry = requests.answer(result.requestID) else { return false }
+        resolved(result.requestID)
         entry.waiter.resume(returning: result)
         return true
     }
@@ -110,6 +141,7 @@ actor RemoteChannel {
         let (retries, expired) = requests.serviceAll(now: current, connected: connected)
         retries.forEach(publish)
         for (id, entry) in expired {
+            resolved(id)
             entry.waiter.resume(throwing: RemoteFailure.noAnswer(requestID: id, afterMilliseconds: current - entry.added))
         }
         scheduleTimer()

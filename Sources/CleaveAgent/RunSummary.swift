@@ -59,9 +59,11 @@ extension Agent {
     /// one line per image for folders, a summary line per 1,000 requests, and the final table row.
     /// `stopping` is asked before each request: once it says yes, no new request is sent.
     public func serveAndReport(
-        _ source: InputSource, samples: Int, mode: InferenceMode?, rate: Double, stopping: @Sendable () -> Bool = { false }
+        _ source: InputSource, samples: Int, mode: InferenceMode?, rate: Double, inFlight: Int = 1, stopping: @Sendable () -> Bool = { false }
     ) async throws {
-        let run = try await stream(source, samples: samples, mode: mode, rate: rate, stopping: stopping, report: { print($0.line) }) {
+        let run = try await stream(
+            source, samples: samples, mode: mode, rate: rate, inFlight: inFlight, stopping: stopping, report: { print($0.line) }
+        ) {
             index, outcome in
             guard case .folder(let paths) = source else { return }
             let label = outcome.prediction.map { FashionMNIST.classNames[$0] } ?? "failed: \(outcome.error ?? "")"
@@ -72,32 +74,56 @@ extension Agent {
     }
 
     /// Sends `samples` inputs from `source` in `mode` (nil: adaptive), at `rate` requests per second (0: back to back),
-    /// calling `report` after every 1,000 and `each` after every request; returns the outcomes, the true
-    /// labels (empty unless the source has them) and the duration.
+    /// at most `inFlight` at a time (1: each waits for the one before), calling `report` after every 1,000 and `each`
+    /// after every request (in the order they finish); returns the outcomes in input order, the true labels (empty
+    /// unless the source has them) and the duration.
     public func stream(
-        _ source: InputSource, samples: Int, mode: InferenceMode?, rate: Double, stopping: @Sendable () -> Bool = { false },
+        _ source: InputSource, samples: Int, mode: InferenceMode?, rate: Double, inFlight: Int = 1, stopping: @Sendable () -> Bool = { false },
         report: (RunSummary) -> Void = { _ in },
         each: (Int, AgentOutcome) -> Void = { _, _ in }
     ) async throws -> (outcomes: [AgentOutcome], labels: [UInt8], seconds: Double) {
-        var outcomes: [AgentOutcome] = []
+        var outcomes: [AgentOutcome?] = []
         var labels: [UInt8] = []
         var inputs = source.makeIterator()
         let started = ContinuousClock.now
-        for index in 0..<samples {
-            if stopping() { break }
-            let (input, label, _) = try inputs.next()
-            if let label { labels.append(label) }
-            let outcome = if let mode { await infer(input, mode: mode) } else { await infer(input) }
-            outcomes.append(outcome)
-            each(index, outcome)
-            if rate > 0 {
-                let due = started + .milliseconds(Int(Double(index + 1) * 1000 / rate))
-                if due > .now { try await Task.sleep(until: due) }
-            }
-            if (index + 1) % 1000 == 0 {
-                report(RunSummary(mode: mode, outcomes: outcomes, labels: labels, seconds: (ContinuousClock.now - started).seconds))
+        var finished = 0
+        try await withThrowingTaskGroup(of: (Int, AgentOutcome).self) { group in
+            var running = 0
+            var index = 0
+            while index < samples || running > 0 {
+                // Take a finished request when the window is full, when inputs are done, or
+                // (one in flight) after every request.
+                if running > 0 && (running >= max(1, inFlight) || index >= samples || stopping()) {
+                    guard let (done, outcome) = try await group.next() else { break }
+                    running -= 1
+                    outcomes[done] = outcome
+                    finished += 1
+                    each(done, outcome)
+                    if finished % 1000 == 0 {
+                        report(
+                            RunSummary(
+                                mode: mode, outcomes: outcomes.compactMap { $0 }, labels: labels, seconds: (ContinuousClock.now - started).seconds))
+                    }
+                    continue
+                }
+                if stopping() || index >= samples { break }
+                let (input, label, _) = try inputs.next()
+                if let label { labels.append(label) }
+                outcomes.append(nil)
+                let number = index
+                group.addTask {
+                    if let mode { return (number, await self.infer(input, mode: mode)) }
+                    return (number, await self.infer(input))
+                }
+                running += 1
+                index += 1
+                if rate > 0 {
+                    let due = started + .milliseconds(Int(Double(index) * 1000 / rate))
+                    if due > .now { try await Task.sleep(until: due) }
+                }
             }
         }
-        return (outcomes, labels, (ContinuousClock.now - started).seconds)
+        let sent = outcomes.compactMap { $0 }
+        return (sent, Array(labels.prefix(sent.count)), (ContinuousClock.now - started).seconds)
     }
 }

@@ -123,6 +123,7 @@ public struct AgentOptions: ParsableArguments {
     @Flag(help: "Fail a remote request without an answer instead of computing it locally.") public var noFallback = false
     @Option(help: "How many inputs to send (0: stay online until SIGTERM/SIGINT without sending).") public var samples = 0
     @Option(help: "Requests per second (0: as fast as answers come).") public var rate: Double = 0
+    @Option(help: "Requests in flight at once (1: each waits for the answer to the one before).") public var inFlight = 1
     @Option(help: "Fashion-MNIST folder.") public var dataset = FashionMNIST.defaultDirectory
     @Option(
         help: "Inputs: fmnist (test set, accuracy reported), synthetic (seeded random images) or a folder of PNG/PGM files (predictions printed).")
@@ -134,6 +135,11 @@ public struct AgentOptions: ParsableArguments {
     public var streamPatches: String?
     @Option(help: "Folder for verified model artifacts, kept across restarts (\"none\": memory only).")
     public var modelCache = AgentConfiguration.defaultModelCache
+    @Option(
+        help: ArgumentHelp(
+            "Keep unanswered remote requests in this folder, so that a crashed agent's requests are sent again after a restart.",
+            discussion: "Their answers are appended to FOLDER/answers.jsonl. Costs one fsync per remote request."))
+    public var queueDir: String?
     @OptionGroup public var credentials: CredentialOptions
     @Option(
         help: ArgumentHelp(
@@ -152,8 +158,8 @@ public struct AgentOptions: ParsableArguments {
         if let streamPatches, PatchStreaming(rawValue: streamPatches) == nil {
             throw ValidationError("--stream-patches must be patch or row, not '\(streamPatches)'")
         }
-        guard timeout > 0, offlineQueue > 0, samples >= 0, rate >= 0 else {
-            throw ValidationError("--timeout and --offline-queue must be positive, --samples and --rate not negative")
+        guard timeout > 0, offlineQueue > 0, samples >= 0, rate >= 0, inFlight >= 1 else {
+            throw ValidationError("--timeout, --offline-queue and --in-flight must be positive, --samples and --rate not negative")
         }
     }
 
@@ -166,7 +172,7 @@ public struct AgentOptions: ParsableArguments {
             brokerHost: broker.host, brokerPort: broker.port, requestTimeout: .milliseconds(Int(timeout * 1000)),
             username: login.username, password: login.password, modelCache: AgentConfiguration.modelCache(option: modelCache),
             fallbackToLocal: !noFallback, offlineQueueLimit: offlineQueue, streamPatches: streamPatches.flatMap(PatchStreaming.init(rawValue:)),
-            tls: login.tls, fleetKey: try (fleetKey ?? login.fleetKeyFile).map(readFleetPublicKey))
+            tls: login.tls, fleetKey: try (fleetKey ?? login.fleetKeyFile).map(readFleetPublicKey), queueDirectory: queueDir)
     }
 
     /// Runs the agent until its samples are sent, or until SIGTERM/SIGINT: then it sends no new
@@ -176,7 +182,7 @@ public struct AgentOptions: ParsableArguments {
         let input = samples > 0 ? try InputSource.named(source, datasetDirectory: dataset) : nil
         var logger = Logger(label: "cleave.agent")
         logger.logLevel = .notice
-        let service = AgentService(agent: agent, source: input, samples: samples, mode: InferenceMode(rawValue: mode), rate: rate)
+        let service = AgentService(agent: agent, source: input, samples: samples, mode: InferenceMode(rawValue: mode), rate: rate, inFlight: inFlight)
         // With --samples the service returns when they are sent: the group then ends as after
         // SIGTERM (without this, ServiceGroup calls the return an unexpected finish and exits 1,
         // printing the whole service, data set included).

@@ -35,5 +35,7 @@ public struct CoordinatorService: Service {
         }
         await coordinator.drain(timeout: drainTimeout)
         await coordinator.stop()
+        // The last counters, so that the log says what the process did in all.
+        report(await coordinator.statistics)
     }
 }

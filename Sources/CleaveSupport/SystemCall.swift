@@ -140,6 +140,22 @@ public enum SystemCall {
 
     /// Removes a file; a missing one is fine.
     public static func remove(_ path: String) { unlink(path) }
+
+    /// Appends `bytes` to the file at `path` (made if missing) and flushes it to disk: a log of
+    /// records that a crash must not lose.
+    public static func append(_ path: String, _ bytes: [UInt8]) throws(SystemError) {
+        let descriptor = try check("open \(path)") { open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0o644) }
+        defer { close(descriptor) }
+        var written = 0
+        while written < bytes.count {
+            let count = bytes.withUnsafeBytes { buffer in
+                retryingInterrupts { write(descriptor, buffer.baseAddress! + written, buffer.count - written) }
+            }
+            guard count != -1 else { throw lastError("write \(path)") }
+            written += count
+        }
+        try check("fsync \(path)") { fsync(descriptor) }
+    }
 }
 
 /// A file written piece by piece that appears under its name only when complete: the pieces

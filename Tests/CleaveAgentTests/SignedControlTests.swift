@@ -1,6 +1,8 @@
+import CleaveCodec
 import CleaveIdentity
 import CleaveProtocol
 import CleaveSupport
+import CleaveTensor
 import Foundation
 import Testing
 
@@ -96,5 +98,73 @@ import Testing
         try await agent.start()
         try await agent.waitUntilReady(timeout: .seconds(60))
         await agent.stop()
+    }
+}
+
+/// The request journal (`--queue-dir`): what a crashed process left is sent again and its
+/// answer recorded; a resolved request leaves nothing behind.
+@Suite struct RequestJournalTests {
+    func agent(_ broker: InMemoryBroker, _ id: String, journal: String, fallback: Bool = false, timeout: Duration = .seconds(60)) throws -> Agent {
+        let profile = try DeviceProfile.load("\(AgentTests.repository)/devices/generic.yaml")
+        let configuration = AgentConfiguration(
+            deviceID: id, profile: profile, threads: 1, requestTimeout: timeout, modelCache: nil, fallbackToLocal: fallback,
+            retryInterval: .milliseconds(50), queueDirectory: journal)
+        return Agent(configuration, transport: broker.makeTransport(clientID: id, will: Agent.offlineState(id)))
+    }
+
+    func files(_ folder: String) -> [String] { ((try? SystemCall.listDirectory(folder)) ?? []).filter { $0.hasSuffix(".request") } }
+
+    @Test func aCrashedProcessesRequestsAreSentAgainAndAnswered() async throws {
+        let broker = InMemoryBroker()
+        let folder = try SystemCall.makeTemporaryDirectory(prefix: "cleave-journal-")
+        // What a process killed with two requests in flight leaves: their frames, on disk.
+        let bundle = try AgentTests.bundle.get()
+        let features = Tensor(shape: [1] + bundle.manifest.cutShape, scalars: [Float](repeating: 0.5, count: bundle.manifest.cutShape.reduce(1, *)))
+        let journal = try RequestJournal(directory: folder)
+        for id: UInt64 in [901, 902] {
+            let frame = BottleneckCodec.encode(features, requestID: id, options: FrameOptions(codec: .int4))
+            #expect(
+                journal.record(
+                    id,
+                    messages: [
+                        MQTTMessage(
+                            topic: Topic.infer(device: "j1").path, payload: frame, qos: 1, responseTopic: Topic.results(device: "j1").path,
+                            correlationData: RequestID.encode(id))
+                    ]) == nil)
+        }
+        let coordinator = try AgentTests.ScriptedCoordinator(broker: broker, device: "j1") { id, _ in [Int(id % 10)] }
+        let agent = try agent(broker, "j1", journal: folder)
+        try await agent.start()
+        let deadline = ContinuousClock.now + .seconds(60)
+        while await agent.statistics.recovered < 2 && ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(10)) }
+        #expect(await agent.statistics.recovered == 2)
+        let answers = String(decoding: try SystemCall.readFile("\(folder)/answers.jsonl"), as: UTF8.self).split(separator: "\n")
+        #expect(answers.count == 2 && answers.contains { $0.contains("\"requestID\":901") && $0.contains("\"prediction\":1") })
+        #expect(files(folder).isEmpty, "recovered requests leave the journal")
+
+        // A request of this process: on disk while it waits, gone once answered.
+        try await agent.waitUntilReady(timeout: .seconds(60))
+        let outcome = await agent.infer(AgentTests.image, mode: .split)
+        #expect(outcome.prediction != nil, "\(outcome.error ?? "")")
+        #expect(files(folder).isEmpty)
+        await agent.stop()
+        _ = coordinator
+    }
+
+    @Test func anUnansweredRequestIsOnDiskUntilItIsResolved() async throws {
+        let broker = InMemoryBroker()
+        let folder = try SystemCall.makeTemporaryDirectory(prefix: "cleave-journal-")
+        // The coordinator never answers.
+        let coordinator = try AgentTests.ScriptedCoordinator(broker: broker, device: "j2") { _, _ in [] }
+        let agent = try agent(broker, "j2", journal: folder, timeout: .milliseconds(600))
+        try await agent.start()
+        try await agent.waitUntilReady(timeout: .seconds(60))
+        let waiting = Task { await agent.infer(AgentTests.image, mode: .split) }
+        try await Task.sleep(for: .milliseconds(200))
+        #expect(files(folder).count == 1, "written before it is published")
+        let outcome = await waiting.value
+        #expect(outcome.failure != nil && files(folder).isEmpty, "a failed request is resolved: nothing to send again")
+        await agent.stop()
+        _ = coordinator
     }
 }

@@ -1,0 +1,107 @@
+import CleaveMQTT
+import CleaveSupport
+import Foundation
+import Testing
+
+/// An agent killed with `kill -9` while 50 split requests wait for a coordinator that is
+/// stopped (SIGSTOP): with a request journal the next agent process sends them again and each
+/// is answered once, computed once; without one they are lost with the process.
+@Suite(.serialized) struct AgentCrashTests {
+    static let repository = SplitServingTests.repository
+
+    static func text(_ url: URL) -> String { (try? String(contentsOf: url, encoding: .utf8)) ?? "" }
+
+    static func waitFor(_ what: String, limit: Duration = .seconds(60), _ condition: () -> Bool) async throws {
+        let deadline = ContinuousClock.now + limit
+        while !condition() {
+            guard ContinuousClock.now < deadline else { throw CrashTestError(description: "timed out waiting for \(what)") }
+            try await Task.sleep(for: .milliseconds(50))
+        }
+    }
+
+    struct CrashTestError: Error, CustomStringConvertible { let description: String }
+
+    struct Row {
+        var sent = 50
+        var recovered = 0
+        var uniqueAnswers = 0
+        var computed = 0
+    }
+
+    /// Runs the fault; `journal` nil runs it without one.
+    static func crash(journal: String?) async throws -> Row {
+        let broker = try LocalBroker()
+        let address = "127.0.0.1:\(broker.port)"
+        let cache = try SystemCall.makeTemporaryDirectory(prefix: "cleave-crash-cache-")
+        let (coordinator, coordinatorLog) = try GracefulShutdownTests.launch(
+            "cleave", ["coordinator", "--broker", address, "--model", SplitServingTests.modelFolder, "--id", "crash-c"])
+        defer { if coordinator.isRunning { kill(coordinator.processIdentifier, SIGKILL) } }
+        let agentArguments = [
+            "agent", "--broker", address, "--id", "crash-a", "--profile", "\(Self.repository)/devices/generic.yaml", "--mode", "split",
+            "--no-fallback", "--timeout", "60", "--model-cache", cache, "--in-flight", "64",
+        ]
+        // A first run fills the model cache and leaves the retained assignment.
+        let (warm, _) = try GracefulShutdownTests.launch("cleave", agentArguments + ["--samples", "1"])
+        try await waitFor("the warm-up agent") { !warm.isRunning }
+        #expect(warm.terminationStatus == 0)
+
+        kill(coordinator.processIdentifier, SIGSTOP)
+        let (victim, victimLog) = try GracefulShutdownTests.launch(
+            "cleave", agentArguments + ["--samples", "50"] + (journal.map { ["--queue-dir", $0] } ?? []))
+        defer { if victim.isRunning { kill(victim.processIdentifier, SIGKILL) } }
+        if let journal {
+            try await waitFor("50 journal files") { ((try? SystemCall.listDirectory(journal)) ?? []).filter { $0.hasSuffix(".request") }.count == 50 }
+        } else {
+            // No journal to look at: the agent's 50 requests go out within a second of its models.
+            try await waitFor("the agent's models") { text(victimLog).contains("models verified") }
+            try await Task.sleep(for: .seconds(2))
+        }
+        kill(victim.processIdentifier, SIGKILL)
+        victim.waitUntilExit()
+        kill(coordinator.processIdentifier, SIGCONT)
+
+        let (successor, successorLog) = try GracefulShutdownTests.launch(
+            "cleave", agentArguments + ["--samples", "0"] + (journal.map { ["--queue-dir", $0] } ?? []))
+        defer { if successor.isRunning { kill(successor.processIdentifier, SIGKILL) } }
+        var row = Row()
+        if let journal {
+            try await waitFor("50 recovered answers") {
+                (try? SystemCall.readFile("\(journal)/answers.jsonl")).map { String(decoding: $0, as: UTF8.self).split(separator: "\n").count } == 50
+            }
+            let lines = String(decoding: try SystemCall.readFile("\(journal)/answers.jsonl"), as: UTF8.self).split(separator: "\n")
+            let answers = lines.compactMap { try? JSONDecoder().decode(RecoveredAnswer.self, from: Data($0.utf8)) }
+            row.recovered = answers.filter { $0.prediction != nil }.count
+            row.uniqueAnswers = Set(answers.map(\.requestID)).count
+        } else {
+            try await waitFor("the successor's models") { text(successorLog).contains("models verified") }
+            try await Task.sleep(for: .seconds(3))
+        }
+        _ = await GracefulShutdownTests.terminate(successor)
+        _ = await GracefulShutdownTests.terminate(coordinator)
+        // The coordinator's last status line: frames it computed (the warm-up's 1 included).
+        let status = text(coordinatorLog).split(separator: "\n").last { $0.contains("answered") } ?? ""
+        let answered = status.split(separator: ",").first { $0.contains("answered") }?.split(separator: " ").first { Int($0) != nil }
+        row.computed = answered.flatMap { Int($0) }.map { $0 - 1 } ?? -1
+        return row
+    }
+
+    struct RecoveredAnswer: Decodable {
+        var requestID: UInt64
+        var prediction: Int?
+    }
+
+    @Test func aJournalCarriesRequestsThroughAnAgentCrash() async throws {
+        let journal = try SystemCall.makeTemporaryDirectory(prefix: "cleave-crash-journal-")
+        let row = try await Self.crash(journal: journal)
+        print("agent kill -9 with 50 in flight, journal: \(row)")
+        #expect(row.recovered == 50 && row.uniqueAnswers == 50, "every request answered once after the restart: \(row)")
+        #expect(row.computed == 50, "each computed once (the resends are answered from the coordinator's cache): \(row)")
+    }
+
+    @Test func withoutAJournalACrashLosesTheRequestsInFlight() async throws {
+        let row = try await Self.crash(journal: nil)
+        print("agent kill -9 with 50 in flight, no journal: \(row)")
+        #expect(row.recovered == 0)
+        #expect(row.computed == 50, "the coordinator computed them, but nobody received the answers: \(row)")
+    }
+}
