@@ -71,6 +71,10 @@ extension Agent {
         }
         print(RunSummary.header)
         print(RunSummary(mode: mode, outcomes: run.outcomes, labels: run.labels, seconds: run.seconds).line)
+        let fallbacks = run.outcomes.filter { $0.fallback != nil }.count
+        let answered = run.outcomes.filter { $0.prediction != nil }
+        let remote = answered.filter { $0.fallback == nil && $0.mode != .local }.count
+        print("answered \(answered.count): \(remote) remotely, \(answered.count - remote) locally (\(fallbacks) fallbacks from remote requests)")
     }
 
     /// Sends `samples` inputs from `source` in `mode` (nil: adaptive), at `rate` requests per second (0: back to back),

@@ -40,6 +40,9 @@ public struct CoordinatorConfiguration: Sendable {
     /// The fleet signing key: when set, every control message goes out signed (boards pinned to
     /// the fleet key refuse unsigned ones).
     public var signingKey: FleetSigningKey?
+    /// Every batch takes at least this long: a slower coordinator, emulated (fault and overload
+    /// tests); nil computes as fast as it can.
+    public var emulatedBatchTime: Duration?
 
     public init(
         id: String = "coordinator-1", brokerHost: String = "127.0.0.1", brokerPort: Int = 1883, maximumBatch: Int = 16,
@@ -149,10 +152,10 @@ public actor Coordinator {
         let full = InferenceSession(model: try Model(serialized: Data(bundle.full), source: "\(manifest.name)"), threads: 1)
         tailBatcher = TailBatcher(
             session: tail, inputName: manifest.cutTensor, maximumBatch: configuration.maximumBatch, maximumWait: configuration.maximumWait,
-            workers: configuration.threads)
+            workers: configuration.threads, batchTime: configuration.emulatedBatchTime)
         fullBatcher = TailBatcher(
             session: full, inputName: manifest.inputName, maximumBatch: configuration.maximumBatch, maximumWait: configuration.maximumWait,
-            workers: configuration.threads)
+            workers: configuration.threads, batchTime: configuration.emulatedBatchTime)
         headDigestPrefix = stride(from: 0, to: 16, by: 2).map { offset in
             let start = manifest.head.sha256.index(manifest.head.sha256.startIndex, offsetBy: offset)
             return UInt8(manifest.head.sha256[start..<manifest.head.sha256.index(start, offsetBy: 2)], radix: 16) ?? 0

@@ -2,6 +2,10 @@ import CleaveONNX
 import CleaveTensor
 import Dispatch
 
+#if canImport(Glibc)
+    import Glibc
+#endif
+
 /// Dynamic batching for one model: requests wait until `maximumBatch` of them are
 /// waiting or the first has waited `maximumWait`, then go to an idle worker as one batch.
 ///
@@ -22,11 +26,13 @@ actor TailBatcher {
     /// Bumped whenever `waiting` empties, so a stale timer does not mark a newer group due.
     private var generation = 0
 
-    init(session: InferenceSession, inputName: String, maximumBatch: Int, maximumWait: Duration, workers: Int) {
+    /// `batchTime`: every batch takes at least this long (an emulated slower machine; nil: as
+    /// fast as it computes).
+    init(session: InferenceSession, inputName: String, maximumBatch: Int, maximumWait: Duration, workers: Int, batchTime: Duration? = nil) {
         self.inputName = inputName
         self.maximumBatch = max(1, maximumBatch)
         self.maximumWait = maximumWait
-        idle = (0..<max(1, workers)).map { TailWorker(session: session, index: $0) }
+        idle = (0..<max(1, workers)).map { TailWorker(session: session, index: $0, batchTime: batchTime) }
     }
 
     /// Runs `input` (`[1, …]`) with whatever else arrives in the window; returns its output row and the batch size.
@@ -87,25 +93,32 @@ actor TailBatcher {
 final class TailWorker: Sendable {
     private let session: InferenceSession
     private let queue: DispatchQueue
+    private let batchTime: Duration?
 
-    init(session: InferenceSession, index: Int) {
+    init(session: InferenceSession, index: Int, batchTime: Duration? = nil) {
         self.session = session
+        self.batchTime = batchTime
         queue = DispatchQueue(label: "cleave.tail-worker.\(index)")
     }
 
     /// Stacks `rows` into one batch, runs it on this worker's thread and returns the first output.
     func run(_ rows: [Tensor], inputName: String) async throws -> Tensor {
         try await withCheckedThrowingContinuation { continuation in
-            queue.async { [session] in
-                continuation.resume(
-                    with: Result {
-                        let joined = Tensor(zeros: [rows.count] + Array(rows[0].shape.dropFirst()), dtype: rows[0].dtype)
-                        Layout.concat(rows, axis: 0, into: joined)
-                        guard let output = try session.run([inputName: joined]).values.first else {
-                            throw ONNXErrorDescription(description: "the tail produced no output")
-                        }
-                        return output
-                    })
+            queue.async { [session, batchTime] in
+                let started = ContinuousClock.now
+                let result = Result {
+                    let joined = Tensor(zeros: [rows.count] + Array(rows[0].shape.dropFirst()), dtype: rows[0].dtype)
+                    Layout.concat(rows, axis: 0, into: joined)
+                    guard let output = try session.run([inputName: joined]).values.first else {
+                        throw ONNXErrorDescription(description: "the tail produced no output")
+                    }
+                    return output
+                }
+                // An emulated slower machine: the batch is answered once its time is up.
+                if let batchTime, case let left = batchTime - (ContinuousClock.now - started), left > .zero {
+                    usleep(UInt32(clamping: Int(left.milliseconds * 1000)))
+                }
+                continuation.resume(with: result)
             }
         }
     }

@@ -63,20 +63,22 @@ struct CoordinatorCommand: AsyncParsableCommand {
             "The fleet signing key (signing.key): sign every control message, for boards pinned to the fleet key.",
             discussion: "A coordinator's --member folder holds it; this option wins over the folder's."))
     var signingKey: String?
+    @Option(help: "Make every batch take at least this many milliseconds: a slower coordinator, emulated (fault and overload tests).")
+    var emulateBatchMs: Double?
 
     func run() async throws {
         let login = try credentials.resolved()
         let signing = try (signingKey ?? login.signingKeyFile).map(readFleetSigningKey)
-        let coordinator = try Coordinator(
-            CoordinatorConfiguration(
-                id: id, brokerHost: broker.host, brokerPort: broker.port, maximumBatch: maxBatch,
-                maximumWait: .milliseconds(maxWaitMs), threads: threads, maximumInFlightPerDevice: maxInFlightPerDevice,
-                username: login.username, password: login.password, tls: login.tls, signingKey: signing),
-            bundle: try ModelBundle(directory: model))
+        var configuration = CoordinatorConfiguration(
+            id: id, brokerHost: broker.host, brokerPort: broker.port, maximumBatch: maxBatch, maximumWait: .milliseconds(maxWaitMs),
+            threads: threads, maximumInFlightPerDevice: maxInFlightPerDevice, username: login.username, password: login.password, tls: login.tls,
+            signingKey: signing)
+        configuration.emulatedBatchTime = emulateBatchMs.map { .microseconds(Int($0 * 1000)) }
+        let coordinator = try Coordinator(configuration, bundle: try ModelBundle(directory: model))
         let id = self.id
         let service = CoordinatorService(coordinator: coordinator) { stats in
             print(
-                "coordinator \(id): \(stats.devicesOnline) devices online, \(stats.answered) answered, \(stats.rejected) rejected, \(stats.duplicates) duplicates"
+                "coordinator \(id): \(stats.devicesOnline) devices online, \(stats.answered) answered, \(stats.rejected) rejected, \(stats.busy) busy, \(stats.duplicates) duplicates"
             )
         }
         var logger = Logger(label: "cleave.coordinator")
