@@ -37,8 +37,13 @@ public actor Agent {
     /// the id of a request the coordinator still holds in its duplicate cache.
     private var nextRequestID: UInt64 = Agent.firstRequestID()
     private var connected = false
-    /// Refuses signed control messages older than the last one taken (with a fleet key).
-    private var replayGuard: ReplayGuard
+    /// Drawn once per process and announced in the online state; with a fleet key, a control
+    /// message must carry it (``DeviceState/nonce``): what was sent to an earlier start of this
+    /// device, recorded and played again, is refused.
+    nonisolated let nonce: String = {
+        var generator = SystemRandomNumberGenerator()
+        return SHA256.hexString((0..<16).map { _ in UInt8.random(in: 0...255, using: &generator) })
+    }()
     /// The request journal (``AgentConfiguration/queueDirectory``), and whether what a previous
     /// process left there has been sent again.
     private let journal: RequestJournal?
@@ -86,7 +91,6 @@ public actor Agent {
         self.configuration = configuration
         self.transport = transport
         provisioner = Provisioner(configuration: configuration)
-        replayGuard = ReplayGuard(path: configuration.modelCache.map { "\($0)/control-\(configuration.deviceID).issued" })
         let logger =
             logger
             ?? {
@@ -449,7 +453,8 @@ public actor Agent {
                 try transport.subscribe(Topic.deviceControl(device: configuration.deviceID).path, qos: 1)
                 try transport.subscribe(Topic.results(device: configuration.deviceID).path, qos: 1)
                 subscribeToMissingArtifacts()
-                let state = try JSONEncoder().encode(DeviceState(id: configuration.deviceID, status: .online, profile: configuration.profile))
+                let state = try JSONEncoder().encode(
+                    DeviceState(id: configuration.deviceID, status: .online, profile: configuration.profile, nonce: nonce))
                 try transport.publish(
                     MQTTMessage(topic: Topic.deviceState(device: configuration.deviceID).path, payload: [UInt8](state), qos: 1, retain: true))
                 logger.info("connected and announced")
@@ -553,9 +558,9 @@ public actor Agent {
         var payload = message.payload
         if let fleetKey = configuration.fleetKey {
             do {
-                let envelope = try fleetKey.open(message.payload, topic: message.topic)
-                try replayGuard.admit(envelope.issued)
-                payload = envelope.payload
+                // Freshness is the nonce's job (below), not the stamp's: a coordinator whose
+                // clock was set back, or two with clocks apart, must still be heard.
+                payload = try fleetKey.open(message.payload, topic: message.topic).payload
             } catch {
                 counters.refusedControl += 1
                 logger.error("refused control message on \(message.topic) (\(message.payload.count) bytes): \(error.kind.rawValue): \(error)")
@@ -567,6 +572,13 @@ public actor Agent {
             control = try JSONDecoder().decode(ControlMessage.self, from: Data(payload))
         } catch {
             logger.warning("unreadable control message (\(message.payload.count) bytes): \(error)")
+            return
+        }
+        if configuration.fleetKey != nil, control.nonce != nonce {
+            counters.refusedControl += 1
+            logger.error(
+                "refused control message on \(message.topic) (\(message.payload.count) bytes): replayed: it answers another start of this device (nonce \(control.nonce ?? "none"), this process announced \(nonce))"
+            )
             return
         }
         guard let assignment = control.assignment, provisioner.accept(assignment) else { return }

@@ -259,7 +259,7 @@ public actor Coordinator {
                 )
             }
             let topic = Topic.deviceControl(device: device).path
-            var control = [UInt8](try JSONEncoder().encode(ControlMessage(assignment: assignment)))
+            var control = [UInt8](try JSONEncoder().encode(ControlMessage(assignment: assignment, nonce: state.nonce)))
             if let key = configuration.signingKey { control = try key.seal(control, topic: topic, issued: issueClock.next()) }
             try transport.publish(MQTTMessage(topic: topic, payload: control, qos: 1, retain: true))
         } catch {

@@ -20,12 +20,18 @@ public struct DeviceState: Codable, Sendable, Equatable {
     public var status: Status
     /// The device profile it runs with (absent in the offline will).
     public var profile: DeviceProfile?
+    /// A random value drawn by each agent process: the coordinator copies it into the control
+    /// messages it sends the device, and an agent pinned to the fleet key takes only those with
+    /// its own, so that a recorded control message from an earlier start is refused without
+    /// trusting anybody's clock.
+    public var nonce: String?
 
-    public init(id: String, status: Status, profile: DeviceProfile?, version: Int = 1) {
+    public init(id: String, status: Status, profile: DeviceProfile?, nonce: String? = nil, version: Int = 1) {
         self.version = version
         self.id = id
         self.status = status
         self.profile = profile
+        self.nonce = nonce
     }
 }
 
@@ -128,10 +134,13 @@ public struct PatchAssignment: Codable, Sendable, Equatable {
 public struct ControlMessage: Codable, Sendable, Equatable {
     public var version: Int
     public var assignment: Assignment?
+    /// The nonce of the device state it answers (``DeviceState/nonce``).
+    public var nonce: String?
 
-    public init(assignment: Assignment?, version: Int = 1) {
+    public init(assignment: Assignment?, nonce: String? = nil, version: Int = 1) {
         self.version = version
         self.assignment = assignment
+        self.nonce = nonce
     }
 }
 

@@ -21,10 +21,10 @@ import Testing
     }
 
     /// The assignment as the coordinator would publish it, and the artifacts it names.
-    func control(codec: CodecName = .int4) throws -> [UInt8] {
+    func control(codec: CodecName = .int4, nonce: String? = nil) throws -> [UInt8] {
         var assignment = try ScriptedCoordinatorAssignment.make(try AgentTests.bundle.get())
         assignment.codec = codec
-        return [UInt8](try JSONEncoder().encode(ControlMessage(assignment: assignment)))
+        return [UInt8](try JSONEncoder().encode(ControlMessage(assignment: assignment, nonce: nonce)))
     }
 
     func publishArtifacts(_ transport: InMemoryTransport) throws {
@@ -42,6 +42,7 @@ import Testing
     }
 
     @Test func unsignedTamperedMisdirectedForeignAndReplayedControlIsRefused() async throws {
+        // (The attacker's first four messages carry no nonce; they are refused before it matters.)
         let broker = InMemoryBroker()
         let cache = try SystemCall.makeTemporaryDirectory(prefix: "cleave-signed-")
         let attacker = broker.makeTransport(clientID: "attacker")
@@ -63,19 +64,23 @@ import Testing
         try await refusals(agent, reach: 4)
         await #expect(throws: AgentError.self) { try await agent.waitUntilReady(timeout: .milliseconds(100)) }
 
-        // The fleet's own message, issued at 2000, is taken; a recorded older one (1000) is not,
-        // neither now nor after a restart; the same message again (a redelivery) is taken.
-        let old = try fleet.seal(try control(codec: .uint8), topic: topic, issued: 1000)
-        let current = try fleet.seal(try control(), topic: topic, issued: 2000)
+        // The fleet's own message, for this process's nonce, is taken — also when its stamp is
+        // older than one seen before (a coordinator whose clock was set back) — and the same
+        // message again (a redelivery) is not a refusal.
+        let current = try fleet.seal(try control(nonce: agent.nonce), topic: topic, issued: 2000)
         try attacker.publish(MQTTMessage(topic: topic, payload: current, qos: 1, retain: true))
         try await agent.waitUntilReady(timeout: .seconds(60))
         try attacker.publish(MQTTMessage(topic: topic, payload: current, qos: 1))
-        try attacker.publish(MQTTMessage(topic: topic, payload: old, qos: 1))
+        try attacker.publish(MQTTMessage(topic: topic, payload: try fleet.seal(try control(nonce: agent.nonce), topic: topic, issued: 10), qos: 1))
+        // A genuine message without this process's nonce (recorded from another start) is refused.
+        try attacker.publish(MQTTMessage(topic: topic, payload: try fleet.seal(try control(nonce: "00"), topic: topic, issued: 3000), qos: 1))
         try await refusals(agent, reach: 5)
-        #expect(await agent.statistics.refusedControl == 5, "the redelivered current message is not a refusal")
+        try await Task.sleep(for: .milliseconds(100))
+        #expect(await agent.statistics.refusedControl == 5, "only the message for another start is refused")
         await agent.stop()
 
-        try attacker.publish(MQTTMessage(topic: topic, payload: old, qos: 1, retain: true))
+        // A new process of the same device (a new nonce): the retained message, genuine but sent
+        // to the previous start, is a replay.
         agent = try pinnedAgent(broker, "s1", cache: cache)
         try await agent.start()
         try await refusals(agent, reach: 1)
