@@ -82,6 +82,21 @@ import Testing
         await rig.stop()
     }
 
+    /// Two coordinators share the load; one is killed and not replaced: what the broker had
+    /// handed it is sent again by the agent and answered by the other.
+    @Test func oneOfTwoCoordinatorsKilledSplitOnly() async throws {
+        let rig = try await FaultRig(name: "two-coordinators", fixedMode: .split)
+        let survivor = try CoordinatorProcess(port: rig.port, id: "fault-coordinator-b")
+        let tally = try await rig.drive(seconds: 10) { second in
+            if second == 2 { rig.coordinator?.kill9() }
+        }
+        tally.report("split only, no fallback: one of two coordinators kill -9 at 2 s")
+        tally.expectNothingLost()
+        #expect(tally.local == 0 && tally.remoteAfterRecovery > 0, "the survivor answers everything after the kill")
+        await rig.stop()
+        survivor.kill9()
+    }
+
     @Test func linkDownThirtySeconds() async throws {
         let rig = try await FaultRig(name: "link")
         let tally = try await rig.drive(seconds: 56, faultEnds: 32) { second in
