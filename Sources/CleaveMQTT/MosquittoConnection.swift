@@ -84,13 +84,20 @@ final class MosquittoConnection: @unchecked Sendable {
         // — a certificate the broker does not take, or a broker the CA does not vouch for —
         // would otherwise only be retried, silently, for ever.
         var reportedFailure = false
-        // Whether the broker answered this link's CONNECT (accepted or refused).
+        // Whether the broker answered this link's CONNECT (accepted or refused), and since when
+        // the link waits: a link that a middlebox accepted while the broker is away (a proxy,
+        // a load balancer) can stay unanswered until the keep-alive ends it — 10 s and more —
+        // so an answer is expected within half the keep-alive (at least 3 s), or the link is
+        // dropped and tried again.
         var answered = false
+        var linkedAt = ContinuousClock.now
+        let answerTimeout = Duration.seconds(max(3, configuration.keepAlive / 2))
         while !stopping.load(ordering: .acquiring) {
             if !linked {
                 let code = connectOnce()
                 linked = code == MOSQ_ERR_SUCCESS.rawValue
                 answered = false
+                linkedAt = .now
                 if !linked {
                     if !reportedFailure {
                         sink.continuation.yield(.disconnected(code: Int(code)))
@@ -107,12 +114,19 @@ final class MosquittoConnection: @unchecked Sendable {
                 reportedFailure = false
             }
             if sink.answered.exchange(false, ordering: .acquiringAndReleasing) { answered = true }
-            guard code != MOSQ_ERR_SUCCESS.rawValue else { continue }
+            var failure = code
+            if code == MOSQ_ERR_SUCCESS.rawValue {
+                guard !answered, ContinuousClock.now - linkedAt > answerTimeout else { continue }
+                // Unanswered for too long: let go of this link (its socket closes in the loop).
+                mosquitto_disconnect_v5(handle, 0, nil)
+                _ = mosquitto_loop(handle, 10, 1)
+                failure = MOSQ_ERR_TIMEOUT.rawValue
+            }
             linked = false
             // The TLS handshake may finish in the loop rather than in the connect call: a
             // link that ends before the broker answered the CONNECT is a failed attempt too.
             if !answered && !reportedFailure {
-                sink.continuation.yield(.disconnected(code: Int(code)))
+                sink.continuation.yield(.disconnected(code: Int(failure)))
                 reportedFailure = true
             }
             if stopping.load(ordering: .acquiring) { break }

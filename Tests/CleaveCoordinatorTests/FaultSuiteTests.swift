@@ -1,5 +1,6 @@
 import CleaveCodec
 import CleaveDatasets
+import CleaveFleet
 import CleaveMQTT
 import CleaveNetem
 import CleaveONNX
@@ -44,7 +45,7 @@ import Testing
         let rig = try await FaultRig(name: "coordinator")
         let tally = try await rig.drive(seconds: 14) { second in
             if second == 2 { rig.coordinator?.kill9() }
-            if second == 5 { rig.coordinator = try CoordinatorProcess(port: rig.port, id: "fault-coordinator-2") }
+            if second == 5 { rig.coordinator = try rig.coordinatorProcess(id: "fault-coordinator-2") }
         }
         tally.report("coordinator kill -9 at 2 s, new one at 5 s")
         tally.expectNothingLost()
@@ -73,7 +74,7 @@ import Testing
         let rig = try await FaultRig(name: "coordinator-split", fixedMode: .split)
         let tally = try await rig.drive(seconds: 10) { second in
             if second == 2 { rig.coordinator?.kill9() }
-            if second == 5 { rig.coordinator = try CoordinatorProcess(port: rig.port, id: "fault-coordinator-2") }
+            if second == 5 { rig.coordinator = try rig.coordinatorProcess(id: "fault-coordinator-2") }
         }
         tally.report("split only, no fallback: coordinator kill -9 at 2 s, new one at 5 s")
         tally.expectNothingLost()
@@ -86,7 +87,7 @@ import Testing
     /// handed it is sent again by the agent and answered by the other.
     @Test func oneOfTwoCoordinatorsKilledSplitOnly() async throws {
         let rig = try await FaultRig(name: "two-coordinators", fixedMode: .split)
-        let survivor = try CoordinatorProcess(port: rig.port, id: "fault-coordinator-b")
+        let survivor = try rig.coordinatorProcess(id: "fault-coordinator-b")
         let tally = try await rig.drive(seconds: 10) { second in
             if second == 2 { rig.coordinator?.kill9() }
         }
@@ -140,13 +141,15 @@ import Testing
 final class CoordinatorProcess: Sendable {
     let process: Process
 
-    init(port: Int, id: String) throws {
+    init(port: Int, id: String, member: String? = nil) throws {
         let products =
             Bundle.allBundles.map(\.bundleURL).first { $0.pathExtension == "xctest" }?.deletingLastPathComponent()
             ?? URL(fileURLWithPath: ".build/debug")
         process = Process()
         process.executableURL = products.appendingPathComponent("cleave")
-        process.arguments = ["coordinator", "--broker", "127.0.0.1:\(port)", "--model", SplitServingTests.modelFolder, "--id", id]
+        process.arguments =
+            ["coordinator", "--broker", "127.0.0.1:\(port)", "--model", SplitServingTests.modelFolder, "--id", id]
+            + (member.map { ["--member", $0] } ?? [])
         process.standardOutput = FileHandle.nullDevice
         process.standardError = FileHandle.nullDevice
         try process.run()
@@ -163,9 +166,13 @@ final class CoordinatorProcess: Sendable {
     }
 }
 
-/// A testbed (broker, the agent behind its proxy) and a coordinator process for one fault test.
+/// A testbed (broker, the agent behind its proxy) and a coordinator process for one fault test,
+/// deployed as `deploy/` deploys: a fleet of its own (TLS with client certificates, passwords,
+/// the fleet's ACL, client id = username, control messages signed and the agent pinned to the
+/// key) and a broker with persistence, which a `kill -9` and restart keep.
 final class FaultRig: @unchecked Sendable {
     let testbed: Testbed
+    var fleet: FleetAuthority
     let port: Int
     // Changed only by the fault callbacks, which `drive` runs one at a time on its own task.
     var coordinator: CoordinatorProcess?
@@ -181,12 +188,23 @@ final class FaultRig: @unchecked Sendable {
     init(name: String, fixedMode: InferenceMode? = nil) async throws {
         self.name = name
         self.fixedMode = fixedMode
-        testbed = try Testbed()
+        let folder = try SystemCall.makeTemporaryDirectory(prefix: "cleave-fault-fleet-")
+        chmod(folder, 0o777)
+        fleet = try FleetAuthority.create(directory: "\(folder)/fleet", hosts: ["127.0.0.1"])
+        chmod(fleet.directory, 0o755)
+        for coordinator in ["fault-coordinator-1", "fault-coordinator-2", "fault-coordinator-b"] { try fleet.enroll(coordinator, role: .coordinator) }
+        try fleet.enroll("fault-\(name)")
+        try SystemCall.makeDirectories("\(folder)/persistence")
+        chmod("\(folder)/persistence", 0o777)
+        testbed = try Testbed(
+            startingBrokerWith: fleet.accessSettings + "\n" + fleet.listenerSettings
+                + "\npersistence true\npersistence_location \(folder)/persistence/\nautosave_interval 60",
+            allowAnonymous: false)
         port = testbed.brokerPort
-        coordinator = try CoordinatorProcess(port: port, id: "fault-coordinator-1")
+        coordinator = try CoordinatorProcess(port: port, id: "fault-coordinator-1", member: fleet.memberDirectory("fault-coordinator-1"))
         let cache = FileManager.default.temporaryDirectory.appendingPathComponent("cleave-fault-\(UUID().uuidString)").path
         self.cache = cache
-        agent = try await testbed.addAgent(try Self.agentConfiguration(name: name, cache: cache, fixed: fixedMode != nil), proxy: name)
+        agent = try await testbed.addAgent(try Self.agentConfiguration(name: name, cache: cache, fixed: fixedMode != nil, fleet: fleet), proxy: name)
         proxy = try #require(await testbed.members.first?.proxy)
         try await testbed.waitUntilReady()
 
@@ -196,11 +214,19 @@ final class FaultRig: @unchecked Sendable {
         references = try Self.references(bundle, images)
     }
 
-    static func agentConfiguration(name: String, cache: String, fixed: Bool) throws -> AgentConfiguration {
+    static func agentConfiguration(name: String, cache: String, fixed: Bool, fleet: FleetAuthority) throws -> AgentConfiguration {
         let profile = try DeviceProfile.load("\(SplitServingTests.repository)/devices/generic.yaml")
+        let login = try fleet.credentials(of: "fault-\(name)")
         return AgentConfiguration(
-            deviceID: "fault-\(name)", profile: profile, threads: 1, requestTimeout: .seconds(fixed ? 15 : 2), modelCache: cache,
-            fallbackToLocal: !fixed, offlineQueueLimit: fixed ? 512 : 64, computeEmulation: 10)
+            deviceID: login.id, profile: profile, threads: 1, requestTimeout: .seconds(fixed ? 15 : 2), username: login.id, password: login.password,
+            modelCache: cache, fallbackToLocal: !fixed, offlineQueueLimit: fixed ? 512 : 64, computeEmulation: 10,
+            tls: MQTTConfiguration.TLS(caFile: login.caFile, certificateFile: login.certificateFile, keyFile: login.keyFile),
+            fleetKey: try fleet.publicKey)
+    }
+
+    /// A coordinator process logged in as the fleet member `id`.
+    func coordinatorProcess(id: String) throws -> CoordinatorProcess {
+        try CoordinatorProcess(port: port, id: id, member: fleet.memberDirectory(id))
     }
 
     /// The whole model's prediction and the offline split path's (head, codec, tail) per image.
@@ -229,7 +255,7 @@ final class FaultRig: @unchecked Sendable {
     /// A planned restart: no new requests, the waiting ones answered, then a new process's agent
     /// (same device id and model cache).
     func restartAgent() async throws {
-        agent = try await testbed.restart(agent, as: try Self.agentConfiguration(name: name, cache: cache, fixed: fixedMode != nil))
+        agent = try await testbed.restart(agent, as: try Self.agentConfiguration(name: name, cache: cache, fixed: fixedMode != nil, fleet: fleet))
     }
 
     /// Sends 20 requests per second for `seconds`, each on its own task, calling `fault` at
