@@ -36,7 +36,7 @@ fi
 
 echo "== swift test"
 swift test --skip-build --skip FaultSuiteTests --skip ProxyAccuracyTests --skip CleaveAgentTests --skip FederatedFleetProcessTests \
-    --skip AgentCrashTests --skip OverloadTests --skip SlowTailTests
+    --skip AgentCrashTests --skip OverloadTests --skip SlowTailTests --skip TestbedTests
 
 # Suites that measure time run alone, so that the other suites' load does not decide the
 # result: the proxy's rate and added latency (±10%, ±2 ms), the agent's timers on the
@@ -46,6 +46,9 @@ swift test --skip-build --filter ProxyAccuracyTests
 # The agent's logic on the in-memory broker (retries, deadlines, outages): fast alone, but its
 # timers would measure the other suites' load.
 swift test --skip-build --filter CleaveAgentTests
+# The testbed's scenario player times requests against a link outage at 2 s (2 s timeouts): in
+# the shared run a loaded machine answered none of a1's requests before it (seen once in CI).
+swift test --skip-build --filter TestbedTests
 swift test --skip-build --filter FaultSuiteTests
 # The federated fleet as processes (up to 13 of them training at once) would starve the other suites' deadlines.
 swift test --skip-build --filter FederatedFleetProcessTests
