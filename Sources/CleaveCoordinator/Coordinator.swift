@@ -43,6 +43,10 @@ public struct CoordinatorConfiguration: Sendable {
     /// Every batch takes at least this long: a slower coordinator, emulated (fault and overload
     /// tests); nil computes as fast as it can.
     public var emulatedBatchTime: Duration?
+    /// A file that gets one line per frame computed (`device/id[/crc] mode batch-size`): an
+    /// audit trail of the work done, which outlives a `kill -9` (the fault suite counts
+    /// requests computed twice from it). Nil keeps none.
+    public var requestLog: String?
 
     public init(
         id: String = "coordinator-1", brokerHost: String = "127.0.0.1", brokerPort: Int = 1883, maximumBatch: Int = 16,
@@ -319,6 +323,13 @@ public actor Coordinator {
             result = InferenceResult(
                 requestID: frame.requestID, prediction: best, confidence: confidence, coordinator: configuration.id, batchSize: batchSize)
             statistics.answered += 1
+            if let log = configuration.requestLog {
+                do {
+                    try SystemCall.append(log, Array("\(key) \(mode.rawValue) \(batchSize)\n".utf8), durable: false)
+                } catch {
+                    logger.error("cannot write the request log: \(error)")
+                }
+            }
         } catch {
             let rejection =
                 error as? Rejection ?? (error is FrameError ? Rejection(.malformedFrame, "\(error)") : Rejection(.computationFailed, "\(error)"))

@@ -48,7 +48,7 @@ public struct FleetAuthority: Sendable {
         let now = Date()
         let ca = try Certificate(
             version: .v3, serialNumber: Certificate.SerialNumber(), publicKey: .init(caKey.publicKey),
-            notValidBefore: now.addingTimeInterval(-3600), notValidAfter: now.addingTimeInterval(20 * 365 * 86_400),
+            notValidBefore: now.addingTimeInterval(-Self.backdating), notValidAfter: now.addingTimeInterval(20 * 365 * 86_400),
             issuer: caName, subject: caName, signatureAlgorithm: .ecdsaWithSHA256,
             extensions: try Certificate.Extensions {
                 Critical(BasicConstraints.isCertificateAuthority(maxPathLength: 0))
@@ -239,6 +239,13 @@ public struct FleetAuthority: Sendable {
 
     // MARK: - Helpers
 
+    /// Certificates are valid from a day before they are made: a board whose clock is behind
+    /// (no RTC and fake-hwclock's last saved time, a correction that set it back) still takes
+    /// the broker's certificate, and the broker its. With no margin a board whose clock went
+    /// back an hour after enrolment could not reconnect (`AgentClockTests`, shown against a
+    /// planted `notValidBefore: now`).
+    static let backdating: TimeInterval = 86_400
+
     static func issue(
         commonName: String, usage: ExtendedKeyUsage.Usage, alternativeNames: [String], caKey: P256.Signing.PrivateKey, ca: Certificate
     ) throws -> (certificate: String, key: String) {
@@ -250,7 +257,7 @@ public struct FleetAuthority: Sendable {
         }
         let certificate = try Certificate(
             version: .v3, serialNumber: Certificate.SerialNumber(), publicKey: .init(key.publicKey),
-            notValidBefore: now.addingTimeInterval(-3600), notValidAfter: now.addingTimeInterval(5 * 365 * 86_400),
+            notValidBefore: now.addingTimeInterval(-Self.backdating), notValidAfter: now.addingTimeInterval(5 * 365 * 86_400),
             issuer: ca.subject, subject: try DistinguishedName { CommonName(commonName) }, signatureAlgorithm: .ecdsaWithSHA256,
             extensions: try Certificate.Extensions {
                 Critical(BasicConstraints.notCertificateAuthority)

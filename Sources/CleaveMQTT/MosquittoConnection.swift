@@ -22,10 +22,8 @@ final class MosquittoConnection: @unchecked Sendable {
     let configuration: MQTTConfiguration
     private let stopping = Atomic<Bool>(false)
     private let started = Atomic<Bool>(false)
-    /// Signalled to cut a back-off wait short when stopping.
-    private let wake = DispatchSemaphore(value: 0)
-    /// Signalled once when the loop has exited.
-    private let exited = DispatchSemaphore(value: 0)
+    /// Set once when the loop has exited.
+    private let exited = Atomic<Bool>(false)
 
     init(handle: OpaquePointer, sink: EventSink, configuration: MQTTConfiguration) {
         self.handle = handle
@@ -64,13 +62,26 @@ final class MosquittoConnection: @unchecked Sendable {
     func stop(sendDisconnect: Bool) {
         guard !stopping.exchange(true, ordering: .acquiringAndReleasing) else { return }
         if sendDisconnect { mosquitto_disconnect_v5(handle, 0, nil) }
-        wake.signal()
     }
 
     /// Waits until the loop has exited, at most `seconds`.
     func waitUntilStopped(seconds: Double) {
         guard started.load(ordering: .acquiring) else { return }
-        if exited.wait(timeout: .now() + seconds) == .success { exited.signal() }
+        Self.sleep(seconds) { self.exited.load(ordering: .acquiring) }
+    }
+
+    /// Sleeps `seconds` on the monotonic clock, in steps of at most 20 ms, until `done` holds.
+    ///
+    /// Not a timed semaphore wait: libdispatch on Linux turns that into `sem_timedwait` with a
+    /// deadline on the wall clock, so a clock set back during the wait (NTP correcting a board)
+    /// would stretch a 2 s reconnect back-off by the whole step.
+    static func sleep(_ seconds: Double, until done: () -> Bool) {
+        let end = ContinuousClock.now + .seconds(seconds)
+        while !done() {
+            let left = end - ContinuousClock.now
+            guard left > .zero else { return }
+            usleep(UInt32(min(20_000, max(1, left.components.attoseconds / 1_000_000_000_000 + left.components.seconds * 1_000_000))))
+        }
     }
 
     // MARK: - The loop (on its own thread)
@@ -135,7 +146,7 @@ final class MosquittoConnection: @unchecked Sendable {
         }
         // Whatever DISCONNECT `stop` queued goes out before the socket closes.
         _ = mosquitto_loop(handle, 10, 1)
-        exited.signal()
+        exited.store(true, ordering: .releasing)
     }
 
     /// One blocking connect with the CONNECT properties; the CONNACK arrives in the loop.
@@ -150,6 +161,6 @@ final class MosquittoConnection: @unchecked Sendable {
 
     /// Sleeps `seconds` unless ``stop(sendDisconnect:)`` comes first.
     private func pause(_ seconds: Double) {
-        if wake.wait(timeout: .now() + seconds) == .success { wake.signal() }
+        Self.sleep(seconds) { stopping.load(ordering: .acquiring) }
     }
 }

@@ -141,9 +141,10 @@ public enum SystemCall {
     /// Removes a file; a missing one is fine.
     public static func remove(_ path: String) { unlink(path) }
 
-    /// Appends `bytes` to the file at `path` (made if missing) and flushes it to disk: a log of
-    /// records that a crash must not lose.
-    public static func append(_ path: String, _ bytes: [UInt8]) throws(SystemError) {
+    /// Appends `bytes` to the file at `path` (made if missing) and, when `durable`, flushes it
+    /// to disk: a log of records that a crash must not lose (without the flush the records
+    /// outlive the process, as after a `kill -9`, but not the machine).
+    public static func append(_ path: String, _ bytes: [UInt8], durable: Bool = true) throws(SystemError) {
         let descriptor = try check("open \(path)") { open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0o644) }
         defer { close(descriptor) }
         var written = 0
@@ -154,7 +155,7 @@ public enum SystemCall {
             guard count != -1 else { throw lastError("write \(path)") }
             written += count
         }
-        try check("fsync \(path)") { fsync(descriptor) }
+        if durable { try check("fsync \(path)") { fsync(descriptor) } }
     }
 }
 

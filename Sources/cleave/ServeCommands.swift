@@ -65,6 +65,11 @@ struct CoordinatorCommand: AsyncParsableCommand {
     var signingKey: String?
     @Option(help: "Make every batch take at least this many milliseconds: a slower coordinator, emulated (fault and overload tests).")
     var emulateBatchMs: Double?
+    @Option(
+        help: ArgumentHelp(
+            "Append one line per frame computed to this file: device/request-id[/frame-crc], mode, batch size.",
+            discussion: "An audit trail of the work done; it survives kill -9 (lines are written as frames are computed)."))
+    var requestLog: String?
 
     func run() async throws {
         let login = try credentials.resolved()
@@ -74,6 +79,7 @@ struct CoordinatorCommand: AsyncParsableCommand {
             threads: threads, maximumInFlightPerDevice: maxInFlightPerDevice, username: login.username, password: login.password, tls: login.tls,
             signingKey: signing)
         configuration.emulatedBatchTime = emulateBatchMs.map { .microseconds(Int($0 * 1000)) }
+        configuration.requestLog = requestLog
         let coordinator = try Coordinator(configuration, bundle: try ModelBundle(directory: model))
         let id = self.id
         let service = CoordinatorService(coordinator: coordinator) { stats in

@@ -141,7 +141,7 @@ import Testing
 final class CoordinatorProcess: Sendable {
     let process: Process
 
-    init(port: Int, id: String, member: String? = nil) throws {
+    init(port: Int, id: String, member: String? = nil, requestLog: String? = nil) throws {
         let products =
             Bundle.allBundles.map(\.bundleURL).first { $0.pathExtension == "xctest" }?.deletingLastPathComponent()
             ?? URL(fileURLWithPath: ".build/debug")
@@ -149,7 +149,7 @@ final class CoordinatorProcess: Sendable {
         process.executableURL = products.appendingPathComponent("cleave")
         process.arguments =
             ["coordinator", "--broker", "127.0.0.1:\(port)", "--model", SplitServingTests.modelFolder, "--id", id]
-            + (member.map { ["--member", $0] } ?? [])
+            + (member.map { ["--member", $0] } ?? []) + (requestLog.map { ["--request-log", $0] } ?? [])
         process.standardOutput = FileHandle.nullDevice
         process.standardError = FileHandle.nullDevice
         try process.run()
@@ -180,6 +180,8 @@ final class FaultRig: @unchecked Sendable {
     let proxy: NetemProxy
     let name: String
     let cache: String
+    /// Where the coordinators write what they computed (`--request-log`), one file each.
+    let requestLogs: String
     let references: [(whole: Int, split: Int)]
     let images: [Tensor]
     /// Nil: the adaptive policy with local fallback; a mode: that mode only, no fallback.
@@ -201,7 +203,11 @@ final class FaultRig: @unchecked Sendable {
                 + "\npersistence true\npersistence_location \(folder)/persistence/\nautosave_interval 60",
             allowAnonymous: false)
         port = testbed.brokerPort
-        coordinator = try CoordinatorProcess(port: port, id: "fault-coordinator-1", member: fleet.memberDirectory("fault-coordinator-1"))
+        requestLogs = "\(folder)/computed"
+        try SystemCall.makeDirectories(requestLogs)
+        coordinator = try CoordinatorProcess(
+            port: port, id: "fault-coordinator-1", member: fleet.memberDirectory("fault-coordinator-1"),
+            requestLog: "\(requestLogs)/fault-coordinator-1.log")
         let cache = FileManager.default.temporaryDirectory.appendingPathComponent("cleave-fault-\(UUID().uuidString)").path
         self.cache = cache
         agent = try await testbed.addAgent(try Self.agentConfiguration(name: name, cache: cache, fixed: fixedMode != nil, fleet: fleet), proxy: name)
@@ -226,7 +232,18 @@ final class FaultRig: @unchecked Sendable {
 
     /// A coordinator process logged in as the fleet member `id`.
     func coordinatorProcess(id: String) throws -> CoordinatorProcess {
-        try CoordinatorProcess(port: port, id: id, member: fleet.memberDirectory(id))
+        try CoordinatorProcess(port: port, id: id, member: fleet.memberDirectory(id), requestLog: "\(requestLogs)/\(id).log")
+    }
+
+    /// Frames computed by all the coordinators so far, and how many requests were computed more
+    /// than once (by request key: device, id and frame CRC), from their request logs.
+    func computations() -> (computed: Int, twice: Int) {
+        var count: [Substring: Int] = [:]
+        for file in (try? SystemCall.listDirectory(requestLogs)) ?? [] {
+            let text = String(decoding: (try? SystemCall.readFile("\(requestLogs)/\(file)")) ?? [], as: UTF8.self)
+            for line in text.split(separator: "\n") { count[line.split(separator: " ")[0], default: 0] += 1 }
+        }
+        return (count.values.reduce(0, +), count.values.filter { $0 > 1 }.count)
     }
 
     /// The whole model's prediction and the offline split path's (head, codec, tail) per image.
@@ -286,6 +303,9 @@ final class FaultRig: @unchecked Sendable {
                 tally.add(outcome, sentAt: sent, reference: references[item % references.count])
             }
             tally.agent = await agent.statistics
+            // Answers a fallback stopped waiting for may still be computing: let them finish.
+            try await Task.sleep(for: .seconds(1))
+            (tally.computed, tally.computedTwice) = computations()
             return tally
         }
     }
@@ -309,6 +329,9 @@ struct FaultTally {
     var lost = 0
     var wrong = 0
     var duplicates = 0
+    /// Frames the coordinators computed, and requests they computed more than once.
+    var computed = 0
+    var computedTwice = 0
     var localDuringFault = 0
     var remoteAfterRecovery = 0
     var remoteDuringFault = 0
@@ -336,8 +359,13 @@ struct FaultTally {
         }
     }
 
-    func expectNothingLost() {
+    /// No request lost, none delivered twice, none wrong, and none computed twice unless
+    /// `computedTwiceAtMost` says how many a fault may cause (a coordinator killed with work
+    /// done whose answers never left it).
+    func expectNothingLost(computedTwiceAtMost allowed: Int = 0) {
         #expect(sent > 0)
+        #expect(computed > 0, "\(name): the request logs show no computation")
+        #expect(computedTwice <= allowed, "\(name): \(computedTwice) requests computed twice (allowed \(allowed))")
         #expect(lost == 0, "\(name): \(lost) requests lost: \(errors)")
         #expect(duplicates == 0, "\(name): a request id answered twice")
         #expect(wrong == 0, "\(name): \(wrong) answers match neither the whole model nor the split path")
@@ -346,7 +374,7 @@ struct FaultTally {
     func report(_ fault: String) {
         print(
             "fault suite | \(fault) | sent \(sent) | remote \(remote) | local \(local) (fallbacks \(fallbacks)) | lost \(lost) "
-                + "| duplicates delivered \(duplicates) | wrong \(wrong) | retries \(agent.retries) | late/duplicate answers dropped "
+                + "| computed twice \(computedTwice) of \(computed) | delivered twice \(duplicates) | wrong \(wrong) | retries \(agent.retries) | late/duplicate answers dropped "
                 + "\(agent.droppedAnswers) | connects \(agent.connects)")
     }
 }

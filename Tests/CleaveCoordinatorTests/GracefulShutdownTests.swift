@@ -18,12 +18,21 @@ import Testing
         ?? URL(fileURLWithPath: ".build/debug")
 
     /// Starts `binary` with `arguments`, its standard output and error collected in a file.
-    static func launch(_ binary: String, _ arguments: [String]) throws -> (Process, URL) {
+    /// `environment` is added to the test's own; `launcher` (a command and its arguments) starts
+    /// the binary instead of the test itself.
+    static func launch(
+        _ binary: String, _ arguments: [String], environment: [String: String] = [:], launcher: [String] = []
+    ) throws -> (Process, URL) {
         let output = FileManager.default.temporaryDirectory.appendingPathComponent("cleave-term-\(UUID().uuidString).txt")
         _ = FileManager.default.createFile(atPath: output.path, contents: nil)
         let process = Process()
         process.executableURL = products.appendingPathComponent(binary)
         process.arguments = arguments
+        if let command = launcher.first {
+            process.executableURL = URL(fileURLWithPath: command)
+            process.arguments = launcher.dropFirst() + [products.appendingPathComponent(binary).path] + arguments
+        }
+        if !environment.isEmpty { process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 } }
         let handle = try FileHandle(forWritingTo: output)
         process.standardOutput = handle
         process.standardError = handle
