@@ -218,11 +218,16 @@ public struct AdaptivePolicy: Sendable {
         if mode == .split { costs.splitBytes = bytes } else if mode == .offload { costs.offloadBytes = bytes }
     }
 
-    /// The broker connection is back: if the remote path counted as down, probe it with the
-    /// next request instead of waiting for the back-off (an outage's end is known at once).
+    /// The broker connection is back: the next request measures the remote path (a probe if
+    /// it counted as down, else an exploring request), instead of waiting for the probes'
+    /// back-off or the exploration interval — an outage's end is known at once. (Without it, an
+    /// agent that had served locally only because it had no connection, its estimates aged out,
+    /// waited up to `explorationInterval` after the reconnect before it looked again.)
     public mutating func reconnected(now time: Double) {
         now = time
-        if remoteDown { lastProbe = -Double.infinity }
+        lastProbe = -Double.infinity
+        lastExploration = -Double.infinity
+        requestsSinceExploration = explorationSpacing + 1
     }
 
     /// What happened to a request sent in `mode` at `time`: its latency (ms) when it was answered,

@@ -98,11 +98,13 @@ final class MosquittoConnection: @unchecked Sendable {
         // Whether the broker answered this link's CONNECT (accepted or refused), and since when
         // the link waits: a link that a middlebox accepted while the broker is away (a proxy,
         // a load balancer) can stay unanswered until the keep-alive ends it — 10 s and more —
-        // so an answer is expected within half the keep-alive (at least 3 s), or the link is
-        // dropped and tried again.
+        // so an answer is expected within 3 s, or the link is dropped and tried again at once
+        // (the wait was the back-off); each such drop doubles the wait, up to the keep-alive, so
+        // that a link too slow for 3 s (a TLS handshake over NB-IoT) still gets through.
         var answered = false
         var linkedAt = ContinuousClock.now
-        let answerTimeout = Duration.seconds(max(3, configuration.keepAlive / 2))
+        let firstAnswerTimeout = Duration.seconds(3)
+        var answerTimeout = firstAnswerTimeout
         while !stopping.load(ordering: .acquiring) {
             if !linked {
                 let code = connectOnce()
@@ -122,6 +124,7 @@ final class MosquittoConnection: @unchecked Sendable {
             let code = mosquitto_loop(handle, 100, 1)
             if sink.established.exchange(false, ordering: .acquiringAndReleasing) {
                 delay = Double(max(1, configuration.reconnectDelay.minimum))
+                answerTimeout = firstAnswerTimeout
                 reportedFailure = false
             }
             if sink.answered.exchange(false, ordering: .acquiringAndReleasing) { answered = true }
@@ -132,6 +135,13 @@ final class MosquittoConnection: @unchecked Sendable {
                 mosquitto_disconnect_v5(handle, 0, nil)
                 _ = mosquitto_loop(handle, 10, 1)
                 failure = MOSQ_ERR_TIMEOUT.rawValue
+                answerTimeout = min(answerTimeout * 2, .seconds(max(3, configuration.keepAlive)))
+                linked = false
+                if !reportedFailure {
+                    sink.continuation.yield(.disconnected(code: Int(failure)))
+                    reportedFailure = true
+                }
+                continue
             }
             linked = false
             // The TLS handshake may finish in the loop rather than in the connect call: a

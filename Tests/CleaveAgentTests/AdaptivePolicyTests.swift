@@ -29,6 +29,18 @@ import Testing
         #expect(policy.current == .offload, "exploration brings it back: \(back)")
     }
 
+    /// An agent without a broker connection serves locally whatever the policy says (it still
+    /// asks it); once the connection is back the very next request measures the remote path,
+    /// although the estimates aged out and the last look was recent.
+    @Test func aReconnectMeasuresTheRemotePathAtOnce() {
+        var policy = AdaptivePolicy(costs: Self.costs, timeout: 1000)
+        _ = Self.run(&policy, from: 0, count: 20) { $0 == .split ? 10 : 5 }
+        for i in 0..<30 { _ = policy.decide(now: 4 + Double(i) * 0.2) }
+        policy.reconnected(now: 10)
+        let next = policy.decide(now: 10.05)
+        #expect(next.mode != .local && next.race, "\(next)")
+    }
+
     @Test func failuresOpenTheBreakerAndProbesCloseIt() {
         var policy = AdaptivePolicy(costs: Self.costs, timeout: 1000)
         _ = Self.run(&policy, from: 0, count: 20) { _ in 10 }
