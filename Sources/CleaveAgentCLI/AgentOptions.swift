@@ -87,26 +87,14 @@ public struct CredentialOptions: ParsableArguments {
         if let ca = files.ca { result.tls = MQTTConfiguration.TLS(caFile: ca, certificateFile: files.certificate, keyFile: files.key) }
         return result
     }
-
-    /// The password file's first line, nil without a file (or a member folder).
-    public func password() throws -> String? { try resolved().password }
 }
 
-/// Reads the fleet signing key (`signing.key`: 64 hex digits; coordinators only).
-public func readFleetSigningKey(_ path: String) throws -> FleetSigningKey {
-    guard let bytes = try? SystemCall.readFile(path) else { throw ValidationError("cannot read signing key \(path)") }
+/// Reads a fleet key file of 64 hex digits — `fleet.pub` (`FleetPublicKey.init(hex:)`) or the
+/// coordinators' `signing.key` (`FleetSigningKey.init(hex:)`) — naming the file in any error.
+public func readFleetKey<Key>(_ path: String, as parse: (String) throws -> Key) throws -> Key {
+    guard let bytes = try? SystemCall.readFile(path) else { throw ValidationError("cannot read key file \(path)") }
     do {
-        return try FleetSigningKey(hex: String(decoding: bytes, as: UTF8.self))
-    } catch {
-        throw ValidationError("\(path): \(error)")
-    }
-}
-
-/// Reads a fleet key file (`fleet.pub`: 64 hex digits).
-public func readFleetPublicKey(_ path: String) throws -> FleetPublicKey {
-    guard let bytes = try? SystemCall.readFile(path) else { throw ValidationError("cannot read fleet key \(path)") }
-    do {
-        return try FleetPublicKey(hex: String(decoding: bytes, as: UTF8.self))
+        return try parse(String(decoding: bytes, as: UTF8.self))
     } catch {
         throw ValidationError("\(path): \(error)")
     }
@@ -172,7 +160,8 @@ public struct AgentOptions: ParsableArguments {
             brokerHost: broker.host, brokerPort: broker.port, requestTimeout: .milliseconds(Int(timeout * 1000)),
             username: login.username, password: login.password, modelCache: AgentConfiguration.modelCache(option: modelCache),
             fallbackToLocal: !noFallback, offlineQueueLimit: offlineQueue, streamPatches: streamPatches.flatMap(PatchStreaming.init(rawValue:)),
-            tls: login.tls, fleetKey: try (fleetKey ?? login.fleetKeyFile).map(readFleetPublicKey), queueDirectory: queueDir)
+            tls: login.tls, fleetKey: try (fleetKey ?? login.fleetKeyFile).map { try readFleetKey($0, as: { try FleetPublicKey(hex: $0) }) },
+            queueDirectory: queueDir)
     }
 
     /// Runs the agent until its samples are sent, or until SIGTERM/SIGINT: then it sends no new

@@ -8,7 +8,6 @@ public enum FrameError: Error, Sendable, Equatable, CustomStringConvertible {
     case reservedFlags(UInt8)
     case badVarint(field: String)
     case limitExceeded(field: String, value: Int, limit: Int)
-    case invalidShape([Int])
     case shapeUnknown
     case shapeMismatch(expected: [Int], got: [Int])
     case invalidParameters(String)
@@ -27,7 +26,6 @@ public enum FrameError: Error, Sendable, Equatable, CustomStringConvertible {
         case .reservedFlags(let flags): "reserved flag bits set: 0x\(String(flags, radix: 16))"
         case .badVarint(let field): "malformed variable-length integer in \(field)"
         case .limitExceeded(let field, let value, let limit): "\(field) is \(value), the limit is \(limit)"
-        case .invalidShape(let shape): "invalid shape \(shape)"
         case .shapeUnknown: "the frame carries no shape and none is assigned"
         case .shapeMismatch(let expected, let got): "frame shape \(got) differs from the assigned \(expected)"
         case .invalidParameters(let reason): "invalid quantization parameters: \(reason)"

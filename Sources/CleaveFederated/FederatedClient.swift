@@ -161,7 +161,7 @@ public final class FederatedClient {
         guard let key = settings.fleetKey else { return message.payload }
         do {
             let envelope = try key.open(message.payload, topic: message.topic)
-            var guardian = replayGuards[message.topic] ?? ReplayGuard(path: nil)
+            var guardian = replayGuards[message.topic] ?? ReplayGuard()
             try guardian.admit(envelope.issued)
             replayGuards[message.topic] = guardian
             return envelope.payload

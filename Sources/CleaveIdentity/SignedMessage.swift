@@ -149,34 +149,22 @@ public struct FleetKeyError: Error, Sendable, CustomStringConvertible {
     public init(_ description: String) { self.description = description }
 }
 
-/// Refuses a signed message older than the newest one taken: a recorded control message played
-/// again (a replay) must not put a board back on an old assignment. The same message again
-/// (QoS 1 redelivery, the retained copy after a reconnect) is taken. The newest stamp is kept in
-/// a file when the guard has one, so that a restart does not reopen the window.
+/// Refuses a signed message older than the newest one taken: a recorded message played again (a
+/// replay) must not put a board back on an old model. The same message again (QoS 1
+/// redelivery, the retained copy after a reconnect) is taken. In memory only: a restarted
+/// client starts from zero (control messages are kept fresh by the agent's nonce instead; the
+/// federated client's use is described in `FederatedClient`).
 public struct ReplayGuard: Sendable {
-    public private(set) var newest: UInt64
-    let path: String?
+    public private(set) var newest: UInt64 = 0
 
-    /// A guard that starts from the stamp stored at `path` (none: from zero).
-    public init(path: String?) {
-        self.path = path
-        if let path, let bytes = try? SystemCall.readFile(path), let text = String(validating: bytes, as: UTF8.self),
-            let value = UInt64(text.filter { !$0.isWhitespace })
-        {
-            newest = value
-        } else {
-            newest = 0
-        }
-    }
+    public init() {}
 
     /// Takes a message stamped `issued`, or refuses it as a replay.
     public mutating func admit(_ issued: UInt64) throws(SignatureError) {
         guard issued >= newest else {
             throw SignatureError(.replayed, "issued at \(issued) ms, older than the message taken before (issued at \(newest) ms)")
         }
-        guard issued > newest else { return }
         newest = issued
-        if let path { try? SystemCall.writeFileAtomically(path, Array("\(issued)\n".utf8)) }
     }
 }
 

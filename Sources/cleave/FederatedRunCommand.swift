@@ -2,6 +2,7 @@ import ArgumentParser
 import CleaveAgentCLI
 import CleaveDatasets
 import CleaveFederated
+import CleaveIdentity
 import CleaveMQTT
 import CleaveProtocol
 import CleaveSupport
@@ -92,7 +93,9 @@ struct FederatedRun: AsyncParsableCommand {
         settings.compression = try UpdateCompression(name: compression)
         settings.errorFeedback = !noErrorFeedback
         settings.trainLimit = trainLimit
-        settings.signingKey = try (signingKey ?? credentials.resolved().signingKeyFile).map(readFleetSigningKey)
+        settings.signingKey = try (signingKey ?? credentials.resolved().signingKeyFile).map {
+            try readFleetKey($0, as: { try FleetSigningKey(hex: $0) })
+        }
         let profilePaths = boards.map { $0.hasSuffix(".yaml") ? $0 : "\(devices)/\($0).yaml" }
         let profiles = try profilePaths.map { try DeviceProfile.load($0) }
         settings.strategy = try strategy.choice(medianUpdate: try medianUpdateSeconds(settings, profiles: profiles))
@@ -220,7 +223,7 @@ struct FederatedAgentOptions: ParsableArguments {
         let device = options.id ?? login.username ?? "\(profile.name)-\(ProcessInfo.processInfo.processIdentifier)"
         var settings = FleetClientSettings(run: run, device: device, shard: shard)
         settings.board = profile.name
-        settings.fleetKey = try (options.fleetKey ?? login.fleetKeyFile).map(readFleetPublicKey)
+        settings.fleetKey = try (options.fleetKey ?? login.fleetKeyFile).map { try readFleetKey($0, as: { try FleetPublicKey(hex: $0) }) }
         if emulateBoard { settings.emulatedGflops = profile.gflops }
         switch attack {
         case nil: break

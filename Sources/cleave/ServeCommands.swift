@@ -73,7 +73,7 @@ struct CoordinatorCommand: AsyncParsableCommand {
 
     func run() async throws {
         let login = try credentials.resolved()
-        let signing = try (signingKey ?? login.signingKeyFile).map(readFleetSigningKey)
+        let signing = try (signingKey ?? login.signingKeyFile).map { try readFleetKey($0, as: { try FleetSigningKey(hex: $0) }) }
         var configuration = CoordinatorConfiguration(
             id: id, brokerHost: broker.host, brokerPort: broker.port, maximumBatch: maxBatch, maximumWait: .milliseconds(maxWaitMs),
             threads: threads, maximumInFlightPerDevice: maxInFlightPerDevice, username: login.username, password: login.password, tls: login.tls,

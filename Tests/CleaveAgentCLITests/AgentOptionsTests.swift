@@ -51,7 +51,7 @@ import Testing
 
     @Test func anUnreadablePasswordFileIsNamed() throws {
         let options = try AgentOptions.parse(["--password-file", "/nonexistent/cleave-password"])
-        #expect(throws: ValidationError.self) { try options.credentials.password() }
+        #expect(throws: ValidationError.self) { try options.credentials.resolved() }
         #expect(throws: (any Error).self) { try options.configuration() }
     }
 }

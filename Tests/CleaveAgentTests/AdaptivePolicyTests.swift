@@ -29,6 +29,16 @@ import Testing
         #expect(policy.current == .offload, "exploration brings it back: \(back)")
     }
 
+    /// On split, with offload 12% faster once exploration has measured it: the policy moves
+    /// (a margin above the harness's 10% goal would keep it on split for ever).
+    @Test func aModeMoreThanTenPercentFasterIsTaken() {
+        var costs = Self.costs
+        costs.localMilliseconds = 400
+        var policy = AdaptivePolicy(costs: costs, timeout: 1000)
+        let last = Self.run(&policy, from: 0, count: 150) { $0 == .split ? 6.3 + 68 : 0.3 + 64.7 }
+        #expect(policy.current == .offload, "\(last)")
+    }
+
     /// An agent without a broker connection serves locally whatever the policy says (it still
     /// asks it); once the connection is back the very next request measures the remote path,
     /// although the estimates aged out and the last look was recent.

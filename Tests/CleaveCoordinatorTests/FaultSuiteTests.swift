@@ -248,14 +248,9 @@ final class FaultRig: @unchecked Sendable {
     }
 
     /// Frames computed by all the coordinators so far, and how many requests were computed more
-    /// than once (by request key: device, id and frame CRC), from their request logs.
+    /// than once, from their request logs.
     func computations() -> (computed: Int, twice: Int) {
-        var count: [Substring: Int] = [:]
-        for file in (try? SystemCall.listDirectory(requestLogs)) ?? [] {
-            let text = String(decoding: (try? SystemCall.readFile("\(requestLogs)/\(file)")) ?? [], as: UTF8.self)
-            for line in text.split(separator: "\n") { count[line.split(separator: " ")[0], default: 0] += 1 }
-        }
-        return (count.values.reduce(0, +), count.values.filter { $0 > 1 }.count)
+        RequestLogs.tally(((try? SystemCall.listDirectory(requestLogs)) ?? []).map { "\(requestLogs)/\($0)" })
     }
 
     /// The whole model's prediction and the offline split path's (head, codec, tail) per image.
@@ -326,6 +321,20 @@ final class FaultRig: @unchecked Sendable {
         await testbed.stop()
         coordinator?.kill9()
         try? FileManager.default.removeItem(atPath: cache)
+    }
+}
+
+/// What coordinators started with `--request-log` computed.
+enum RequestLogs {
+    /// Frames computed in all of `files`, and how many requests (by request key: device, id and
+    /// frame CRC — the line's first field) were computed more than once.
+    static func tally(_ files: [String]) -> (computed: Int, twice: Int) {
+        var count: [Substring: Int] = [:]
+        for file in files {
+            let text = String(decoding: (try? SystemCall.readFile(file)) ?? [], as: UTF8.self)
+            for line in text.split(separator: "\n") { count[line.split(separator: " ")[0], default: 0] += 1 }
+        }
+        return (count.values.reduce(0, +), count.values.filter { $0 > 1 }.count)
     }
 }
 
